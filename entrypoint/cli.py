@@ -1,0 +1,163 @@
+"""The `airflow-ecs` command line: parses arguments and maps failures to exit codes.
+
+Imports of the heavier modules happen inside each command, so `health` and
+a start-up with nothing to resolve pay only for what they use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from entrypoint import __version__
+from entrypoint.errors import EXIT_INTERNAL, EXIT_OK, EXIT_UNHEALTHY, EntrypointError
+from entrypoint.log import log, redact
+
+
+def _role(value: str) -> str:
+    from entrypoint.roles import parse_role
+
+    try:
+        return parse_role(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="airflow-ecs",
+        description="Entrypoint runtime of the airflow-ecs images: resolve secrets, sync DAGs, "
+        "wait for Redis and the metadata DB, then run an Airflow role.",
+    )
+    parser.add_argument("--version", action="version", version=f"airflow-ecs {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the start-up sequence, then the role")
+    run.add_argument("role", type=_role, metavar="ROLE",
+                     help="scheduler, dag-processor, triggerer, webserver, worker, flower, "
+                     "migrate, metrics, or a '+'-joined group such as "
+                     "scheduler+dag-processor+triggerer")
+    run.add_argument("extra", nargs=argparse.REMAINDER, metavar="-- EXTRA_ARGS",
+                     help="arguments appended to the role's Airflow command")
+
+    ex = sub.add_parser("exec", help="run the start-up sequence, then exec any command")
+    ex.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+
+    sub.add_parser("secrets", help="resolve secrets and print each variable's NAME and SOURCE "
+                   "(never the value)")
+    sub.add_parser("wait", help="only the dependency waits")
+
+    health = sub.add_parser("health", help="probe a role's health (exit 0 healthy, 1 not)")
+    health.add_argument("role", type=_role, metavar="ROLE")
+
+    check = sub.add_parser("check", help="validate the configuration without side effects")
+    check.add_argument("role", type=_role, nargs="?", default=None, metavar="ROLE",
+                       help="check what this role needs (default: every role)")
+
+    sync = sub.add_parser("sync-dags", help="sync the DAG folder once (or continuously)")
+    mode = sync.add_mutually_exclusive_group()
+    mode.add_argument("--loop", action="store_true",
+                      help="keep syncing every AIRFLOW_ECS_DAGS_REFRESH_SECONDS")
+    mode.add_argument("--status", action="store_true",
+                      help="print the last sync's revision and age, then exit")
+    return parser
+
+
+def _strip_dashes(args: list[str]) -> list[str]:
+    return args[1:] if args and args[0] == "--" else args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except EntrypointError as exc:
+        # The message is built without secret values; redact() is a second line of defence.
+        log.error("%s failed:\n%s", exc.label, redact(str(exc)))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, no traceback with locals
+        log.error("internal error: %s: %s", type(exc).__name__, redact(str(exc)))
+        return EXIT_INTERNAL
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        from entrypoint.startup import start
+
+        start(args.role, extra_args=_strip_dashes(args.extra))
+        return EXIT_OK
+    if args.command == "exec":
+        from entrypoint.errors import ConfigError
+        from entrypoint.startup import start
+
+        command = _strip_dashes(args.argv)
+        if not command:
+            raise ConfigError("usage: airflow-ecs exec -- CMD [ARGS...] (no command given)")
+        start("exec", command=command)
+        return EXIT_OK
+    if args.command == "secrets":
+        return _secrets()
+    if args.command == "wait":
+        return _wait()
+    if args.command == "health":
+        from entrypoint.health import probe
+
+        result = probe(args.role, dict(os.environ))
+        print(("healthy: " if result.healthy else "unhealthy: ") + result.reason, flush=True)
+        return EXIT_OK if result.healthy else EXIT_UNHEALTHY
+    if args.command == "check":
+        return _check(args.role)
+    if args.command == "sync-dags":
+        from entrypoint import config, dagsync
+
+        settings = config.load(os.environ)
+        if args.status:
+            return dagsync.print_status(settings)
+        from entrypoint import secrets
+
+        resolved = secrets.resolve(os.environ, settings)
+        if args.loop:
+            return dagsync.run_loop(settings, resolved.env)
+        dagsync.sync_once(settings, resolved.env, first=True)
+        return EXIT_OK
+    raise AssertionError(args.command)
+
+
+def _secrets() -> int:
+    from entrypoint import config, secrets
+
+    settings = config.load(os.environ)
+    resolved = secrets.resolve(os.environ, settings)
+    for name in sorted(resolved.sources):
+        print(f"{name}\t{resolved.sources[name]}")
+    return EXIT_OK
+
+
+def _wait() -> int:
+    from entrypoint import config, defaults, secrets, waits
+
+    settings = config.load(os.environ)
+    resolved = secrets.resolve(os.environ, settings)
+    env = defaults.apply("exec", settings, resolved.env)
+    waits.wait_for_dependencies("exec", settings, env)
+    return EXIT_OK
+
+
+def _check(role: str | None) -> int:
+    from entrypoint import checks, config, defaults, secrets
+
+    settings = config.load(os.environ)
+    resolved = secrets.resolve(os.environ, settings)
+    env = defaults.apply(role or "exec", settings, resolved.env)
+    problems = checks.check(role, settings, env)
+    if problems:
+        for problem in problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        print(f"{len(problems)} problem(s) found", file=sys.stderr)
+        return 78
+    print(f"configuration OK for {role or 'every role'}")
+    return EXIT_OK

@@ -1,0 +1,304 @@
+"""Our own settings: every `AIRFLOW_ECS_*` variable, read once into a frozen object.
+
+Nothing else in the runtime reads `os.environ` for these settings. `load()`
+validates everything and reports every problem at once, each naming the
+variable, the value seen (settings here are never secret) and the fix.
+
+Secret-valued inputs (the admin password, git credentials) are not held here:
+they are resolved by `entrypoint.secrets` and read from the resolved
+environment by the code that needs them, by the variable names given below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from entrypoint.errors import ConfigError
+
+PREFIX = "AIRFLOW_ECS_"
+
+ROLES = (
+    "scheduler",
+    "dag-processor",
+    "triggerer",
+    "webserver",
+    "worker",
+    "flower",
+    "migrate",
+    "metrics",
+)
+# Roles that may be combined with "+" into a process group under supervisord.
+GROUPABLE_ROLES = ("scheduler", "dag-processor", "triggerer", "webserver", "worker", "flower")
+DAG_SOURCES = ("image", "git", "s3")
+
+# Names of secret-valued variables, read from the resolved environment.
+ADMIN_PASSWORD_VAR = "AIRFLOW_ECS_ADMIN_PASSWORD"
+GIT_TOKEN_VAR = "AIRFLOW_ECS_DAGS_GIT_TOKEN"
+GIT_SSH_KEY_VAR = "AIRFLOW_ECS_DAGS_GIT_SSH_KEY"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One documented setting: the README's configuration table is built from these."""
+
+    name: str
+    default: str
+    meaning: str
+    example: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("AIRFLOW_ECS_SSM_PATH", "(unset)",
+            "Parameter Store path whose parameters (recursive, SecureString decrypted) "
+            "become environment variables named after their last path segment.",
+            "/airflow/prod/"),
+    Setting("AIRFLOW_ECS_WAIT_TIMEOUT", "300",
+            "Overall deadline in seconds for the dependency waits (Redis, metadata DB, "
+            "migrations, execution API).", "120"),
+    Setting("AIRFLOW_ECS_DB_MIGRATE", "false",
+            "Run `airflow db migrate` at start instead of waiting for another task to do it.",
+            "true"),
+    Setting("AIRFLOW_ECS_STOP_TIMEOUT", "120",
+            "Seconds ECS gives a container between SIGTERM and SIGKILL (the task "
+            "definition's stopTimeout); Celery's soft shutdown is fitted inside it.", "120"),
+    Setting("AIRFLOW_ECS_ADMIN_USERNAME", "admin",
+            "User name of the admin account created from AIRFLOW_ECS_ADMIN_PASSWORD.", "admin"),
+    Setting(ADMIN_PASSWORD_VAR, "(unset)",
+            "Admin password (secret: give it as a reference or through ECS `secrets`). "
+            "Unset: no admin user is configured.", "ssm:/airflow/prod/admin-password"),
+    Setting("AIRFLOW_ECS_API_PORT", "8080", "Port the webserver role's api-server listens on.",
+            "8080"),
+    Setting("AIRFLOW_ECS_CHECK_FINGERPRINTS", "true",
+            "Publish and compare fingerprints of the shared keys in Redis; a role whose keys "
+            "differ from the deployment's refuses to start.", "false"),
+    Setting("AIRFLOW_ECS_LOG_LEVEL", "INFO", "Log level of the entrypoint's own messages.",
+            "DEBUG"),
+    Setting("AIRFLOW_ECS_DAGS_SOURCE", "image", "Where DAGs come from: image, git or s3.", "git"),
+    Setting("AIRFLOW_ECS_DAGS_DIR", "/opt/airflow/dags",
+            "Folder Airflow reads DAGs from (the roles' dags_folder is pointed there).",
+            "/opt/airflow/dags"),
+    Setting("AIRFLOW_ECS_DAGS_STATE_DIR", "(dags dir's parent)/.dags-sync",
+            "Where synced trees and the sync status are kept (must be writable).",
+            "/opt/airflow/.dags-sync"),
+    Setting("AIRFLOW_ECS_DAGS_REFRESH_SECONDS", "0",
+            "Seconds between DAG syncs after start-up; 0 syncs at start-up only.", "60"),
+    Setting("AIRFLOW_ECS_DAGS_ALLOW_SHRINK", "false",
+            "Publish a sync that empties the tree or loses more than half of its files.",
+            "true"),
+    Setting("AIRFLOW_ECS_DAGS_KEEP_SECONDS", "300",
+            "Grace period before a replaced DAG tree is deleted.", "600"),
+    Setting("AIRFLOW_ECS_DAGS_SYNC_TIMEOUT", "120", "Deadline in seconds of one sync.", "300"),
+    Setting("AIRFLOW_ECS_DAGS_GIT_URL", "(unset)", "Git repository of the DAGs (https, ssh, git or file URL).",
+            "https://github.com/acme/dags.git"),
+    Setting("AIRFLOW_ECS_DAGS_GIT_REF", "main", "Branch, tag or full commit sha to sync.",
+            "release"),
+    Setting("AIRFLOW_ECS_DAGS_GIT_SUBDIR", "(repository root)",
+            "Folder inside the repository that holds the DAGs.", "dags"),
+    Setting("AIRFLOW_ECS_DAGS_GIT_DEPTH", "1", "Clone depth; 0 fetches full history.", "1"),
+    Setting("AIRFLOW_ECS_DAGS_GIT_SUBMODULES", "false", "Also sync submodules (recursively).",
+            "true"),
+    Setting("AIRFLOW_ECS_DAGS_GIT_USERNAME", "x-access-token",
+            "User name sent with the HTTPS token.", "oauth2"),
+    Setting(GIT_TOKEN_VAR, "(unset)",
+            "HTTPS token for the git URL (secret; re-read on every sync).",
+            "secretsmanager:airflow/dags-token"),
+    Setting(GIT_SSH_KEY_VAR, "(unset)",
+            "SSH private key for an ssh git URL (secret; re-read on every sync).",
+            "ssm:/airflow/prod/dags-deploy-key"),
+    Setting("AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS", "(unset)",
+            "known_hosts lines for the SSH host; required with an SSH key.",
+            "github.com ssh-ed25519 AAAA..."),
+    Setting("AIRFLOW_ECS_DAGS_S3_URI", "(unset)", "S3 prefix holding the DAGs.",
+            "s3://acme-airflow/dags/"),
+    Setting("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", "32", "Parallel S3 downloads per sync.", "64"),
+)
+DOCUMENTED = {s.name for s in SETTINGS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    ssm_path: str | None = None
+    wait_timeout: float = 300.0
+    db_migrate: bool = False
+    stop_timeout: int = 120
+    admin_username: str = "admin"
+    api_port: int = 8080
+    check_fingerprints: bool = True
+    log_level: str = "INFO"
+    dags_source: str = "image"
+    dags_dir: Path = Path("/opt/airflow/dags")
+    dags_state_dir: Path = Path("/opt/airflow/.dags-sync")
+    dags_refresh_seconds: int = 0
+    dags_allow_shrink: bool = False
+    dags_keep_seconds: int = 300
+    dags_sync_timeout: int = 120
+    dags_git_url: str | None = None
+    dags_git_ref: str = "main"
+    dags_git_subdir: str = ""
+    dags_git_depth: int = 1
+    dags_git_submodules: bool = False
+    dags_git_username: str = "x-access-token"
+    dags_git_known_hosts: str | None = None
+    dags_s3_uri: str | None = None
+    dags_s3_concurrency: int = 32
+
+
+class _Reader:
+    """Reads and converts settings, collecting every problem instead of stopping at one."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        return None if value is None or value.strip() == "" else value.strip()
+
+    def text(self, name: str, default: str | None) -> str | None:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def _convert(self, name: str, default: Any, kind: str, convert: Callable[[str], Any],
+                 fix: str) -> Any:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return convert(value)
+        except (TypeError, ValueError):
+            self.problems.append(f"invalid setting: {name}={value!r} must be {kind}; {fix}")
+            return default
+
+    def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
+        value = self._convert(name, None, f"a number from {minimum:g} to {maximum:g}", float,
+                              f"e.g. {name}={default:g}")
+        if value is None:
+            return default
+        if not minimum <= value <= maximum:
+            self.problems.append(f"invalid setting: {name}={value:g} must be from {minimum:g} "
+                                 f"to {maximum:g}")
+            return default
+        return value
+
+    def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
+        value = self._convert(name, None, f"a whole number from {minimum} to {maximum}", int,
+                              f"e.g. {name}={default}")
+        if value is None:
+            return default
+        if not minimum <= value <= maximum:
+            self.problems.append(f"invalid setting: {name}={value} must be from {minimum} "
+                                 f"to {maximum}")
+            return default
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        lowered = value.lower()
+        if lowered in _TRUE:
+            return True
+        if lowered in _FALSE:
+            return False
+        self.problems.append(f"invalid setting: {name}={value!r} must be true or false")
+        return default
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() not in choices:
+            self.problems.append(f"invalid setting: {name}={value!r} must be one of "
+                                 f"{', '.join(choices)}")
+            return default
+        return value.lower()
+
+
+_SSM_PATH = re.compile(r"^/[A-Za-z0-9_.\-/]*$")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def load(env: Mapping[str, str]) -> Settings:
+    """Read and validate every AIRFLOW_ECS_* setting; raise ConfigError listing all problems."""
+    r = _Reader(env)
+    ssm_path = r.text("AIRFLOW_ECS_SSM_PATH", None)
+    if ssm_path is not None:
+        if not _SSM_PATH.match(ssm_path):
+            r.problems.append(
+                f"invalid setting: AIRFLOW_ECS_SSM_PATH={ssm_path!r} must be a Parameter Store "
+                "path: start with '/', then letters, digits and _.-/ only, "
+                "e.g. AIRFLOW_ECS_SSM_PATH=/airflow/prod/")
+        elif not ssm_path.endswith("/"):
+            ssm_path += "/"
+
+    dags_dir = Path(r.text("AIRFLOW_ECS_DAGS_DIR", "/opt/airflow/dags") or "/opt/airflow/dags")
+    if not dags_dir.is_absolute():
+        r.problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_DIR={str(dags_dir)!r} must be an "
+                          "absolute path, e.g. /opt/airflow/dags")
+    state_default = str(dags_dir.parent / ".dags-sync")
+    dags_state_dir = Path(r.text("AIRFLOW_ECS_DAGS_STATE_DIR", state_default) or state_default)
+
+    settings = Settings(
+        ssm_path=ssm_path,
+        wait_timeout=r.number("AIRFLOW_ECS_WAIT_TIMEOUT", 300.0, 1, 86400),
+        db_migrate=r.boolean("AIRFLOW_ECS_DB_MIGRATE", False),
+        stop_timeout=r.integer("AIRFLOW_ECS_STOP_TIMEOUT", 120, 2, 86400),
+        admin_username=r.text("AIRFLOW_ECS_ADMIN_USERNAME", "admin") or "admin",
+        api_port=r.integer("AIRFLOW_ECS_API_PORT", 8080, 1, 65535),
+        check_fingerprints=r.boolean("AIRFLOW_ECS_CHECK_FINGERPRINTS", True),
+        log_level=r.choice("AIRFLOW_ECS_LOG_LEVEL", "info", _LOG_LEVELS).upper(),
+        dags_source=r.choice("AIRFLOW_ECS_DAGS_SOURCE", "image", DAG_SOURCES),
+        dags_dir=dags_dir,
+        dags_state_dir=dags_state_dir,
+        dags_refresh_seconds=r.integer("AIRFLOW_ECS_DAGS_REFRESH_SECONDS", 0, 0, 86400),
+        dags_allow_shrink=r.boolean("AIRFLOW_ECS_DAGS_ALLOW_SHRINK", False),
+        dags_keep_seconds=r.integer("AIRFLOW_ECS_DAGS_KEEP_SECONDS", 300, 0, 86400),
+        dags_sync_timeout=r.integer("AIRFLOW_ECS_DAGS_SYNC_TIMEOUT", 120, 1, 86400),
+        dags_git_url=r.text("AIRFLOW_ECS_DAGS_GIT_URL", None),
+        dags_git_ref=r.text("AIRFLOW_ECS_DAGS_GIT_REF", "main") or "main",
+        dags_git_subdir=(r.text("AIRFLOW_ECS_DAGS_GIT_SUBDIR", "") or "").strip("/"),
+        dags_git_depth=r.integer("AIRFLOW_ECS_DAGS_GIT_DEPTH", 1, 0, 1_000_000),
+        dags_git_submodules=r.boolean("AIRFLOW_ECS_DAGS_GIT_SUBMODULES", False),
+        dags_git_username=r.text("AIRFLOW_ECS_DAGS_GIT_USERNAME", "x-access-token")
+        or "x-access-token",
+        dags_git_known_hosts=r.text("AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS", None),
+        dags_s3_uri=r.text("AIRFLOW_ECS_DAGS_S3_URI", None),
+        dags_s3_concurrency=r.integer("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", 32, 1, 512),
+    )
+
+    if settings.dags_source == "git" and not settings.dags_git_url:
+        r.problems.append("required setting: AIRFLOW_ECS_DAGS_GIT_URL when "
+                          "AIRFLOW_ECS_DAGS_SOURCE=git, e.g. https://github.com/acme/dags.git")
+    if settings.dags_source == "s3":
+        uri = settings.dags_s3_uri
+        if not uri:
+            r.problems.append("required setting: AIRFLOW_ECS_DAGS_S3_URI when "
+                              "AIRFLOW_ECS_DAGS_SOURCE=s3, e.g. s3://acme-airflow/dags/")
+        elif not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", uri):
+            r.problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_S3_URI={uri!r} must be "
+                              "s3://BUCKET/PREFIX/ with a valid bucket name")
+    if ".." in Path(settings.dags_git_subdir).parts:
+        r.problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_GIT_SUBDIR="
+                          f"{settings.dags_git_subdir!r} must stay inside the repository "
+                          "(no '..')")
+
+    unknown = sorted(n for n in env if n.startswith(PREFIX) and _base_name(n) not in DOCUMENTED)
+    for name in unknown:
+        r.problems.append(f"unknown setting: {name}; see the README's configuration reference "
+                          "(a typo?)")
+
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings
+
+
+def _base_name(name: str) -> str:
+    # NAME_FILE is the file form of NAME (see entrypoint.secrets).
+    return name[: -len("_FILE")] if name.endswith("_FILE") else name

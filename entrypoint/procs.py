@@ -1,0 +1,76 @@
+"""Child processes of the start-up phases, and prompt termination.
+
+Start-up runs a few children (git, `airflow db migrate`). A SIGTERM during
+start-up raises `Terminated` in the main thread; `terminate_children()` then
+stops and reaps every child still running, so the entrypoint ends within
+seconds and leaves no orphan behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from types import FrameType
+
+from entrypoint.errors import Terminated
+
+_children: set[subprocess.Popen] = set()
+_lock = threading.Lock()
+
+
+def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float | None = None,
+        cwd: str | None = None, input_bytes: bytes | None = None) -> subprocess.CompletedProcess:
+    """Run argv (never through a shell), capturing output; the child is reaped on TERM."""
+    proc = subprocess.Popen(
+        list(argv), env=dict(env) if env is not None else None, cwd=cwd,
+        stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    with _lock:
+        _children.add(proc)
+    try:
+        out, err = proc.communicate(input=input_bytes, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        raise
+    finally:
+        with _lock:
+            _children.discard(proc)
+        if proc.poll() is None:
+            _stop(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def _stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+
+
+def terminate_children() -> None:
+    with _lock:
+        children = list(_children)
+    for proc in children:
+        _stop(proc)
+
+
+def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
+    raise Terminated(f"received {signal.Signals(signum).name} during start-up")
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, _raise_terminated)
+
+
+def restore_signal_handlers() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

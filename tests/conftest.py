@@ -1,0 +1,47 @@
+"""Session-wide servers for the integration tests, and the AWS test environment."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from servers import start_moto, start_postgres, start_redis  # noqa: E402
+
+# Tests never talk to real AWS: fixed fake credentials, a fixed region.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
+os.environ.pop("AWS_PROFILE", None)
+
+
+@pytest.fixture(scope="session")
+def redis_server():
+    server = start_redis(password="redis-test-pw")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    server = start_postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    server = start_moto()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def moto(moto_server):
+    """A moto server with no state left from other tests."""
+    moto_server.reset()
+    return moto_server

@@ -1,0 +1,190 @@
+"""Real servers for the tests, each on 127.0.0.1 on a free port.
+
+Redis and PostgreSQL come from Debian's packages (`.ci/run` installs them);
+moto's standalone server from PyPI. Each helper returns a handle with its URL
+and a `stop()`; fixtures in conftest.py start and stop them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@dataclass
+class Server:
+    port: int
+    proc: subprocess.Popen | None
+    workdir: Path
+    password: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+@dataclass
+class RedisServer(Server):
+    def url(self, db: int = 0, password: str | None = None, user: str = "") -> str:
+        pw = self.password if password is None else password
+        auth = f"{user}:{pw}@" if pw else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> RedisServer:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+
+def start_redis(password: str = "", port: int | None = None) -> RedisServer:
+    workdir = Path(tempfile.mkdtemp(prefix="redis-"))
+    return RedisServer(port=port or free_port(), proc=None, workdir=workdir,
+                       password=password).start()
+
+
+def _pg_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if found:
+        return found[-1]
+    path = shutil.which(name)
+    if not path:
+        raise RuntimeError(f"{name} not found: install Debian's postgresql package")
+    return path
+
+
+@dataclass
+class PostgresServer(Server):
+    user: str = "airflow"
+    database: str = "airflow"
+
+    def url(self, driver: str = "postgresql+psycopg2", password: str | None = None,
+            database: str | None = None) -> str:
+        pw = self.password if password is None else password
+        return (f"{driver}://{self.user}:{pw}@127.0.0.1:{self.port}/"
+                f"{database or self.database}")
+
+    def _demote(self):
+        if os.geteuid() != 0:
+            return None
+        entry = pwd.getpwnam("postgres")
+
+        def demote() -> None:
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+
+        return demote
+
+    def start(self) -> PostgresServer:
+        data = self.workdir / "data"
+        if not data.exists():
+            pwfile = self.workdir / "pw"
+            pwfile.write_text(self.password)
+            if os.geteuid() == 0:
+                entry = pwd.getpwnam("postgres")
+                os.chown(self.workdir, entry.pw_uid, entry.pw_gid)
+                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            subprocess.run(
+                [_pg_bin("initdb"), "-D", str(data), "-U", self.user, "--pwfile", str(pwfile),
+                 "-A", "scram-sha-256", "--no-sync"],
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                preexec_fn=self._demote(),  # noqa: PLW1509 - initdb refuses to run as root
+            )
+        self.proc = subprocess.Popen(
+            [_pg_bin("postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.port),
+             "-k", str(self.workdir), "-c", "fsync=off", "-c", "max_connections=200"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=self._demote(),
+        )
+        wait_port(self.port, 30)
+        # The port opens before the server accepts logins; poll with a real login.
+        deadline = time.monotonic() + 30
+        while True:
+            env = dict(os.environ, PGPASSWORD=self.password)
+            ok = subprocess.run(
+                ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d",
+                 "postgres", "-Atc", "select 1"], env=env, capture_output=True,
+            ).returncode == 0
+            if ok:
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError("postgres did not accept logins")
+            time.sleep(0.1)
+        return self
+
+    def psql(self, sql: str, database: str | None = None) -> str:
+        env = dict(os.environ, PGPASSWORD=self.password)
+        out = subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d",
+             database or "postgres", "-v", "ON_ERROR_STOP=1", "-Atc", sql],
+            env=env, capture_output=True, text=True, check=True,
+        )
+        return out.stdout.strip()
+
+    def create_database(self, name: str) -> None:
+        self.psql(f'CREATE DATABASE "{name}"')
+
+
+def start_postgres(password: str = "pg-test-pw") -> PostgresServer:
+    workdir = Path(tempfile.mkdtemp(prefix="pg-"))
+    server = PostgresServer(port=free_port(), proc=None, workdir=workdir, password=password)
+    server.start()
+    server.create_database(server.database)
+    return server
+
+
+@dataclass
+class MotoServer(Server):
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        req = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+
+
+def start_moto() -> MotoServer:
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="moto-"))
+    proc = subprocess.Popen(
+        ["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    wait_port(port, 30)
+    return MotoServer(port=port, proc=proc, workdir=workdir)
