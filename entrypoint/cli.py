@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from entrypoint import __version__
 from entrypoint.errors import EXIT_INTERNAL, EXIT_OK, EXIT_UNHEALTHY, EntrypointError
@@ -62,6 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep syncing every AIRFLOW_ECS_DAGS_REFRESH_SECONDS")
     mode.add_argument("--status", action="store_true",
                       help="print the last sync's revision and age, then exit")
+
+    render = sub.add_parser("render", help="render the ECS task and service definitions into "
+                            "build/task-definitions/ and validate them")
+    deploy = sub.add_parser("deploy", help="render, register the task definitions, run the "
+                            "migrate task and update the services")
+    for p in (render, deploy):
+        p.add_argument("--settings", type=Path, default=None, metavar="FILE",
+                       help="settings file (JSON); environment variables override it")
+        p.add_argument("--out", type=Path, default=Path("build/task-definitions"), metavar="DIR")
+    deploy.add_argument("--skip-migrate", action="store_true",
+                        help="do not run the migrate task before updating the services")
     return parser
 
 
@@ -123,6 +135,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.loop:
             return dagsync.run_loop(settings, resolved.env)
         dagsync.sync_once(settings, resolved.env, first=True)
+        return EXIT_OK
+    if args.command == "render":
+        from entrypoint.ecs.render import render_all
+
+        for path in render_all(args.settings, dict(os.environ), args.out):
+            print(path)
+        return EXIT_OK
+    if args.command == "deploy":
+        from entrypoint.ecs.deploy import deploy
+
+        deploy(args.settings, dict(os.environ), args.out, run_migrate=not args.skip_migrate)
         return EXIT_OK
     raise AssertionError(args.command)
 
