@@ -36,8 +36,8 @@ GROUPABLE_ROLES = ("scheduler", "dag-processor", "triggerer", "webserver", "work
 DAG_SOURCES = ("image", "git", "s3")
 
 # Names of secret-valued variables, read from the resolved environment.
-ADMIN_PASSWORD_VAR = "AIRFLOW_ECS_ADMIN_PASSWORD"
-GIT_TOKEN_VAR = "AIRFLOW_ECS_DAGS_GIT_TOKEN"
+ADMIN_PASSWORD_VAR = "AIRFLOW_ECS_ADMIN_PASSWORD"  # noqa: S105 - a name, not a value
+GIT_TOKEN_VAR = "AIRFLOW_ECS_DAGS_GIT_TOKEN"  # noqa: S105 - a name, not a value
 GIT_SSH_KEY_VAR = "AIRFLOW_ECS_DAGS_GIT_SSH_KEY"
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -95,7 +95,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIRFLOW_ECS_DAGS_KEEP_SECONDS", "300",
             "Grace period before a replaced DAG tree is deleted.", "600"),
     Setting("AIRFLOW_ECS_DAGS_SYNC_TIMEOUT", "120", "Deadline in seconds of one sync.", "300"),
-    Setting("AIRFLOW_ECS_DAGS_GIT_URL", "(unset)", "Git repository of the DAGs (https, ssh, git or file URL).",
+    Setting("AIRFLOW_ECS_DAGS_GIT_URL", "(unset)",
+            "Git repository of the DAGs (https, ssh, git or file URL).",
             "https://github.com/acme/dags.git"),
     Setting("AIRFLOW_ECS_DAGS_GIT_REF", "main", "Branch, tag or full commit sha to sync.",
             "release"),

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import start_moto, start_postgres, start_redis  # noqa: E402
+from servers import start_moto, start_postgres, start_redis
 
 # Tests never talk to real AWS: fixed fake credentials, a fixed region.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

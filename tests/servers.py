@@ -124,7 +124,7 @@ class PostgresServer(Server):
                 [_pg_bin("initdb"), "-D", str(data), "-U", self.user, "--pwfile", str(pwfile),
                  "-A", "scram-sha-256", "--no-sync"],
                 check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                preexec_fn=self._demote(),  # noqa: PLW1509 - initdb refuses to run as root
+                preexec_fn=self._demote(),
             )
         self.proc = subprocess.Popen(
             [_pg_bin("postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.port),
