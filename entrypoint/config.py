@@ -29,15 +29,14 @@ ROLES = (
     "worker",
     "flower",
     "migrate",
-    "metrics",
 )
 # Roles that may be combined with "+" into a process group under supervisord.
 GROUPABLE_ROLES = ("scheduler", "dag-processor", "triggerer", "webserver", "worker", "flower")
 DAG_SOURCES = ("image", "git", "s3")
 
 # Names of secret-valued variables, read from the resolved environment.
-ADMIN_PASSWORD_VAR = "AIRFLOW_ECS_ADMIN_PASSWORD"  # noqa: S105 - a name, not a value
-GIT_TOKEN_VAR = "AIRFLOW_ECS_DAGS_GIT_TOKEN"  # noqa: S105 - a name, not a value
+ADMIN_PASSWORD_VAR = "AIRFLOW_ECS_ADMIN_PASSWORD"
+GIT_TOKEN_VAR = "AIRFLOW_ECS_DAGS_GIT_TOKEN"
 GIT_SSH_KEY_VAR = "AIRFLOW_ECS_DAGS_GIT_SSH_KEY"
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -1,0 +1,60 @@
+"""Celery configuration of the worker role: Airflow's own, plus a shutdown deadline.
+
+ECS stops a container with SIGTERM, waits the task definition's stopTimeout,
+then sends SIGKILL. Celery's warm shutdown (SIGTERM) lets running tasks
+finish and exits 0, but a task still running at the SIGKILL dies with its
+message stranded in Redis's unacked set until the visibility timeout.
+
+So when a warm shutdown starts, a timer escalates it to a cold shutdown
+(SIGQUIT) `AIRFLOW_ECS_STOP_TIMEOUT - 10` seconds later. The cold shutdown
+stops the pool and closes the broker channel, and kombu's Redis transport
+restores every unacknowledged message to its queue, so another worker picks
+the task up.
+
+Celery's own soft shutdown (`REMAP_SIGTERM=SIGQUIT` with
+`worker_soft_shutdown_timeout`) is not used for this: in Celery 5.6 it sleeps
+the whole timeout even when the running tasks finish early, and always exits
+with status 1, so every scale-in would take the full stop timeout and look
+like a failure.
+
+Airflow loads this module (through `[celery] celery_config_options`)
+wherever it builds its Celery app, scheduler and worker alike, so importing
+Airflow here is fine; the shutdown hook only fires in a worker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+from celery.signals import worker_shutting_down
+
+STOP_MARGIN_SECONDS = 10
+
+CELERY_CONFIG = dict(DEFAULT_CELERY_CONFIG)
+# No sleeping soft-shutdown phase: the escalation below decides when to go cold.
+CELERY_CONFIG["worker_soft_shutdown_timeout"] = 0.0
+
+
+def shutdown_deadline(environ: dict[str, str] | os._Environ) -> float:
+    try:
+        stop_timeout = float(environ.get("AIRFLOW_ECS_STOP_TIMEOUT", "120"))
+    except ValueError:
+        stop_timeout = 120.0
+    return max(stop_timeout - STOP_MARGIN_SECONDS, 1.0)
+
+
+_timer: threading.Timer | None = None
+
+
+@worker_shutting_down.connect
+def _escalate_at_deadline(sig: str = "", how: str = "", exitcode: int = 0, **_: object) -> None:
+    global _timer
+    if how != "Warm" or _timer is not None:
+        return
+    deadline = shutdown_deadline(os.environ)
+    _timer = threading.Timer(deadline, os.kill, args=(os.getpid(), signal.SIGQUIT))
+    _timer.daemon = True
+    _timer.start()

@@ -1,0 +1,236 @@
+"""Checks of the Airflow configuration a role starts with (after secrets are resolved).
+
+Each rule catches a misconfiguration that Airflow 3.3 measurably fails on
+silently or late; each problem names the variable and the fix, never a value.
+`check()` returns every problem at once; the caller decides to refuse.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Mapping
+
+from entrypoint.config import ADMIN_PASSWORD_VAR, Settings
+from entrypoint.urls import problems_in_url
+
+FERNET_KEY = "AIRFLOW__CORE__FERNET_KEY"
+JWT_SECRET = "AIRFLOW__API_AUTH__JWT_SECRET"
+API_SECRET_KEY = "AIRFLOW__API__SECRET_KEY"
+EXECUTION_API_URL = "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"
+DB_URL = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+BROKER_URL = "AIRFLOW__CELERY__BROKER_URL"
+RESULT_BACKEND = "AIRFLOW__CELERY__RESULT_BACKEND"
+VISIBILITY_TIMEOUT = "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"
+TASK_TIMEOUT = "AIRFLOW__CORE__DEFAULT_TASK_EXECUTION_TIMEOUT"
+
+# The keys every Airflow role must share with the others (fingerprinted in Redis).
+SHARED_KEYS = (FERNET_KEY, JWT_SECRET, API_SECRET_KEY)
+JWT_MIN_BYTES = 64
+
+AIRFLOW_ROLES = ("scheduler", "dag-processor", "triggerer", "webserver", "worker", "flower",
+                 "migrate")
+
+# What each role needs, measured by removing one variable at a time.
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "scheduler": (DB_URL, BROKER_URL, RESULT_BACKEND, *SHARED_KEYS),
+    "dag-processor": (DB_URL, *SHARED_KEYS),
+    "triggerer": (DB_URL, *SHARED_KEYS),
+    "webserver": (DB_URL, *SHARED_KEYS),
+    "worker": (DB_URL, BROKER_URL, RESULT_BACKEND, EXECUTION_API_URL, *SHARED_KEYS),
+    "flower": (BROKER_URL,),
+    "migrate": (DB_URL,),
+    "exec": (),
+}
+
+_HOW_TO_SET = {
+    FERNET_KEY: "generate one with `python -c \"from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())\"` and give every role the same value",
+    JWT_SECRET: f"at least {JWT_MIN_BYTES} random bytes, the same for every role, e.g. "
+                "`openssl rand -base64 64`",
+    API_SECRET_KEY: "a random string, the same for every role, e.g. `openssl rand -hex 32`",
+    DB_URL: "e.g. postgresql+psycopg2://airflow:PASSWORD@db.example:5432/airflow",
+    BROKER_URL: "e.g. rediss://:PASSWORD@redis.example:6379/0",
+    RESULT_BACKEND: "e.g. db+postgresql://airflow:PASSWORD@db.example:5432/airflow",
+    EXECUTION_API_URL: "the api-server's execution API as the workers reach it, e.g. "
+                       "http://airflow-api.internal:8080/execution/",
+}
+
+
+def members(role: str | None) -> list[str]:
+    if role is None:
+        return list(AIRFLOW_ROLES[:-1])
+    return role.split("+")
+
+
+def check(role: str | None, settings: Settings, env: Mapping[str, str]) -> list[str]:
+    """Every problem in env for role (None: for every long-running role)."""
+    problems: list[str] = []
+    roles = members(role)
+    needed: list[str] = []
+    for member in roles:
+        for name in _NEEDS.get(member, ()):
+            if name not in needed:
+                needed.append(name)
+    for name in needed:
+        if not env.get(name, "").strip():
+            wanted_by = ", ".join(m for m in roles if name in _NEEDS.get(m, ()))
+            problems.append(f"required setting: {name} (needed by {wanted_by}); "
+                            f"{_HOW_TO_SET[name]}")
+
+    for rule in _RULES:
+        problems.extend(rule(roles, settings, env))
+    return problems
+
+
+def _unresolved_values(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
+    problems = []
+    for name in sorted(env):
+        if not name.startswith("AIRFLOW"):
+            continue
+        value = env[name].strip()
+        reason = _looks_unresolved(value)
+        if reason:
+            problems.append(f"invalid setting: {name} {reason}; give the real value, or a "
+                            "reference the entrypoint resolves (ssm:/NAME, "
+                            f"secretsmanager:NAME[#key], or {name}_FILE=/path)")
+    return problems
+
+
+_UNRESOLVED = (
+    (re.compile(r"^\[object \w+\]$"), "holds a serialised object ({value!s})"),
+    (re.compile(r"^\{\{\s*resolve:"), "holds an unresolved CloudFormation dynamic reference"),
+    (re.compile(r"^\$\{[^}]*\}$"), "holds an unexpanded template placeholder"),
+    (re.compile(r"^arn:aws[\w-]*:(ssm|secretsmanager):"),
+     "holds an ARN where a value is expected (ECS `secrets` take ARNs in valueFrom, "
+     "`environment` takes values)"),
+    (re.compile(r"^(ssm|secretsmanager):"), "still holds a secret reference"),
+)
+
+
+def _looks_unresolved(value: str) -> str | None:
+    for pattern, reason in _UNRESOLVED:
+        if pattern.search(value):
+            # The value is shown only for the fixed marker "[object Object]",
+            # which cannot be a secret.
+            return reason.format(value=value) if "{value" in reason else reason
+    return None
+
+
+def _url_passwords(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
+    problems = []
+    for name in (DB_URL, BROKER_URL, RESULT_BACKEND):
+        value = env.get(name, "").strip()
+        if value and not _looks_unresolved(value):
+            problems.extend(problems_in_url(name, value))
+    return problems
+
+
+def _fernet_key(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
+    value = env.get(FERNET_KEY, "").strip()
+    if not value or _looks_unresolved(value):
+        return []
+    for position, key in enumerate(value.split(","), start=1):
+        try:
+            raw = base64.urlsafe_b64decode(key.strip().encode())
+        except (binascii.Error, ValueError):
+            raw = b""
+        if len(raw) != 32:
+            which = f"key {position} of {FERNET_KEY}" if "," in value else FERNET_KEY
+            return [f"invalid setting: {which} is not a Fernet key (32 url-safe base64-encoded "
+                    f"bytes); {_HOW_TO_SET[FERNET_KEY]}"]
+    return []
+
+
+def _jwt_length(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
+    value = env.get(JWT_SECRET, "")
+    if value and not _looks_unresolved(value) and len(value.encode()) < JWT_MIN_BYTES:
+        return [f"invalid setting: {JWT_SECRET} is {len(value.encode())} bytes long; use at least "
+                f"{JWT_MIN_BYTES} (Airflow warns below that), e.g. `openssl rand -base64 64`"]
+    return []
+
+
+def _execution_api_url(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
+    value = env.get(EXECUTION_API_URL, "").strip()
+    if not value or _looks_unresolved(value):
+        return []
+    problems = []
+    if not re.match(r"^https?://[^/]+", value):
+        problems.append(f"invalid setting: {EXECUTION_API_URL}={value!r} must be an http(s) URL, "
+                        f"{_HOW_TO_SET[EXECUTION_API_URL]}")
+    elif not value.endswith("/execution/"):
+        fixed = re.sub(r"/+(execution)?/*$", "", value) + "/execution/"
+        problems.append(f"invalid setting: {EXECUTION_API_URL}={value!r} must end in "
+                        f"'/execution/' (workers otherwise fail every task), e.g. {fixed}")
+    return problems
+
+
+def _executor(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
+    executor = env.get("AIRFLOW__CORE__EXECUTOR", "")
+    if "scheduler" in roles and "CeleryExecutor" not in executor:
+        return [f"invalid setting: AIRFLOW__CORE__EXECUTOR={executor!r}: these images run tasks "
+                "on Celery workers; set it to CeleryExecutor (or unset it)"]
+    return []
+
+
+def _visibility_timeout(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
+    broker = env.get(BROKER_URL, "")
+    if not broker.startswith(("redis", "sentinel")):
+        return []
+    problems = []
+    numbers: dict[str, float] = {}
+    for name in (VISIBILITY_TIMEOUT, TASK_TIMEOUT):
+        raw = env.get(name, "").strip()
+        if not raw:
+            continue
+        try:
+            numbers[name] = float(raw)
+        except ValueError:
+            problems.append(f"invalid setting: {name}={raw!r} must be a number of seconds")
+    visibility = numbers.get(VISIBILITY_TIMEOUT)
+    longest = numbers.get(TASK_TIMEOUT)
+    if visibility is not None and longest is not None and visibility <= longest:
+        problems.append(
+            f"invalid setting: {VISIBILITY_TIMEOUT}={visibility:g} is not longer than the longest "
+            f"task timeout configured ({TASK_TIMEOUT}={longest:g}): Redis would hand a task that "
+            "is still running to a second worker; set the visibility timeout above it, e.g. "
+            f"{VISIBILITY_TIMEOUT}={int(longest * 1.5)}")
+    return problems
+
+
+def _dags_folder(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
+    folder = env.get("AIRFLOW__CORE__DAGS_FOLDER", "").rstrip("/")
+    if settings.dags_source != "image" and folder and folder != str(settings.dags_dir):
+        return [f"invalid setting: AIRFLOW__CORE__DAGS_FOLDER={folder!r} differs from "
+                f"AIRFLOW_ECS_DAGS_DIR={str(settings.dags_dir)!r}, where synced DAGs are "
+                "published; unset AIRFLOW__CORE__DAGS_FOLDER"]
+    return []
+
+
+def _admin_login(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
+    if "webserver" not in roles:
+        return []
+    manager = env.get("AIRFLOW__CORE__AUTH_MANAGER", "")
+    if manager and not manager.endswith("SimpleAuthManager"):
+        return []
+    all_admins = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "").lower() == "true"
+    if not env.get(ADMIN_PASSWORD_VAR) and not all_admins:
+        return [f"required setting: {ADMIN_PASSWORD_VAR} for the webserver (the admin login; "
+                "Airflow's generated password file needs a writable AIRFLOW_HOME and differs "
+                "between webserver tasks), e.g. "
+                f"{ADMIN_PASSWORD_VAR}=ssm:/airflow/prod/admin-password"]
+    return []
+
+
+_RULES: tuple[Callable[[list[str], Settings, Mapping[str, str]], list[str]], ...] = (
+    _unresolved_values,
+    _url_passwords,
+    _fernet_key,
+    _jwt_length,
+    _execution_api_url,
+    _executor,
+    _visibility_timeout,
+    _dags_folder,
+    _admin_login,
+)

@@ -1,0 +1,126 @@
+"""Roles: what each one runs, its initialisation, and how it is launched.
+
+A single role replaces the entrypoint with Airflow's process (`os.execvpe`),
+so tini delivers ECS's SIGTERM straight to Airflow and no Python parent
+lingers. A `+`-joined group, or a role that keeps syncing DAGs beside it,
+runs under supervisord (see `entrypoint.group`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from entrypoint import config, defaults
+from entrypoint.config import Settings
+from entrypoint.errors import ConfigError
+from entrypoint.log import log
+
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "scheduler": ("airflow", "scheduler"),
+    "dag-processor": ("airflow", "dag-processor"),
+    "triggerer": ("airflow", "triggerer"),
+    "webserver": ("airflow", "api-server"),
+    "worker": ("airflow", "celery", "worker"),
+    "flower": ("airflow", "celery", "flower"),
+}
+SYNC_LOOP = ("airflow-ecs", "sync-dags", "--loop")
+
+
+def parse_role(value: str) -> str:
+    """Validate ROLE (or a '+'-joined group); return it in canonical form."""
+    parts = [p.strip() for p in value.split("+")]
+    if len(parts) == 1:
+        if parts[0] not in config.ROLES:
+            raise ValueError(f"unknown role {value!r}; choose one of {', '.join(config.ROLES)} "
+                             "or a '+'-joined group such as scheduler+dag-processor+triggerer")
+        return parts[0]
+    for part in parts:
+        if part not in config.GROUPABLE_ROLES:
+            raise ValueError(f"{part!r} can't be part of a process group; groups combine "
+                             f"{', '.join(config.GROUPABLE_ROLES)}")
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"role group {value!r} names a role twice")
+    return "+".join(parts)
+
+
+@dataclass(frozen=True)
+class Program:
+    name: str
+    argv: tuple[str, ...]
+    stop_seconds: int = 30
+
+
+@dataclass(frozen=True)
+class Launch:
+    kind: str  # "exec" | "group" | "migrate"
+    env: dict[str, str]
+    argv: tuple[str, ...] = ()
+    programs: tuple[Program, ...] = field(default_factory=tuple)
+
+
+def _stop_seconds(member: str, settings: Settings) -> int:
+    # A worker's warm shutdown may use the whole stop timeout; the others stop
+    # in seconds. supervisord's SIGKILL must come after Celery's own deadline.
+    if member == "worker":
+        return max(settings.stop_timeout - 2, 5)
+    return min(30, max(settings.stop_timeout - 2, 5))
+
+
+def prepare(role: str, settings: Settings, env: Mapping[str, str],
+            extra_args: Sequence[str] = (), command: Sequence[str] = ()) -> Launch:
+    """Initialise the role (files it needs at start) and say how to launch it."""
+    env = dict(env)
+    if role == "exec":
+        return Launch(kind="exec", env=env, argv=tuple(command))
+    if role == "migrate":
+        if extra_args:
+            raise ConfigError("the migrate role takes no extra arguments")
+        return Launch(kind="migrate", env=env)
+    members = role.split("+")
+    if "webserver" in members:
+        path = defaults.write_admin_password_file(settings, env)
+        if path:
+            log.info("admin login %r configured for the webserver", settings.admin_username)
+    syncing = settings.dags_source != "image" and settings.dags_refresh_seconds > 0
+    if len(members) == 1 and not syncing:
+        return Launch(kind="exec", env=env, argv=COMMANDS[role] + tuple(extra_args))
+    if extra_args and len(members) > 1:
+        raise ConfigError(f"extra arguments can't be given to the group {role!r}; set the "
+                          "roles' options through AIRFLOW__SECTION__KEY variables instead")
+    programs = [Program(m, COMMANDS[m] + tuple(extra_args), _stop_seconds(m, settings))
+                for m in members]
+    if syncing:
+        programs.append(Program("sync-dags", SYNC_LOOP, 10))
+    return Launch(kind="group", env=env, programs=tuple(programs))
+
+
+def execute(launch: Launch) -> None:
+    """Become the role. Returns only for roles that run in-process and then exit."""
+    if launch.kind == "exec":
+        log.info("starting %s", " ".join(launch.argv[:3]))
+        sys.stdout.flush()
+        sys.stderr.flush()
+        try:
+            os.execvpe(launch.argv[0], list(launch.argv), launch.env)
+        except FileNotFoundError:
+            log.error("command not found: %s (is it on PATH?)", launch.argv[0])
+            raise SystemExit(127) from None
+        except PermissionError:
+            log.error("command not executable: %s", launch.argv[0])
+            raise SystemExit(126) from None
+    if launch.kind == "group":
+        from entrypoint.group import run_group
+
+        raise SystemExit(run_group(launch.programs, launch.env))
+    if launch.kind == "migrate":
+        from entrypoint.migrations import run_migrations
+
+        settings = config.load(launch.env)
+        run_migrations(settings, launch.env)
+        log.info("migrations done; the admin login comes from %s and needs no database row "
+                 "with Airflow's SimpleAuthManager", config.ADMIN_PASSWORD_VAR)
+        raise SystemExit(0)
+    raise AssertionError(launch.kind)
