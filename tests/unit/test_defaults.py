@@ -1,0 +1,49 @@
+"""Tuned defaults never override what the user set."""
+
+from entrypoint import config, defaults
+
+
+def test_defaults_fill_only_missing_values():
+    settings = config.load({})
+    env = defaults.apply("worker", settings, {"AIRFLOW__CELERY__WORKER_CONCURRENCY": "8"})
+    assert env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] == "8"
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "False"
+    assert env["AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL"] == "1"
+    assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/airflow/dags"
+    assert env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == \
+        "entrypoint.celery_config.CELERY_CONFIG"
+
+
+def test_dag_listing_follows_the_sync_period():
+    image = config.load({})
+    syncing = config.load({"AIRFLOW_ECS_DAGS_SOURCE": "git", "AIRFLOW_ECS_DAGS_GIT_URL":
+                           "https://example.com/d.git", "AIRFLOW_ECS_DAGS_REFRESH_SECONDS": "60"})
+    assert defaults.apply("dag-processor", image, {})[
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] == "60"
+    assert defaults.apply("dag-processor", syncing, {})[
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] == "10"
+
+
+def test_no_admin_users_without_a_password():
+    env = defaults.apply("webserver", config.load({}), {})
+    assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS" not in env
+
+
+def test_every_default_names_an_airflow_setting_and_a_reason():
+    for default in defaults.tuned(config.load({})):
+        assert default.name.startswith("AIRFLOW__")
+        assert len(default.why) > 20
+
+
+def test_celery_config_module_is_loadable_and_keeps_airflow_defaults():
+    from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+
+    from entrypoint import celery_config
+
+    for key, value in DEFAULT_CELERY_CONFIG.items():
+        if key != "worker_soft_shutdown_timeout":
+            assert celery_config.CELERY_CONFIG[key] == value
+    assert celery_config.CELERY_CONFIG["task_acks_late"] is True
+    assert celery_config.shutdown_deadline({"AIRFLOW_ECS_STOP_TIMEOUT": "120"}) == 110
+    assert celery_config.shutdown_deadline({"AIRFLOW_ECS_STOP_TIMEOUT": "5"}) == 1
