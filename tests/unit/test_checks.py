@@ -1,0 +1,109 @@
+"""Configuration checks: each misconfiguration users hit gets a precise problem and fix."""
+
+import pytest
+
+from entrypoint import checks, config, defaults
+from entrypoint.checks import (
+    API_SECRET_KEY,
+    BROKER_URL,
+    DB_URL,
+    EXECUTION_API_URL,
+    FERNET_KEY,
+    JWT_SECRET,
+    RESULT_BACKEND,
+    VISIBILITY_TIMEOUT,
+)
+
+GOOD = {
+    FERNET_KEY: "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE=",
+    JWT_SECRET: "s" * 64,
+    API_SECRET_KEY: "api-secret",
+    DB_URL: "postgresql+psycopg2://airflow:pw@db:5432/airflow",
+    BROKER_URL: "redis://:pw@redis:6379/0",
+    RESULT_BACKEND: "db+postgresql://airflow:pw@db:5432/airflow",
+    EXECUTION_API_URL: "http://api:8080/execution/",
+    "AIRFLOW_ECS_ADMIN_PASSWORD": "admin-pw",
+}
+
+
+def run(role, env):
+    settings = config.load({})
+    return checks.check(role, settings, defaults.apply(role or "exec", settings, env))
+
+
+def test_complete_configuration_has_no_problem():
+    assert run(None, GOOD) == []
+    assert run("worker", GOOD) == []
+
+
+@pytest.mark.parametrize("role,missing", [
+    ("worker", EXECUTION_API_URL),
+    ("scheduler", BROKER_URL),
+    ("webserver", JWT_SECRET),
+    ("triggerer", FERNET_KEY),
+    ("dag-processor", API_SECRET_KEY),
+])
+def test_missing_essential_is_named_for_the_role(role, missing):
+    env = {k: v for k, v in GOOD.items() if k != missing}
+    problems = run(role, env)
+    assert any(p.startswith(f"required setting: {missing} (needed by {role})") for p in problems)
+
+
+def test_other_roles_do_not_need_the_execution_api():
+    env = {k: v for k, v in GOOD.items() if k != EXECUTION_API_URL}
+    assert run("scheduler+dag-processor+triggerer", env) == []
+
+
+def test_short_jwt_secret():
+    problems = run("webserver", {**GOOD, JWT_SECRET: "short"})
+    assert problems == [p for p in problems if "is 5 bytes long; use at least 64" in p]
+    assert len(problems) == 1
+
+
+def test_execution_api_url_must_end_in_execution():
+    problems = run("worker", {**GOOD, EXECUTION_API_URL: "http://api:8080"})
+    assert len(problems) == 1
+    assert "must end in '/execution/'" in problems[0]
+    assert "e.g. http://api:8080/execution/" in problems[0]
+
+
+def test_bad_fernet_key():
+    problems = run("worker", {**GOOD, FERNET_KEY: "not-a-key"})
+    assert len(problems) == 1 and "is not a Fernet key" in problems[0]
+
+
+@pytest.mark.parametrize("value", ["[object Object]", "ssm:/airflow/prod/x",
+                                   "{{resolve:ssm:/a/b}}", "${FERNET}",
+                                   "arn:aws:ssm:eu-west-1:1:parameter/x"])
+def test_unresolved_values(value):
+    problems = run("worker", {**GOOD, API_SECRET_KEY: value})
+    assert any(p.startswith(f"invalid setting: {API_SECRET_KEY} ") for p in problems)
+    if value != "[object Object]":
+        assert all(value not in p for p in problems)
+
+
+def test_unescaped_password_in_broker_url():
+    pw = "p@ss/w#rd"
+    problems = run("worker", {**GOOD, BROKER_URL: f"redis://:{pw}@redis:6379/0"})
+    joined = "\n".join(problems)
+    assert BROKER_URL in joined
+    assert "quote" in joined or "percent" in joined
+    assert pw not in joined
+
+
+def test_visibility_timeout_shorter_than_task_timeout():
+    problems = run("worker", {**GOOD, VISIBILITY_TIMEOUT: "3600",
+                              "AIRFLOW__CORE__DEFAULT_TASK_EXECUTION_TIMEOUT": "7200"})
+    assert len(problems) == 1
+    assert "is not longer than the longest task timeout" in problems[0]
+
+
+def test_scheduler_must_use_celery():
+    problems = run("scheduler", {**GOOD, "AIRFLOW__CORE__EXECUTOR": "LocalExecutor"})
+    assert len(problems) == 1 and "CeleryExecutor" in problems[0]
+
+
+def test_webserver_needs_an_admin_password():
+    env = {k: v for k, v in GOOD.items() if k != "AIRFLOW_ECS_ADMIN_PASSWORD"}
+    problems = run("webserver", env)
+    assert len(problems) == 1 and "AIRFLOW_ECS_ADMIN_PASSWORD" in problems[0]
