@@ -66,7 +66,8 @@ SETTINGS: tuple[Setting, ...] = (
             "true"),
     Setting("AIRFLOW_ECS_STOP_TIMEOUT", "120",
             "Seconds ECS gives a container between SIGTERM and SIGKILL (the task "
-            "definition's stopTimeout); Celery's soft shutdown is fitted inside it.", "120"),
+            "definition's stopTimeout). A worker still running tasks 10 s before it ends "
+            "restores their messages to the queue, so another worker runs them.", "120"),
     Setting("AIRFLOW_ECS_ADMIN_USERNAME", "admin",
             "User name of the admin account created from AIRFLOW_ECS_ADMIN_PASSWORD.", "admin"),
     Setting(ADMIN_PASSWORD_VAR, "(unset)",
