@@ -29,7 +29,9 @@ import signal
 import threading
 
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
-from celery.signals import worker_shutting_down
+from celery.signals import worker_ready, worker_shutting_down
+
+from entrypoint import protection
 
 STOP_MARGIN_SECONDS = 10
 
@@ -58,3 +60,11 @@ def _escalate_at_deadline(sig: str = "", how: str = "", exitcode: int = 0, **_: 
     _timer = threading.Timer(deadline, os.kill, args=(os.getpid(), signal.SIGQUIT))
     _timer.daemon = True
     _timer.start()
+
+
+@worker_ready.connect
+def _start_scale_in_protection(**_: object) -> None:
+    # The main process's count of requests handed to the pool: no per-task work.
+    from celery.worker import state
+
+    protection.start_in_worker(os.environ, lambda: len(state.active_requests))

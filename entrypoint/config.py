@@ -80,6 +80,13 @@ SETTINGS: tuple[Setting, ...] = (
             "differ from the deployment's refuses to start.", "false"),
     Setting("AIRFLOW_ECS_LOG_LEVEL", "INFO", "Log level of the entrypoint's own messages.",
             "DEBUG"),
+    Setting("AIRFLOW_ECS_PROTECTION", "true",
+            "Workers on ECS protect their task from scale-in and deployments while they run "
+            "tasks (through ECS_AGENT_URI, which ECS sets).", "false"),
+    Setting("AIRFLOW_ECS_PROTECTION_MINUTES", "60",
+            "Expiry of each protection (1 to 2880); renewed while tasks run.", "120"),
+    Setting("AIRFLOW_ECS_PROTECTION_IDLE_SECONDS", "60",
+            "Idle time after the last task before a worker clears its protection.", "300"),
     Setting("AIRFLOW_ECS_DAGS_SOURCE", "image", "Where DAGs come from: image, git or s3.", "git"),
     Setting("AIRFLOW_ECS_DAGS_DIR", "/opt/airflow/dags",
             "Folder Airflow reads DAGs from (the roles' dags_folder is pointed there).",
@@ -133,6 +140,9 @@ class Settings:
     api_port: int = 8080
     check_fingerprints: bool = True
     log_level: str = "INFO"
+    protection: bool = True
+    protection_minutes: int = 60
+    protection_idle_seconds: int = 60
     dags_source: str = "image"
     dags_dir: Path = Path("/opt/airflow/dags")
     dags_state_dir: Path = Path("/opt/airflow/.dags-sync")
@@ -255,6 +265,9 @@ def load(env: Mapping[str, str]) -> Settings:
         api_port=r.integer("AIRFLOW_ECS_API_PORT", 8080, 1, 65535),
         check_fingerprints=r.boolean("AIRFLOW_ECS_CHECK_FINGERPRINTS", True),
         log_level=r.choice("AIRFLOW_ECS_LOG_LEVEL", "info", _LOG_LEVELS).upper(),
+        protection=r.boolean("AIRFLOW_ECS_PROTECTION", True),
+        protection_minutes=r.integer("AIRFLOW_ECS_PROTECTION_MINUTES", 60, 1, 2880),
+        protection_idle_seconds=r.integer("AIRFLOW_ECS_PROTECTION_IDLE_SECONDS", 60, 0, 86400),
         dags_source=r.choice("AIRFLOW_ECS_DAGS_SOURCE", "image", DAG_SOURCES),
         dags_dir=dags_dir,
         dags_state_dir=dags_state_dir,
