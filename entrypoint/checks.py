@@ -41,6 +41,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "worker": (DB_URL, BROKER_URL, RESULT_BACKEND, EXECUTION_API_URL, *SHARED_KEYS),
     "flower": (BROKER_URL,),
     "migrate": (DB_URL,),
+    "metrics": (BROKER_URL,),
     "exec": (),
 }
 

@@ -29,6 +29,7 @@ ROLES = (
     "worker",
     "flower",
     "migrate",
+    "metrics",
 )
 # Roles that may be combined with "+" into a process group under supervisord.
 GROUPABLE_ROLES = ("scheduler", "dag-processor", "triggerer", "webserver", "worker", "flower")
@@ -87,6 +88,18 @@ SETTINGS: tuple[Setting, ...] = (
             "Expiry of each protection (1 to 2880); renewed while tasks run.", "120"),
     Setting("AIRFLOW_ECS_PROTECTION_IDLE_SECONDS", "60",
             "Idle time after the last task before a worker clears its protection.", "300"),
+    Setting("AIRFLOW_ECS_METRICS_INTERVAL", "60",
+            "Seconds between two publications of the metrics role.", "30"),
+    Setting("AIRFLOW_ECS_METRICS_NAMESPACE", "AirflowEcs",
+            "CloudWatch namespace the metrics role publishes to.", "Airflow/prod"),
+    Setting("AIRFLOW_ECS_METRICS_CLUSTER", "default",
+            "ECS cluster of the worker service (a metric dimension, and where running workers "
+            "are counted).", "airflow"),
+    Setting("AIRFLOW_ECS_METRICS_WORKER_SERVICE", "(unset)",
+            "ECS service of the workers; its running count divides the backlog. Unset: the "
+            "whole backlog is published as the backlog per worker.", "airflow-worker"),
+    Setting("AIRFLOW_ECS_METRICS_QUEUES", "(the default queue and every bound queue)",
+            "Comma-separated Celery queues to report even when empty.", "default,heavy"),
     Setting("AIRFLOW_ECS_DAGS_SOURCE", "image", "Where DAGs come from: image, git or s3.", "git"),
     Setting("AIRFLOW_ECS_DAGS_DIR", "/opt/airflow/dags",
             "Folder Airflow reads DAGs from (the roles' dags_folder is pointed there).",
@@ -143,6 +156,11 @@ class Settings:
     protection: bool = True
     protection_minutes: int = 60
     protection_idle_seconds: int = 60
+    metrics_interval: float = 60.0
+    metrics_namespace: str = "AirflowEcs"
+    metrics_cluster: str = "default"
+    metrics_worker_service: str = ""
+    metrics_queues: tuple[str, ...] = ()
     dags_source: str = "image"
     dags_dir: Path = Path("/opt/airflow/dags")
     dags_state_dir: Path = Path("/opt/airflow/.dags-sync")
@@ -268,6 +286,13 @@ def load(env: Mapping[str, str]) -> Settings:
         protection=r.boolean("AIRFLOW_ECS_PROTECTION", True),
         protection_minutes=r.integer("AIRFLOW_ECS_PROTECTION_MINUTES", 60, 1, 2880),
         protection_idle_seconds=r.integer("AIRFLOW_ECS_PROTECTION_IDLE_SECONDS", 60, 0, 86400),
+        metrics_interval=r.number("AIRFLOW_ECS_METRICS_INTERVAL", 60.0, 1, 3600),
+        metrics_namespace=r.text("AIRFLOW_ECS_METRICS_NAMESPACE", "AirflowEcs") or "AirflowEcs",
+        metrics_cluster=r.text("AIRFLOW_ECS_METRICS_CLUSTER", "default") or "default",
+        metrics_worker_service=r.text("AIRFLOW_ECS_METRICS_WORKER_SERVICE", "") or "",
+        metrics_queues=tuple(q.strip() for q in
+                             (r.text("AIRFLOW_ECS_METRICS_QUEUES", "") or "").split(",")
+                             if q.strip()),
         dags_source=r.choice("AIRFLOW_ECS_DAGS_SOURCE", "image", DAG_SOURCES),
         dags_dir=dags_dir,
         dags_state_dir=dags_state_dir,

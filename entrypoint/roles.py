@@ -79,6 +79,8 @@ def prepare(role: str, settings: Settings, env: Mapping[str, str],
         if extra_args:
             raise ConfigError("the migrate role takes no extra arguments")
         return Launch(kind="migrate", env=env)
+    if role == "metrics":
+        return Launch(kind="metrics", env=env)
     members = role.split("+")
     if "webserver" in members:
         path = defaults.write_admin_password_file(settings, env)
@@ -123,4 +125,20 @@ def execute(launch: Launch) -> None:
         log.info("migrations done; the admin login comes from %s and needs no database row "
                  "with Airflow's SimpleAuthManager", config.ADMIN_PASSWORD_VAR)
         raise SystemExit(0)
+    if launch.kind == "metrics":
+        raise SystemExit(_run_metrics(launch.env))
     raise AssertionError(launch.kind)
+
+
+def _run_metrics(env: dict[str, str]) -> int:
+    import signal
+    import threading
+
+    from entrypoint import metrics
+
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    publisher = metrics.Publisher(metrics.settings_from(config.load(env), env), env)
+    publisher.run(stop)
+    return 0
