@@ -1,0 +1,336 @@
+"""The end-to-end stack: our images wired the ECS way on one Docker network.
+
+Redis, PostgreSQL, moto's server (SSM, Secrets Manager, S3) and a git server
+run beside the scheduler group, the webserver and two workers. The Airflow
+containers get only what an ECS task definition gives them: the SSM path,
+the region and endpoint, and the DAG source settings. Every secret comes
+from SSM or Secrets Manager. Every container runs with a read-only root
+filesystem, tmpfs scratch, and an arbitrary UID with GID 0.
+
+Ports are published on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import boto3
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTAINERS = Path(__file__).resolve().parent / "containers"
+VERSION = next(line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines()
+               if line.startswith("version = "))
+PREFIX = os.environ.get("IMAGE_PREFIX", "airflow-ecs/")
+TAG = os.environ.get("TAG", VERSION)
+BASE_OS = os.environ.get("E2E_BASE_OS_IMAGE", "debian:trixie-slim")
+REDIS_IMAGE = os.environ.get("E2E_REDIS_IMAGE", "redis:7")
+POSTGRES_IMAGE = os.environ.get("E2E_POSTGRES_IMAGE", "postgres:16")
+MOTO_IMAGE = "airflow-ecs-test/moto:e2e"
+GIT_IMAGE = "airflow-ecs-test/git:e2e"
+REGION = "eu-west-1"
+SSM_PATH = "/airflow/e2e/"
+UID = "12345:0"  # an arbitrary UID with GID 0, as OpenShift-style platforms run images
+TMPFS = {"/tmp": "rw,size=256m,mode=1777", "/opt/airflow/logs": "rw,size=256m,mode=1777",
+         "/opt/airflow/dags-data": "rw,size=256m,mode=1777"}
+
+
+def image(role: str) -> str:
+    return f"{PREFIX}{role}:{TAG}"
+
+
+def docker(*args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check,
+                          timeout=timeout)
+
+
+def build_test_images() -> None:
+    ca_dir = CONTAINERS / "moto" / "ca"
+    bundle = next((os.environ[v] for v in ("CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
+                                           "PIP_CERT") if os.environ.get(v)), None)
+    target = ca_dir / "ca-bundle.crt"
+    if bundle and Path(bundle).is_file():
+        target.write_bytes(Path(bundle).read_bytes())
+    try:
+        for name, tag in (("moto", MOTO_IMAGE), ("git", GIT_IMAGE)):
+            result = docker("build", "-q", "--build-arg", f"BASE_IMAGE={BASE_OS}", "-t", tag,
+                            str(CONTAINERS / name), check=False)
+            if result.returncode != 0:
+                raise RuntimeError(f"building {tag} failed:\n{result.stdout}\n{result.stderr}")
+    finally:
+        target.unlink(missing_ok=True)
+
+
+@dataclass
+class Secrets:
+    fernet: str = field(default_factory=lambda: base64.urlsafe_b64encode(
+        secrets.token_bytes(32)).decode())
+    jwt: str = field(default_factory=lambda: secrets.token_urlsafe(64))
+    api_key: str = field(default_factory=lambda: secrets.token_hex(32))
+    db_password: str = field(default_factory=lambda: secrets.token_hex(16))
+    redis_password: str = field(default_factory=lambda: secrets.token_hex(16))
+    admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
+    git_token: str = field(default_factory=lambda: secrets.token_hex(20))
+
+    def values(self) -> list[str]:
+        return [self.fernet, self.jwt, self.api_key, self.db_password, self.redis_password,
+                self.admin_password, self.git_token]
+
+
+def published_port(container: DockerContainer, port: int) -> int:
+    return int(container.get_exposed_port(port))
+
+
+def http_json(method: str, url: str, body: dict | None = None, token: str | None = None,
+              timeout: float = 15) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            raw = response.read()
+            return response.status, (json.loads(raw) if raw else {})
+    except urllib.error.HTTPError as exc:
+        raw = exc.read()
+        try:
+            return exc.code, json.loads(raw)
+        except ValueError:
+            return exc.code, {"raw": raw.decode(errors="replace")}
+
+
+class Stack:
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.secrets = Secrets()
+        self.network = Network()
+        self.containers: dict[str, DockerContainer] = {}
+        self.api_url = ""
+        self.moto_url = ""
+
+    # --- containers -------------------------------------------------------------------
+    def _start(self, name: str, container: DockerContainer) -> DockerContainer:
+        container.with_network(self.network).with_network_aliases(name)
+        container.with_name(f"e2e-{name}-{os.getpid()}")
+        container.start()
+        self.containers[name] = container
+        return container
+
+    def _publish(self, container: DockerContainer, port: int) -> DockerContainer:
+        # docker-py: publish on the loopback address only, on a free host port.
+        container.with_bind_ports(f"{port}/tcp", ("127.0.0.1", None))
+        return container
+
+    def airflow_env(self, **extra: str) -> dict[str, str]:
+        env = {
+            "AIRFLOW_ECS_SSM_PATH": SSM_PATH,
+            "AWS_REGION": REGION,
+            "AWS_ENDPOINT_URL": "http://moto:5000",
+            "AWS_ACCESS_KEY_ID": "e2e",
+            "AWS_SECRET_ACCESS_KEY": "e2e",
+            "AIRFLOW_ECS_WAIT_TIMEOUT": "180",
+            "AIRFLOW_ECS_DAGS_DIR": "/opt/airflow/dags-data/dags",
+            "AIRFLOW_ECS_DAGS_STATE_DIR": "/opt/airflow/dags-data/.sync",
+            "AIRFLOW_ECS_DAGS_SOURCE": "git",
+            "AIRFLOW_ECS_DAGS_GIT_URL": "http://git:8000/dags.git",
+            "AIRFLOW_ECS_DAGS_GIT_REF": "main",
+            "AIRFLOW_ECS_DAGS_GIT_TOKEN": "secretsmanager:e2e/git-token",
+            "AIRFLOW_ECS_DAGS_REFRESH_SECONDS": "10",
+            "AIRFLOW_ECS_STOP_TIMEOUT": "120",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://webserver:8080/execution/",
+        }
+        env.update(extra)
+        return env
+
+    def airflow(self, name: str, role_image: str, command: str,
+                env: dict[str, str] | None = None, publish: int | None = None) -> DockerContainer:
+        container = DockerContainer(role_image)
+        container.with_command(command)
+        container.with_envs(**(env or self.airflow_env()))
+        container.with_kwargs(user=UID, read_only=True, tmpfs=dict(TMPFS), hostname=name,
+                              stop_signal="SIGTERM")
+        if publish:
+            self._publish(container, publish)
+        return self._start(name, container)
+
+    def start(self) -> Stack:
+        s = self.secrets
+        redis = DockerContainer(REDIS_IMAGE).with_command(
+            f"redis-server --requirepass {s.redis_password} --appendonly yes")
+        self._start("redis", redis)
+        pg = DockerContainer(POSTGRES_IMAGE).with_envs(
+            POSTGRES_USER="airflow", POSTGRES_PASSWORD=s.db_password, POSTGRES_DB="airflow")
+        self._start("postgres", pg)
+        moto = self._publish(DockerContainer(MOTO_IMAGE), 5000)
+        self._start("moto", moto)
+        git = DockerContainer(GIT_IMAGE)
+        self._start("git", git)
+        self.moto_url = f"http://127.0.0.1:{published_port(moto, 5000)}"
+        self._wait_http(self.moto_url + "/moto-api/", "moto")
+        self.seed_aws()
+        self.seed_git()
+        self._wait_postgres()
+        migrate = self.airflow("migrate", image("base"), "run migrate",
+                               env=self.airflow_env(AIRFLOW_ECS_DAGS_SOURCE="image"))
+        code = migrate.get_wrapped_container().wait(timeout=300)["StatusCode"]
+        if code != 0:
+            raise RuntimeError(f"migrate exited {code}:\n{self.logs('migrate')}")
+        self.airflow("scheduler", image("scheduler"), "run scheduler+dag-processor+triggerer")
+        self.airflow("webserver", image("webserver"), "run webserver", publish=8080)
+        for n in (1, 2):
+            self.airflow(f"worker{n}", image("worker"), "run worker")
+        self.api_url = f"http://127.0.0.1:{published_port(self.containers['webserver'], 8080)}"
+        self._wait_http(self.api_url + "/api/v2/monitor/health", "webserver", timeout=300)
+        return self
+
+    # --- seeding --------------------------------------------------------------------------
+    def aws(self, service: str):
+        return boto3.client(service, endpoint_url=self.moto_url, region_name=REGION,
+                            aws_access_key_id="e2e", aws_secret_access_key="e2e")
+
+    def seed_aws(self) -> None:
+        s = self.secrets
+        ssm = self.aws("ssm")
+        params = {
+            "AIRFLOW__CORE__FERNET_KEY": s.fernet,
+            "AIRFLOW__API_AUTH__JWT_SECRET": s.jwt,
+            "AIRFLOW__API__SECRET_KEY": s.api_key,
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
+                f"postgresql+psycopg2://airflow:{s.db_password}@postgres:5432/airflow",
+            "AIRFLOW__CELERY__RESULT_BACKEND":
+                f"db+postgresql://airflow:{s.db_password}@postgres:5432/airflow",
+            "AIRFLOW__CELERY__BROKER_URL": f"redis://:{s.redis_password}@redis:6379/0",
+            "AIRFLOW_ECS_ADMIN_PASSWORD": s.admin_password,
+        }
+        for name, value in params.items():
+            ssm.put_parameter(Name=SSM_PATH + name, Value=value, Type="SecureString",
+                              Overwrite=True)
+        self.aws("secretsmanager").create_secret(Name="e2e/git-token", SecretString=s.git_token)
+        s3 = self.aws("s3")
+        for bucket in ("e2e-dags", "e2e-logs"):
+            s3.create_bucket(Bucket=bucket,
+                             CreateBucketConfiguration={"LocationConstraint": REGION})
+
+    def git_exec(self, script: str) -> str:
+        result = self.containers["git"].exec(["sh", "-ec", script])
+        if result.exit_code != 0:
+            raise RuntimeError(f"git server: {result.output.decode(errors='replace')}")
+        return result.output.decode(errors="replace")
+
+    def seed_git(self) -> None:
+        token = self.secrets.git_token
+        self.git_exec(
+            f"printf %s '{token}' > /srv/token; git init -q --bare -b main /srv/git/dags.git; "
+            "git init -q -b main /srv/work")
+        for path in sorted((ROOT / "dags").glob("*.py")):
+            self.put_git_file(path.name, path.read_text())
+        self.git_commit("example DAGs")
+
+    def put_git_file(self, name: str, text: str) -> None:
+        encoded = base64.b64encode(text.encode()).decode()
+        self.git_exec(f"echo {encoded} | base64 -d > /srv/work/{name}")
+
+    def git_commit(self, message: str) -> None:
+        self.git_exec(
+            "cd /srv/work && git add -A && git -c user.name=e2e -c user.email=e2e@example.com "
+            f"commit -q -m '{message}' && git push -q /srv/git/dags.git HEAD:main")
+
+    # --- waiting --------------------------------------------------------------------------
+    def _wait_http(self, url: str, what: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    if response.status < 500:
+                        return
+            except (OSError, urllib.error.URLError) as exc:
+                last = str(exc)
+            time.sleep(1)
+        raise RuntimeError(f"{what} did not answer at {url} in {timeout}s ({last}):\n"
+                           f"{self.all_logs()}")
+
+    def _wait_postgres(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.containers["postgres"].exec(["pg_isready", "-U", "airflow"])
+            if result.exit_code == 0:
+                return
+            time.sleep(0.5)
+        raise RuntimeError("postgres not ready:\n" + self.logs("postgres"))
+
+    # --- API ------------------------------------------------------------------------------
+    def token(self, password: str | None = None) -> tuple[int, str]:
+        code, body = http_json("POST", self.api_url + "/auth/token",
+                               {"username": "admin",
+                                "password": password or self.secrets.admin_password})
+        return code, body.get("access_token", "")
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        code, token = self.token()
+        assert code in (200, 201), f"login failed: {code}"
+        code, reply = http_json(method, self.api_url + "/api/v2" + path, body, token)
+        if code >= 400:
+            raise RuntimeError(f"{method} {path}: HTTP {code}: {reply}")
+        return reply
+
+    def wait_for_dag(self, dag_id: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(RuntimeError):
+                return self.api("GET", f"/dags/{dag_id}")
+            time.sleep(2)
+        raise AssertionError(f"DAG {dag_id} did not appear within {timeout}s")
+
+    def run_dag(self, dag_id: str, timeout: float = 300, conf: dict | None = None) -> dict:
+        self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
+        run = self.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None,
+                                                            "conf": conf or {}})
+        return self.wait_run(dag_id, run["dag_run_id"], timeout)
+
+    def wait_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
+            if run["state"] in ("success", "failed"):
+                return run
+            time.sleep(2)
+        raise AssertionError(f"run {run_id} of {dag_id} not finished in {timeout}s")
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
+        return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")[
+            "task_instances"]
+
+    # --- diagnostics and clean-up ---------------------------------------------------------
+    def logs(self, name: str) -> str:
+        container = self.containers.get(name)
+        if container is None:
+            return ""
+        out, err = container.get_logs()
+        return (out + err).decode(errors="replace")
+
+    def all_logs(self, tail: int = 150) -> str:
+        parts = []
+        for name in self.containers:
+            lines = self.logs(name).splitlines()[-tail:]
+            parts.append(f"----- {name} (last {len(lines)} lines) -----\n" + "\n".join(lines))
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        for container in reversed(list(self.containers.values())):
+            with contextlib.suppress(Exception):
+                container.get_wrapped_container().remove(force=True, v=True)
+        with contextlib.suppress(Exception):
+            self.network.remove()
