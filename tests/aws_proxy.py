@@ -1,0 +1,87 @@
+"""An HTTP proxy on 127.0.0.1 in front of moto that injects AWS errors.
+
+`fail_next(n, code)` answers the next n requests with an AWS-shaped JSON
+error (`ThrottlingException`, `AccessDeniedException`, ...); `deny(text)`
+answers every request whose body contains text with AccessDeniedException.
+Everything else is forwarded to the upstream server unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class AwsProxy:
+    def __init__(self, upstream: str):
+        self.upstream = upstream.rstrip("/")
+        self.failures: list[str] = []
+        self.denied: list[str] = []
+        self.requests: list[tuple[str, bytes]] = []
+        self.lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def fail_next(self, count: int, code: str = "ThrottlingException") -> None:
+        with self.lock:
+            self.failures.extend([code] * count)
+
+    def deny(self, text: str) -> None:
+        self.denied.append(text)
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+    def _handler(self):
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _error(self, code: str) -> None:
+                body = json.dumps({"__type": code, "message": f"injected {code}"}).encode()
+                self.send_response(400)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("x-amzn-ErrorType", code)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                target = self.headers.get("X-Amz-Target", "")
+                proxy.requests.append((target, body))
+                with proxy.lock:
+                    code = proxy.failures.pop(0) if proxy.failures else None
+                if code is None and any(t.encode() in body for t in proxy.denied):
+                    code = "AccessDeniedException"
+                if code:
+                    return self._error(code)
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in ("host", "content-length")}
+                request = urllib.request.Request(proxy.upstream + self.path, data=body or None,
+                                                 method=self.command, headers=headers)
+                try:
+                    with urllib.request.urlopen(request, timeout=30) as response:
+                        status, reply, reply_headers = (response.status, response.read(),
+                                                        response.headers)
+                except urllib.error.HTTPError as exc:
+                    status, reply, reply_headers = exc.code, exc.read(), exc.headers
+                self.send_response(status)
+                for key, value in reply_headers.items():
+                    if key.lower() not in ("content-length", "transfer-encoding",
+                                           "connection", "server", "date"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
