@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from entrypoint import __version__
-from entrypoint.errors import EXIT_INTERNAL, EXIT_OK, EXIT_UNHEALTHY, EntrypointError
+from entrypoint.errors import (
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_UNHEALTHY,
+    EntrypointError,
+    Terminated,
+)
 from entrypoint.log import log, redact
 
 
@@ -88,6 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EntrypointError as exc:
         # The message is built without secret values; redact() is a second line of defence.
         log.error("%s failed:\n%s", exc.label, redact(str(exc)))
+        return exc.exit_code
+    except Terminated as exc:
+        log.error("stopped: %s", exc)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

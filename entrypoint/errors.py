@@ -60,8 +60,13 @@ class KeyMismatchError(EntrypointError):
     label = "shared keys"
 
 
-class Terminated(EntrypointError):
-    """SIGTERM or SIGINT arrived during start-up."""
+class Terminated(BaseException):
+    """SIGTERM or SIGINT arrived during start-up.
+
+    A BaseException, like KeyboardInterrupt, so that no library's `except
+    Exception` (botocore's and urllib3's retry loops among them) can swallow it
+    and keep the entrypoint waiting.
+    """
 
     exit_code = EXIT_TERMINATED
     label = "terminated"

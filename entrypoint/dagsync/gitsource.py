@@ -1,0 +1,176 @@
+"""DAGs from git, with GitPython over a persistent bare cache.
+
+The cache (`<state dir>/repo.git`) makes a refresh a shallow fetch of one
+ref. Each new commit is checked out into a new tree (through a throw-away
+index, so the bare cache never gets a work tree), then published.
+
+Credentials never reach a log line, an error, a process argument list or the
+repository's config: an HTTPS token is handed to git by a GIT_ASKPASS script
+that reads it from the child's environment; an SSH key is written 0600 in a
+private temporary directory and used with strict host-key checking against
+the configured known_hosts. Both are read again on every sync, so a rotated
+credential works without a restart. URLs that make git run commands
+(`ext::` and other `transport::` forms) or look like options are refused
+(GitPython CVE-2022-24439 and CVE-2023-40267 came through those).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from entrypoint import procs
+from entrypoint.config import Settings
+from entrypoint.errors import ConfigError, DagSyncError
+from entrypoint.log import mask, mask_url, redact
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_TRANSPORT_HELPER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
+_ALLOWED_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
+_SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:[^/]")
+
+ASKPASS = """#!/bin/sh
+case "$1" in
+  Username*) printf '%s\\n' "$AIRFLOW_ECS_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$AIRFLOW_ECS_GIT_PASSWORD" ;;
+esac
+"""
+
+
+def validate_url(url: str) -> None:
+    if url.startswith("-") or _TRANSPORT_HELPER.match(url):
+        raise ConfigError(f"invalid setting: AIRFLOW_ECS_DAGS_GIT_URL={mask_url(url)!r} is "
+                          "refused: transport helpers (ext::, fd::, ...) and option-like "
+                          "values can run commands")
+    if not (url.startswith(_ALLOWED_SCHEMES) or _SCP_LIKE.match(url)):
+        raise ConfigError(f"invalid setting: AIRFLOW_ECS_DAGS_GIT_URL={mask_url(url)!r} must "
+                          "be an https, http, ssh, git or file URL, or user@host:path")
+    if "@" in url.split("://", 1)[-1].split("/", 1)[0] and url.startswith(("https://",
+                                                                            "http://")):
+        raise ConfigError("invalid setting: AIRFLOW_ECS_DAGS_GIT_URL must not carry "
+                          "credentials; give the token in AIRFLOW_ECS_DAGS_GIT_TOKEN")
+
+
+def validate_ref(ref: str) -> None:
+    if ref.startswith("-") or not re.match(r"^[A-Za-z0-9._/\-]+$", ref) or ".." in ref:
+        raise ConfigError(f"invalid setting: AIRFLOW_ECS_DAGS_GIT_REF={ref!r} must be a branch, "
+                          "tag or full commit sha")
+
+
+@contextlib.contextmanager
+def credentials(settings: Settings, env: Mapping[str, str], token: str | None,
+                ssh_key: str | None) -> Iterator[dict[str, str]]:
+    """Environment for git children carrying the credentials; files removed afterwards."""
+    child = {k: v for k, v in env.items() if not k.startswith(("AIRFLOW", "GIT_"))}
+    child.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
+                  "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false"})
+    workdir = Path(tempfile.mkdtemp(prefix="airflow-ecs-git-"))
+    try:
+        os.chmod(workdir, 0o700)
+        if token:
+            mask(token)
+            askpass = workdir / "askpass"
+            askpass.write_text(ASKPASS)
+            askpass.chmod(stat.S_IRWXU)
+            child.update({"GIT_ASKPASS": str(askpass),
+                          "AIRFLOW_ECS_GIT_USERNAME": settings.dags_git_username,
+                          "AIRFLOW_ECS_GIT_PASSWORD": token})
+        if ssh_key:
+            if not settings.dags_git_known_hosts:
+                raise ConfigError("required setting: AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS with an "
+                                  "SSH key (the host key lines, e.g. from ssh-keyscan)")
+            key = workdir / "id"
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(ssh_key if ssh_key.endswith("\n") else ssh_key + "\n")
+            known = workdir / "known_hosts"
+            known.write_text(settings.dags_git_known_hosts.replace("\\n", "\n") + "\n")
+            child["GIT_SSH_COMMAND"] = (
+                f"ssh -i {key} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes "
+                f"-o UserKnownHostsFile={known} -o BatchMode=yes")
+        yield child
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _classify(stderr: str) -> str:
+    text = stderr.lower()
+    if "could not resolve host" in text or "name or service not known" in text:
+        return "unreachable host (DNS lookup failed)"
+    if "connection refused" in text or "timed out" in text or "couldn't connect" in text:
+        return "unreachable host"
+    if ("authentication failed" in text or "could not read username" in text
+            or "401" in text or "403" in text or "permission denied" in text
+            or "could not read password" in text):
+        return "bad credentials"
+    if "host key verification failed" in text:
+        return "SSH host key not in AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS"
+    if "couldn't find remote ref" in text or "not our ref" in text or "unknown revision" in text:
+        return "unknown ref"
+    if "not found" in text or "does not appear to be a git repository" in text:
+        return "repository not found"
+    return "git failed"
+
+
+def _git(args: list[str], env: Mapping[str, str], timeout: float, what: str,
+         cwd: Path | None = None) -> str:
+    try:
+        result = procs.run(["git", *args], env=env, timeout=timeout,
+                           cwd=str(cwd) if cwd else None)
+    except subprocess.TimeoutExpired:
+        raise DagSyncError(f"{what}: no answer within AIRFLOW_ECS_DAGS_SYNC_TIMEOUT="
+                           f"{timeout:g}s") from None
+    if result.returncode != 0:
+        stderr = redact(result.stderr.decode(errors="replace")).strip()
+        last = "\n".join(line for line in stderr.splitlines()[-4:])
+        raise DagSyncError(f"{what}: {_classify(stderr)}: {last}")
+    return result.stdout.decode(errors="replace").strip()
+
+
+def fetch_commit(settings: Settings, env: Mapping[str, str], token: str | None,
+                 ssh_key: str | None) -> tuple[Path, str]:
+    """Fetch the ref into the cache; return (cache, commit sha)."""
+    url = settings.dags_git_url or ""
+    validate_url(url)
+    validate_ref(settings.dags_git_ref)
+    cache = settings.dags_state_dir / "repo.git"
+    timeout = float(settings.dags_sync_timeout)
+    where = mask_url(url)
+    with credentials(settings, env, token, ssh_key) as child:
+        if not (cache / "HEAD").exists():
+            shutil.rmtree(cache, ignore_errors=True)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            _git(["init", "--quiet", "--bare", str(cache)], child, timeout, "git init")
+        git_dir = ["--git-dir", str(cache)]
+        # The URL is passed per call, never stored in the cache's config.
+        depth = [f"--depth={settings.dags_git_depth}"] if settings.dags_git_depth else []
+        ref = settings.dags_git_ref
+        _git([*git_dir, "fetch", "--quiet", "--no-tags", "--prune", *depth, "--", url,
+              f"+{ref}:refs/airflow-ecs/sync" if not _SHA.match(ref) else ref],
+             child, timeout, f"fetching {ref} from {where}")
+        target = "refs/airflow-ecs/sync" if not _SHA.match(ref) else "FETCH_HEAD"
+        sha = _git([*git_dir, "rev-parse", "--verify", f"{target}^{{commit}}"], child, timeout,
+                   f"resolving {ref}")
+    return cache, sha
+
+
+def build_tree(settings: Settings, env: Mapping[str, str], cache: Path, sha: str,
+               tree: Path, token: str | None, ssh_key: str | None) -> None:
+    """Check commit sha out into the empty directory tree."""
+    timeout = float(settings.dags_sync_timeout)
+    with credentials(settings, env, token, ssh_key) as child:
+        child = {**child, "GIT_INDEX_FILE": str(tree.parent / f".index-{tree.name}")}
+        try:
+            _git(["--git-dir", str(cache), "--work-tree", str(tree), "read-tree", sha], child,
+                 timeout, "reading the commit")
+            _git(["--git-dir", str(cache), "--work-tree", str(tree), "checkout-index", "-a",
+                  "-f"], child, timeout, "checking out the commit")
+        finally:
+            Path(child["GIT_INDEX_FILE"]).unlink(missing_ok=True)

@@ -1,0 +1,124 @@
+"""DAGs from S3, with s3fs: incremental, parallel, verified, into a new tree.
+
+One listing of the prefix decides everything: objects whose ETag and size
+match the published tree's manifest are hard-linked from it (published
+trees are never written again, so sharing their files is safe); the others
+are downloaded in parallel by s3fs into the new tree, and their sizes
+checked before the tree is published. Deleted objects are simply not in the
+new tree. Every object is copied as it is, `.airflowignore` included.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+
+from entrypoint.config import Settings
+from entrypoint.errors import DagSyncError
+
+MANIFEST = ".airflow-ecs-manifest.json"
+
+
+def filesystem(settings: Settings, env: Mapping[str, str]):
+    import s3fs
+
+    client_kwargs = {}
+    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+    if region:
+        client_kwargs["region_name"] = region
+    endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
+    return s3fs.S3FileSystem(client_kwargs=client_kwargs, use_listings_cache=False,
+                             max_concurrency=settings.dags_s3_concurrency)
+
+
+def split_uri(uri: str) -> tuple[str, str]:
+    rest = uri[len("s3://"):]
+    bucket, _, prefix = rest.partition("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return bucket, prefix
+
+
+def listing(fs, settings: Settings) -> dict[str, tuple[str, int]]:
+    """{relative key: (etag, size)} of every object under the prefix."""
+    bucket, prefix = split_uri(settings.dags_s3_uri or "")
+    root = f"{bucket}/{prefix}"
+    try:
+        if not fs.exists(bucket):
+            raise DagSyncError(f"bucket {bucket} does not exist (or is not visible to this "
+                               "task's role)")
+        found = fs.find(root, detail=True, withdirs=False)
+    except DagSyncError:
+        raise
+    except PermissionError:
+        raise DagSyncError(f"access denied listing s3://{root}: grant the task role "
+                           "s3:ListBucket on the bucket and s3:GetObject on the prefix") from None
+    except FileNotFoundError:
+        raise DagSyncError(f"bucket {bucket} does not exist") from None
+    except OSError as exc:
+        raise DagSyncError(f"listing s3://{root} failed: {type(exc).__name__}: {exc}") from None
+    objects = {}
+    for key, info in found.items():
+        if info.get("type") == "directory" or key.endswith("/"):
+            continue
+        relative = key[len(root):] if key.startswith(root) else key.split("/", 1)[-1]
+        if not relative or PurePosixPath(relative).is_absolute() or ".." in \
+                PurePosixPath(relative).parts:
+            continue
+        objects[relative] = (str(info.get("ETag", "")).strip('"'), int(info.get("size", 0)))
+    return objects
+
+
+def revision(objects: Mapping[str, tuple[str, int]]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(objects):
+        etag, size = objects[key]
+        digest.update(f"{key}\0{etag}\0{size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def read_manifest(tree: Path | None) -> dict[str, tuple[str, int]]:
+    if tree is None:
+        return {}
+    try:
+        data = json.loads((tree / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: (v[0], int(v[1])) for k, v in data.items()}
+
+
+def build_tree(fs, settings: Settings, objects: Mapping[str, tuple[str, int]],
+               previous: Path | None, tree: Path) -> int:
+    """Fill tree; return how many objects were downloaded."""
+    bucket, prefix = split_uri(settings.dags_s3_uri or "")
+    old = read_manifest(previous)
+    remote, local = [], []
+    for key, (etag, size) in objects.items():
+        target = tree / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if previous is not None and old.get(key) == (etag, size) and (previous / key).is_file():
+            os.link(previous / key, target)
+        else:
+            remote.append(f"{bucket}/{prefix}{key}")
+            local.append(str(target))
+    if remote:
+        try:
+            fs.get(remote, local)
+        except PermissionError:
+            raise DagSyncError(f"access denied reading objects under s3://{bucket}/{prefix}: "
+                               "grant the task role s3:GetObject on the prefix") from None
+        except OSError as exc:
+            raise DagSyncError(f"downloading from s3://{bucket}/{prefix} failed: "
+                               f"{type(exc).__name__}: {exc}") from None
+    for key, (_, size) in objects.items():
+        path = tree / key
+        if not path.is_file() or path.stat().st_size != size:
+            raise DagSyncError(f"s3://{bucket}/{prefix}{key} arrived incomplete; not "
+                               "publishing this sync")
+    (tree / MANIFEST).write_text(json.dumps({k: list(v) for k, v in objects.items()}))
+    return len(remote)

@@ -1,0 +1,77 @@
+"""The metadata database's schema: Airflow's head migration, the current one, migrating.
+
+The head revision is read from the installed Airflow's migration scripts as
+text instead of importing Airflow (about 2 s of CPU, and every waiting role
+would pay it on each start); tests/integration/test_migrations.py checks the
+result against Airflow's own answer.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+
+from entrypoint import procs
+from entrypoint.config import Settings
+from entrypoint.errors import MigrationError
+from entrypoint.log import log, redact
+
+_REVISION = re.compile(r'^revision\s*=\s*["\']([0-9a-f]+)["\']', re.M)
+_DOWN = re.compile(r"^down_revision\s*=\s*(.+)$", re.M)
+
+
+def _airflow_dir() -> Path:
+    spec = importlib.util.find_spec("airflow")
+    if spec is None or not spec.submodule_search_locations:
+        raise MigrationError("Airflow is not installed in this environment")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@lru_cache(maxsize=1)
+def revision_graph() -> tuple[frozenset[str], frozenset[str]]:
+    """(every revision, the head revisions) of the installed Airflow."""
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    for script in (_airflow_dir() / "migrations" / "versions").glob("*.py"):
+        text = script.read_text()
+        match = _REVISION.search(text)
+        if not match:
+            continue
+        revisions.add(match.group(1))
+        down = _DOWN.search(text)
+        if down:
+            downs.update(re.findall(r"[0-9a-f]{12}", down.group(1)))
+    return frozenset(revisions), frozenset(revisions - downs)
+
+
+def head_revisions() -> set[str]:
+    return set(revision_graph()[1])
+
+
+def current_revisions(connection) -> set[str]:
+    """Rows of alembic_version; empty when the table does not exist yet."""
+    from sqlalchemy import inspect, text
+
+    if not inspect(connection).has_table("alembic_version"):
+        return set()
+    return {row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
+
+
+def run_migrations(settings: Settings, env: Mapping[str, str]) -> None:
+    """`airflow db migrate`; a failure raises MigrationError, never swallowed.
+
+    Safe when several containers run it at once: Airflow holds a global
+    advisory lock in the database for the whole migration.
+    """
+    log.info("running airflow db migrate")
+    result = procs.run(["airflow", "db", "migrate"], env=env, timeout=max(settings.wait_timeout,
+                                                                           600))
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).decode(errors="replace")
+        tail = "\n".join(output.strip().splitlines()[-15:])
+        raise MigrationError(f"airflow db migrate exited {result.returncode}:\n"
+                             f"{redact(tail)}")
+    log.info("the database schema is at Airflow's head migration")
