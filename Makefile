@@ -18,7 +18,7 @@ help: ## list the targets
 $(VENV)/.installed: requirements/dev.lock pyproject.toml
 	@command -v uv >/dev/null || python3 -m pip install --quiet uv
 	uv venv --quiet --allow-existing --python 3.11 $(VENV)
-	VIRTUAL_ENV=$(VENV) uv pip install --quiet -r requirements/dev.lock
+	VIRTUAL_ENV=$(VENV) uv pip install --quiet --compile-bytecode -r requirements/dev.lock
 	VIRTUAL_ENV=$(VENV) uv pip install --quiet --no-deps -e .
 	touch $@
 

@@ -45,3 +45,27 @@ def moto(moto_server):
     """A moto server with no state left from other tests."""
     moto_server.reset()
     return moto_server
+
+
+def airflow_env(postgres_server, database: str, home) -> dict:
+    """Environment for real Airflow CLI calls against database on the test server."""
+    postgres_server.create_database(database)
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_server.url(database=database),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+    }
+
+
+@pytest.fixture(scope="session")
+def migrated_db(postgres_server, tmp_path_factory):
+    """A database migrated to Airflow's head by the real `airflow db migrate`."""
+    import subprocess
+
+    env = airflow_env(postgres_server, "airflow_migrated", tmp_path_factory.mktemp("afhome"))
+    result = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return env
