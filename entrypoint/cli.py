@@ -89,6 +89,11 @@ def _strip_dashes(args: list[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in ("run", "exec", "health"):
+        # run and exec install them inside the start-up sequence; health is short.
+        from entrypoint import procs
+
+        procs.install_signal_handlers()
     try:
         return _dispatch(args)
     except EntrypointError as exc:

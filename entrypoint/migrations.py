@@ -19,7 +19,7 @@ from entrypoint.config import Settings
 from entrypoint.errors import MigrationError
 from entrypoint.log import log, redact
 
-_REVISION = re.compile(r'^revision\s*=\s*["\']([0-9a-f]+)["\']', re.M)
+_REVISION = re.compile(r'^revision\s*=\s*["\'](\w+)["\']', re.M)
 _DOWN = re.compile(r"^down_revision\s*=\s*(.+)$", re.M)
 
 
@@ -43,7 +43,7 @@ def revision_graph() -> tuple[frozenset[str], frozenset[str]]:
         revisions.add(match.group(1))
         down = _DOWN.search(text)
         if down:
-            downs.update(re.findall(r"[0-9a-f]{12}", down.group(1)))
+            downs.update(re.findall(r"[\"'](\w+)[\"']", down.group(1)))
     return frozenset(revisions), frozenset(revisions - downs)
 
 

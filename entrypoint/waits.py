@@ -115,7 +115,7 @@ def _wait(what: str, target: str, probe: Callable[[], None], deadline: Deadline,
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(NotReady),
-        wait=tenacity.wait_exponential_jitter(initial=0.5, max=10, jitter=1),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=10, jitter=1),
         stop=tenacity.stop_after_delay(max(deadline.remaining, 0.0)),
         before=count,
         before_sleep=before_sleep,
@@ -144,7 +144,10 @@ def probe_redis(url: str) -> None:
         raise ConfigError(f"invalid setting: {BROKER_URL}: {exc}") from None
     try:
         client.ping()
-    except redis.AuthenticationError:
+    except redis.AuthenticationError as exc:
+        if "required" in str(exc).lower() or "already authenticated" in str(exc):
+            raise Refused("the server requires a password; add it to the URL: "
+                          "redis://:PASSWORD@host:6379/0") from None
         raise Refused("the password or ACL user was rejected (AUTH failed); check the "
                       "credentials in AIRFLOW__CELERY__BROKER_URL") from None
     except redis.ResponseError as exc:
@@ -167,6 +170,9 @@ def probe_redis(url: str) -> None:
                            f"use rediss://): {text}") from None
         raise NotReady(f"{type(exc).__name__}: {text}") from None
     except redis.TimeoutError as exc:
+        if url.startswith("rediss://"):
+            raise NotReady(f"timed out: {exc} (no answer to the TLS handshake: if the server "
+                           "does not speak TLS, use redis://)") from None
         raise NotReady(f"timed out: {exc} (does the server require TLS? then use rediss://)"
                        ) from None
     finally:

@@ -53,6 +53,7 @@ def airflow_env(postgres_server, database: str, home) -> dict:
     return {
         **os.environ,
         "AIRFLOW_HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_server.url(database=database),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
