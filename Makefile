@@ -27,11 +27,11 @@ venv: $(VENV)/.installed ## create the development venv from the lock file
 
 .PHONY: test
 test: venv ## run every test: unit, integration, images and end-to-end
-	$(PYTEST) -p no:cacheprovider -ra $(PYTEST_ARGS) tests
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTEST) -p no:cacheprovider -ra $(PYTEST_ARGS) tests
 
 .PHONY: test-fast
 test-fast: venv ## unit and integration tests only (no images)
-	$(PYTEST) -p no:cacheprovider -ra -m "not images and not e2e" $(PYTEST_ARGS) tests
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTEST) -p no:cacheprovider -ra -m "not images and not e2e" $(PYTEST_ARGS) tests
 
 .PHONY: lint
 lint: venv ## ruff on Python, hadolint on Dockerfiles, shellcheck on shell scripts

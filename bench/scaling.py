@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 APP_DIR = ROOT / "tests" / "integration" / "celery_app"
 
+import celery_producer  # noqa: E402
 from fake_agent import Agent, serve  # noqa: E402
 from servers import start_redis  # noqa: E402
 
@@ -135,14 +136,9 @@ def _run_tasks(broker: str, agent_uri: str | None, tasks: int, marker_dir: Path)
          "--concurrency", "1", "--hostname", f"bench-{time.time_ns()}@%h"],
         env=env, cwd=APP_DIR, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
-        sys.path.insert(0, str(APP_DIR))
-        os.environ["AIRFLOW__CELERY__BROKER_URL"] = broker
-        from shutdown_app import app
-
-        app.conf.broker_url = broker
         # Warm up: the worker is ready when a first task has run.
-        app.send_task("shutdown_app.sleep", args=[0, str(marker_dir / "warm")])
         (marker_dir / "warm").mkdir(exist_ok=True)
+        celery_producer.send(broker, "shutdown_app.sleep", [0, str(marker_dir / "warm")])
         deadline = time.monotonic() + 120
         while not (marker_dir / "warm" / "finished").exists():
             if time.monotonic() > deadline:
@@ -151,8 +147,8 @@ def _run_tasks(broker: str, agent_uri: str | None, tasks: int, marker_dir: Path)
         run_dir = marker_dir / "run"
         run_dir.mkdir()
         start = time.perf_counter()
-        for _ in range(tasks):
-            app.send_task("shutdown_app.sleep", args=[TASK_SECONDS, str(run_dir)])
+        celery_producer.send(broker, "shutdown_app.sleep", [TASK_SECONDS, str(run_dir)],
+                             count=tasks)
         while len(list(run_dir.glob("started-*"))) < tasks or not (run_dir / "finished").exists():
             if time.monotonic() > deadline + 300:
                 raise RuntimeError("tasks did not finish:\n" + log.read_text())

@@ -9,6 +9,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import celery_producer
 import pytest
 import redis
 from servers import free_port
@@ -137,12 +138,7 @@ def test_worker_ping_only_this_worker_and_busy_is_healthy(redis_server, tmp_path
     worker = start_worker(broker, concurrency=1)
     try:
         assert wait_healthy(env).healthy
-        sys.path.insert(0, str(APP_DIR))
-        os.environ["AIRFLOW__CELERY__BROKER_URL"] = broker
-        from shutdown_app import app
-
-        app.conf.broker_url = broker
-        app.send_task("shutdown_app.sleep", args=[30, str(tmp_path)])
+        celery_producer.send(broker, "shutdown_app.sleep", [30, str(tmp_path)])
         deadline = time.monotonic() + 30
         while not any(tmp_path.glob("started-*")):
             assert time.monotonic() < deadline

@@ -1,11 +1,10 @@
 """The metrics role: backlog read from real Celery queues in Redis, published to CloudWatch
 (moto's server)."""
 
-import os
-import sys
 from pathlib import Path
 
 import boto3
+import celery_producer
 import pytest
 import redis
 
@@ -24,22 +23,11 @@ def broker(redis_server):
     redis.Redis.from_url(url).flushdb()
 
 
-def producer(broker):
-    sys.path.insert(0, str(APP_DIR))
-    os.environ["AIRFLOW__CELERY__BROKER_URL"] = broker
-    from shutdown_app import app
-
-    app.conf.broker_url = broker
-    return app
-
-
 def test_queue_lengths_and_running_tasks_from_real_celery_queues(broker, tmp_path):
-    app = producer(broker)
-    for _ in range(7):
-        app.send_task("shutdown_app.sleep", args=[0, str(tmp_path)], queue="default")
-    for _ in range(3):
-        app.send_task("shutdown_app.sleep", args=[0, str(tmp_path)], queue="heavy")
-    app.send_task("shutdown_app.sleep", args=[0, str(tmp_path)], queue="heavy", priority=6)
+    args = [0, str(tmp_path)]
+    celery_producer.send(broker, "shutdown_app.sleep", args, queue="default", count=7)
+    celery_producer.send(broker, "shutdown_app.sleep", args, queue="heavy", count=3)
+    celery_producer.send(broker, "shutdown_app.sleep", args, queue="heavy", priority=6)
     client = redis.Redis.from_url(broker)
     # A worker holding one "heavy" message: kombu keeps it in the unacked hash.
     client.hset("unacked", "tag-1", '[{"body": "x"}, "heavy", "heavy"]')
@@ -56,9 +44,7 @@ def test_queue_lengths_and_running_tasks_from_real_celery_queues(broker, tmp_pat
 
 
 def test_published_to_cloudwatch_in_one_call(broker, moto, tmp_path):
-    app = producer(broker)
-    for _ in range(5):
-        app.send_task("shutdown_app.sleep", args=[0, str(tmp_path)], queue="default")
+    celery_producer.send(broker, "shutdown_app.sleep", [0, str(tmp_path)], count=5)
     env = {"AIRFLOW__CELERY__BROKER_URL": broker, "AWS_ENDPOINT_URL": moto.url,
            "AWS_REGION": "eu-west-1", "AIRFLOW_ECS_METRICS_CLUSTER": "airflow",
            "AIRFLOW_ECS_METRICS_WORKER_SERVICE": "airflow-worker"}

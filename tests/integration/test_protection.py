@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import celery_producer
 import pytest
 import redis
 from fake_agent import Agent, serve
@@ -121,12 +122,7 @@ def test_real_worker_protects_its_task_while_it_runs(agent, redis_server, tmp_pa
          "--hostname", f"protect-{time.time_ns()}@%h"],
         env=env, cwd=APP_DIR, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
-        sys.path.insert(0, str(APP_DIR))
-        os.environ["AIRFLOW__CELERY__BROKER_URL"] = broker
-        from shutdown_app import app
-
-        app.conf.broker_url = broker
-        app.send_task("shutdown_app.sleep", args=[6, str(tmp_path)])
+        celery_producer.send(broker, "shutdown_app.sleep", [6, str(tmp_path)])
         deadline = time.monotonic() + 60
         while not any(tmp_path.glob("started-*")):
             assert time.monotonic() < deadline, log.read_text()

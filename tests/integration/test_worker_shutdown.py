@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import celery_producer
 import pytest
 import redis
 
@@ -32,12 +33,7 @@ def start_worker(broker: str, stop_timeout: int, log: Path) -> subprocess.Popen:
 
 
 def send(broker: str, seconds: float, marker_dir: Path) -> None:
-    sys.path.insert(0, str(APP_DIR))
-    os.environ["AIRFLOW__CELERY__BROKER_URL"] = broker
-    from shutdown_app import app
-
-    app.conf.broker_url = broker
-    app.send_task("shutdown_app.sleep", args=[seconds, str(marker_dir)])
+    celery_producer.send(broker, "shutdown_app.sleep", [seconds, str(marker_dir)])
 
 
 def wait_until(predicate, timeout: float, what: str, log: Path) -> None:
