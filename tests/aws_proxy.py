@@ -20,7 +20,9 @@ class AwsProxy:
         self.upstream = upstream.rstrip("/")
         self.failures: list[str] = []
         self.denied: list[str] = []
+        self.denied_paths: list[str] = []
         self.requests: list[tuple[str, bytes]] = []
+        self.paths: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -32,6 +34,10 @@ class AwsProxy:
 
     def deny(self, text: str) -> None:
         self.denied.append(text)
+
+    def deny_path(self, text: str) -> None:
+        """Answer S3-style 403 AccessDenied to every request whose path contains text."""
+        self.denied_paths.append(text)
 
     def close(self) -> None:
         self.server.shutdown()
@@ -54,12 +60,22 @@ class AwsProxy:
                 body = self.rfile.read(length) if length else b""
                 target = self.headers.get("X-Amz-Target", "")
                 proxy.requests.append((target, body))
+                proxy.paths.append((self.command, self.path))
                 with proxy.lock:
                     code = proxy.failures.pop(0) if proxy.failures else None
                 if code is None and any(t.encode() in body for t in proxy.denied):
                     code = "AccessDeniedException"
                 if code:
                     return self._error(code)
+                if any(t in self.path for t in proxy.denied_paths):
+                    body = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied"
+                            b"</Code><Message>Access Denied</Message></Error>")
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return None
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "content-length")}
                 request = urllib.request.Request(proxy.upstream + self.path, data=body or None,

@@ -152,7 +152,7 @@ def fetch_commit(settings: Settings, env: Mapping[str, str], token: str | None,
         # The URL is passed per call, never stored in the cache's config.
         depth = [f"--depth={settings.dags_git_depth}"] if settings.dags_git_depth else []
         ref = settings.dags_git_ref
-        _git([*git_dir, "fetch", "--quiet", "--no-tags", "--prune", *depth, "--", url,
+        _git([*git_dir, "fetch", "--quiet", "--no-tags", *depth, "--", url,
               f"+{ref}:refs/airflow-ecs/sync" if not _SHA.match(ref) else ref],
              child, timeout, f"fetching {ref} from {where}")
         target = "refs/airflow-ecs/sync" if not _SHA.match(ref) else "FETCH_HEAD"

@@ -49,12 +49,8 @@ def listing(fs, settings: Settings) -> dict[str, tuple[str, int]]:
     bucket, prefix = split_uri(settings.dags_s3_uri or "")
     root = f"{bucket}/{prefix}"
     try:
-        if not fs.exists(bucket):
-            raise DagSyncError(f"bucket {bucket} does not exist (or is not visible to this "
-                               "task's role)")
+        # The listing is the only request an unchanged refresh makes.
         found = fs.find(root, detail=True, withdirs=False)
-    except DagSyncError:
-        raise
     except PermissionError:
         raise DagSyncError(f"access denied listing s3://{root}: grant the task role "
                            "s3:ListBucket on the bucket and s3:GetObject on the prefix") from None

@@ -88,4 +88,5 @@ class Handler(BaseHTTPRequestHandler):
 if __name__ == "__main__":
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 8000
     # Inside its container the server must answer on the Docker network.
-    ThreadingHTTPServer(("0.0.0.0", port), Handler).serve_forever()
+    host = os.environ.get("BIND", "0.0.0.0")
+    ThreadingHTTPServer((host, port), Handler).serve_forever()
