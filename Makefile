@@ -10,6 +10,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 PYTEST_ARGS ?=
+IMAGE_PREFIX ?= airflow-ecs/
+TAG ?= $(VERSION)
+BASE_IMAGE ?= debian:trixie-slim
+ROLES := scheduler worker webserver
+REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+CREATED := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# A CA bundle for pip behind a TLS-inspecting proxy; given to the build stages only.
+CA_BUNDLE ?= $(firstword $(SSL_CERT_FILE) $(REQUESTS_CA_BUNDLE) $(PIP_CERT))
 
 .PHONY: help
 help: ## list the targets
@@ -25,8 +33,32 @@ $(VENV)/.installed: requirements/dev.lock pyproject.toml
 .PHONY: venv
 venv: $(VENV)/.installed ## create the development venv from the lock file
 
+.PHONY: docker
+docker: ## make sure a Docker engine answers (installs and starts one on Debian as root)
+	@bash scripts/docker-engine.sh
+
+.PHONY: base-images
+base-images: docker ## pull the base images, or build stand-ins from Debian packages
+	@DEBIAN_IMAGE=$(BASE_IMAGE) bash scripts/base-images.sh
+
+.PHONY: build
+build: base-images ## build the base and role images ($(IMAGE_PREFIX)ROLE:$(TAG))
+	@mkdir -p build/ca && rm -f build/ca/ca-bundle.crt
+	@if [ -n "$(CA_BUNDLE)" ] && [ -f "$(CA_BUNDLE)" ]; then cp "$(CA_BUNDLE)" build/ca/ca-bundle.crt; \
+	  echo "build: giving the CA bundle $(CA_BUNDLE) to the build stages (not to the final image)"; fi
+	@touch build/ca/.keep
+	@echo "build: $(IMAGE_PREFIX)base:$(TAG)"
+	docker build --quiet -f images/base/Dockerfile -t $(IMAGE_PREFIX)base:$(TAG) \
+	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(VERSION) \
+	  --build-arg REVISION=$(REVISION) --build-arg CREATED=$(CREATED) .
+	@rm -f build/ca/ca-bundle.crt
+	@for role in $(ROLES); do echo "build: $(IMAGE_PREFIX)$$role:$(TAG)"; \
+	  docker build --quiet -t $(IMAGE_PREFIX)$$role:$(TAG) \
+	    --build-arg BASE_IMAGE=$(IMAGE_PREFIX)base:$(TAG) --build-arg VERSION=$(VERSION) \
+	    --build-arg REVISION=$(REVISION) --build-arg CREATED=$(CREATED) images/$$role || exit 1; done
+
 .PHONY: test
-test: venv ## run every test: unit, integration, images and end-to-end
+test: venv build ## run every test: unit, integration, images and end-to-end
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTEST) -p no:cacheprovider -ra $(PYTEST_ARGS) tests
 
 .PHONY: test-fast

@@ -102,7 +102,9 @@ def prepare(role: str, settings: Settings, env: Mapping[str, str],
 def execute(launch: Launch) -> None:
     """Become the role. Returns only for roles that run in-process and then exit."""
     if launch.kind == "exec":
-        log.info("starting %s", " ".join(launch.argv[:3]))
+        # Only the program (and an Airflow subcommand): arguments may hold anything.
+        shown = launch.argv[:3] if launch.argv[0] == "airflow" else launch.argv[:1]
+        log.info("starting %s", " ".join(shown))
         sys.stdout.flush()
         sys.stderr.flush()
         try:

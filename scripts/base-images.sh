@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Make the base images the builds need available locally: pull them under their
+# upstream names; where a pull fails (no registry reachable, an air-gapped
+# builder), build a stand-in from Debian's packages and tag it locally under
+# the same name, saying so.
+#   debian:trixie-slim: debootstrap --variant=minbase, then docker import.
+set -Eeuo pipefail
+
+DEBIAN_IMAGE=${DEBIAN_IMAGE:-debian:trixie-slim}
+DEBIAN_SUITE=${DEBIAN_SUITE:-trixie}
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+
+pull_or_false() {
+  local image=$1
+  echo "base-images: pulling $image"
+  if timeout 120 docker pull -q "$image" >/dev/null 2>&1; then
+    return 0
+  fi
+  return 1
+}
+
+if have "$DEBIAN_IMAGE"; then
+  echo "base-images: $DEBIAN_IMAGE is present"
+elif pull_or_false "$DEBIAN_IMAGE"; then
+  echo "base-images: pulled $DEBIAN_IMAGE"
+else
+  echo "base-images: $DEBIAN_IMAGE cannot be pulled; building a stand-in from Debian $DEBIAN_SUITE packages (debootstrap)"
+  if ! command -v debootstrap >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+  fi
+  root=$(mktemp -d /tmp/debian-rootfs.XXXXXX)
+  trap 'rm -rf "$root"' EXIT
+  debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" "$DEBIAN_MIRROR" >/tmp/debootstrap.log 2>&1 \
+    || { tail -n 30 /tmp/debootstrap.log >&2; exit 1; }
+  # Slim it as the upstream -slim images are: no apt lists, no docs, no caches.
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/usr/share/doc/* \
+    "$root"/usr/share/man/* "$root"/usr/share/info/*
+  printf 'deb %s %s main\ndeb %s %s-updates main\n' "$DEBIAN_MIRROR" "$DEBIAN_SUITE" \
+    "$DEBIAN_MIRROR" "$DEBIAN_SUITE" > "$root/etc/apt/sources.list"
+  rm -f "$root"/etc/apt/sources.list.d/debian.sources
+  tar -C "$root" -c . | docker import \
+    --change 'CMD ["bash"]' \
+    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+    - "$DEBIAN_IMAGE" >/dev/null
+  echo "base-images: tagged a local stand-in as $DEBIAN_IMAGE (built from Debian packages, not pulled)"
+fi
