@@ -43,15 +43,16 @@ base-images: docker ## pull the base images, or build stand-ins from Debian pack
 
 .PHONY: build
 build: base-images ## build the base and role images ($(IMAGE_PREFIX)ROLE:$(TAG))
-	@mkdir -p build/ca && rm -f build/ca/ca-bundle.crt
-	@if [ -n "$(CA_BUNDLE)" ] && [ -f "$(CA_BUNDLE)" ]; then cp "$(CA_BUNDLE)" build/ca/ca-bundle.crt; \
+	@mkdir -p build/ca
+	@# Kept in build/ (untracked) between builds, so the layer cache stays valid.
+	@if [ -n "$(CA_BUNDLE)" ] && [ -f "$(CA_BUNDLE)" ]; then cmp -s "$(CA_BUNDLE)" build/ca/ca-bundle.crt \
+	  || cp "$(CA_BUNDLE)" build/ca/ca-bundle.crt; \
 	  echo "build: giving the CA bundle $(CA_BUNDLE) to the build stages (not to the final image)"; fi
 	@touch build/ca/.keep
 	@echo "build: $(IMAGE_PREFIX)base:$(TAG)"
 	docker build --quiet -f images/base/Dockerfile -t $(IMAGE_PREFIX)base:$(TAG) \
 	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(VERSION) \
 	  --build-arg REVISION=$(REVISION) --build-arg CREATED=$(CREATED) .
-	@rm -f build/ca/ca-bundle.crt
 	@for role in $(ROLES); do echo "build: $(IMAGE_PREFIX)$$role:$(TAG)"; \
 	  docker build --quiet -t $(IMAGE_PREFIX)$$role:$(TAG) \
 	    --build-arg BASE_IMAGE=$(IMAGE_PREFIX)base:$(TAG) --build-arg VERSION=$(VERSION) \
