@@ -17,6 +17,11 @@ if ! command -v dockerd >/dev/null 2>&1; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends docker.io >/dev/null
 fi
+# A dockerd killed with its machine's session leaves its pid file behind, and a
+# new one refuses to start while it is there.
+if [ -f /var/run/docker.pid ] && ! kill -0 "$(cat /var/run/docker.pid)" 2>/dev/null; then
+  rm -f /var/run/docker.pid
+fi
 echo "docker-engine: starting dockerd in the background (log: /var/log/dockerd.log)"
 nohup dockerd --data-root /var/lib/docker >/var/log/dockerd.log 2>&1 &
 for _ in $(seq 1 60); do
