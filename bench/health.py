@@ -1,0 +1,118 @@
+"""Cost of one health probe: `airflow-ecs health` against Airflow's own CLI probes.
+
+Same condition for both: a fresh SchedulerJob heartbeat for this host in a
+real Airflow 3.3 schema (PostgreSQL), and a live Celery worker on Redis.
+CPU is the child's user+sys time (os.wait4), the cost ECS pays every 30 s.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from servers import start_postgres, start_redis  # noqa: E402
+
+BINDIR = Path(sys.executable).parent
+APP_DIR = ROOT / "tests" / "integration" / "celery_app"
+
+
+def measure(argv, env, runs, before=None):
+    walls, cpus, codes = [], [], []
+    for _ in range(runs):
+        if before:
+            before()
+        started = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        walls.append(time.perf_counter() - started)
+        cpus.append(usage.ru_utime + usage.ru_stime)
+        codes.append(proc.returncode)
+    return statistics.median(walls), statistics.median(cpus), sorted(set(codes))
+
+
+def run() -> str:
+    from sqlalchemy import create_engine, text
+
+    postgres = start_postgres()
+    redis_server = start_redis()
+    worker = None
+    home = tempfile.mkdtemp(prefix="bench-airflow-")
+    try:
+        postgres.create_database("bench")
+        env = {**os.environ, "AIRFLOW_HOME": home, "PATH": f"{BINDIR}:{os.environ['PATH']}",
+               "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres.url(database="bench"),
+               "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+               "AIRFLOW__CELERY__BROKER_URL": redis_server.url(db=2)}
+        subprocess.run([str(BINDIR / "airflow"), "db", "migrate"], env=env, check=True,
+                       capture_output=True)
+        engine = create_engine(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+        with engine.begin() as conn:
+            conn.execute(text(
+                "INSERT INTO job (job_type, state, hostname, start_date, latest_heartbeat) "
+                "VALUES ('SchedulerJob', 'running', :h, now(), now())"),
+                {"h": socket.getfqdn()})
+
+        def beat():
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE job SET latest_heartbeat = now()"))
+
+        ours = measure([str(BINDIR / "airflow-ecs"), "health", "scheduler"], env, 10, beat)
+        theirs = measure([str(BINDIR / "airflow"), "jobs", "check", "--job-type", "SchedulerJob",
+                          "--local"], env, 10, beat)
+        engine.dispose()
+
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "shutdown_app", "worker", "--loglevel",
+             "WARNING", "--concurrency", "1"],
+            env={**env, "PYTHONPATH": str(APP_DIR)}, cwd=APP_DIR,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while subprocess.run([str(BINDIR / "airflow-ecs"), "health", "worker"], env=env,
+                             capture_output=True).returncode != 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the worker never answered")
+            time.sleep(1)
+        ours_w = measure([str(BINDIR / "airflow-ecs"), "health", "worker"], env, 5)
+        theirs_w = measure([sys.executable, "-m", "celery", "-A", "shutdown_app", "inspect",
+                            "ping", "-d", f"celery@{socket.gethostname()}", "--timeout", "5"],
+                           {**env, "PYTHONPATH": str(APP_DIR)}, 5)
+    finally:
+        if worker:
+            worker.terminate()
+            worker.wait(30)
+        postgres.stop()
+        redis_server.stop()
+
+    def row(name, result):
+        wall, cpu, codes = result
+        return f"| {name} | {cpu:.3f} s | {wall:.3f} s | {', '.join(map(str, codes))} |"
+
+    return "\n".join([
+        "## Health probe cost",
+        "",
+        "| probe | CPU per call | wall per call | exit codes |",
+        "| --- | --- | --- | --- |",
+        row("`airflow-ecs health scheduler` (median of 10)", ours),
+        row("`airflow jobs check --job-type SchedulerJob --local` (median of 10)", theirs),
+        row("`airflow-ecs health worker` (median of 5)", ours_w),
+        row("`celery inspect ping -d celery@HOST` (median of 5)", theirs_w),
+        "",
+        f"CPU ratio, scheduler: {theirs[1] / ours[1]:.1f}x cheaper (goal: 10x). "
+        f"CPU ratio, worker: {theirs_w[1] / ours_w[1]:.1f}x cheaper. Both probes saw the "
+        "same fresh heartbeat row and the same live worker.",
+    ])
+
+
+if __name__ == "__main__":
+    print(run())
