@@ -21,6 +21,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from servers import start_postgres, start_redis  # noqa: E402
 
+from entrypoint.health import hostname  # noqa: E402
+
 BINDIR = Path(sys.executable).parent
 APP_DIR = ROOT / "tests" / "integration" / "celery_app"
 
@@ -61,7 +63,7 @@ def run() -> str:
             conn.execute(text(
                 "INSERT INTO job (job_type, state, hostname, start_date, latest_heartbeat) "
                 "VALUES ('SchedulerJob', 'running', :h, now(), now())"),
-                {"h": socket.getfqdn()})
+                {"h": hostname()})
 
         def beat():
             with engine.begin() as conn:

@@ -10,14 +10,9 @@ database that doesn't exist) fail at once instead of using up the deadline.
 
 from __future__ import annotations
 
-import ssl
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-
-import tenacity
 
 from entrypoint import migrations
 from entrypoint.checks import BROKER_URL, DB_URL, EXECUTION_API_URL
@@ -99,17 +94,19 @@ def _db_target(url: str) -> str:
 
 def _wait(what: str, target: str, probe: Callable[[], None], deadline: Deadline,
           hint: str = "") -> None:
+    import tenacity  # imported here: a start-up with nothing to wait for doesn't pay for it
+
     attempts = 0
     last = ""
 
-    def before_sleep(state: tenacity.RetryCallState) -> None:
+    def before_sleep(state) -> None:
         nonlocal last
         exc = state.outcome.exception() if state.outcome else None
         last = str(exc)
         log.info("waiting for %s at %s (attempt %d, %.0fs of %.0fs): %s", what, target,
                  state.attempt_number, deadline.elapsed, deadline.seconds, last)
 
-    def count(_state: tenacity.RetryCallState) -> None:
+    def count(_state) -> None:
         nonlocal attempts
         attempts += 1
 
@@ -135,6 +132,8 @@ def _wait(what: str, target: str, probe: Callable[[], None], deadline: Deadline,
 
 # --- probes -----------------------------------------------------------------------------------
 def probe_redis(url: str) -> None:
+    import ssl
+
     import redis
 
     try:
@@ -239,6 +238,9 @@ def probe_schema(url: str) -> None:
 
 
 def probe_execution_api(url: str) -> None:
+    import urllib.error
+    import urllib.request
+
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"invalid setting: {EXECUTION_API_URL} must be an http(s) URL")
     health = url.rstrip("/") + "/health"
