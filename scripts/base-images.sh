@@ -4,11 +4,17 @@
 # builder), build a stand-in from Debian's packages and tag it locally under
 # the same name, saying so.
 #   debian:trixie-slim: debootstrap --variant=minbase, then docker import.
+#   redis, postgres: images/stand-ins/*, FROM that Debian base, with apt.
 set -Eeuo pipefail
+cd "$(dirname "$0")/.."
 
 DEBIAN_IMAGE=${DEBIAN_IMAGE:-debian:trixie-slim}
 DEBIAN_SUITE=${DEBIAN_SUITE:-trixie}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# Debian trixie ships Redis 8.0 and PostgreSQL 17: the stand-ins carry the same major
+# versions as the upstream names they stand in for.
+REDIS_IMAGE=${REDIS_IMAGE:-redis:8.0}
+POSTGRES_IMAGE=${POSTGRES_IMAGE:-postgres:17}
 
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 
@@ -46,3 +52,29 @@ else
     - "$DEBIAN_IMAGE" >/dev/null
   echo "base-images: tagged a local stand-in as $DEBIAN_IMAGE (built from Debian packages, not pulled)"
 fi
+
+# build_stand_in NAME IMAGE VERSION_COMMAND...
+build_stand_in() {
+  local name=$1 image=$2
+  shift 2
+  if have "$image"; then
+    echo "base-images: $image is present"
+    return 0
+  fi
+  if pull_or_false "$image"; then
+    echo "base-images: pulled $image"
+    return 0
+  fi
+  echo "base-images: $image cannot be pulled; building a stand-in from Debian packages" \
+    "(images/stand-ins/$name, FROM $DEBIAN_IMAGE)"
+  local started=$SECONDS
+  docker build -q --build-arg "BASE_IMAGE=$DEBIAN_IMAGE" -t "$image" "images/stand-ins/$name" \
+    >/dev/null
+  local version
+  version=$(docker run --rm --entrypoint "$1" "$image" "${@:2}" 2>/dev/null | head -n 1 || true)
+  echo "base-images: tagged a local stand-in as $image in $(( SECONDS - started )) s" \
+    "(not the upstream image; it runs: ${version:-unknown version})"
+}
+
+build_stand_in redis "$REDIS_IMAGE" redis-server --version
+build_stand_in postgres "$POSTGRES_IMAGE" postgres --version
