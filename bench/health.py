@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from servers import start_postgres, start_redis  # noqa: E402
-
 from entrypoint.health import hostname  # noqa: E402
+
+from servers import start_postgres, start_redis  # noqa: E402
 
 BINDIR = Path(sys.executable).parent
 APP_DIR = ROOT / "tests" / "integration" / "celery_app"

@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 APP_DIR = ROOT / "tests" / "integration" / "celery_app"
 
+from entrypoint import config, metrics  # noqa: E402
+
 import celery_producer  # noqa: E402
 from fake_agent import Agent, serve  # noqa: E402
 from servers import start_redis  # noqa: E402
-
-from entrypoint import config, metrics  # noqa: E402
 
 
 def _commands(client) -> int:

@@ -80,6 +80,10 @@ def apply(role: str, settings: Settings, env: Mapping[str, str]) -> dict[str, st
     for default in tuned(settings):
         out.setdefault(default.name, default.value)
     out.setdefault("AIRFLOW_ECS_STOP_TIMEOUT", str(settings.stop_timeout))
+    # An arbitrary UID (OpenShift-style, or ECS `user`) has no passwd entry, and the
+    # read-only root filesystem forbids adding one: Airflow's CLI calls
+    # getpass.getuser(), which then fails unless USER is set.
+    out.setdefault("USER", _user_name())
     if out.get(ADMIN_PASSWORD_VAR) and _uses_simple_auth_manager(out):
         # Users come from configuration, their passwords from a 0600 file the
         # webserver role writes under the scratch directory at start: Airflow's
@@ -90,6 +94,15 @@ def apply(role: str, settings: Settings, env: Mapping[str, str]) -> dict[str, st
         out.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
                        str(_scratch_dir() / "simple-auth-passwords.json"))
     return out
+
+
+def _user_name() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return "airflow"
 
 
 def _uses_simple_auth_manager(env: Mapping[str, str]) -> bool:

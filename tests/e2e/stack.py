@@ -35,15 +35,15 @@ VERSION = next(line.split('"')[1] for line in (ROOT / "pyproject.toml").read_tex
 PREFIX = os.environ.get("IMAGE_PREFIX", "airflow-ecs/")
 TAG = os.environ.get("TAG", VERSION)
 BASE_OS = os.environ.get("E2E_BASE_OS_IMAGE", "debian:trixie-slim")
-REDIS_IMAGE = os.environ.get("E2E_REDIS_IMAGE", "redis:7")
-POSTGRES_IMAGE = os.environ.get("E2E_POSTGRES_IMAGE", "postgres:16")
+REDIS_IMAGE = "airflow-ecs-test/redis:e2e"
+POSTGRES_IMAGE = "airflow-ecs-test/postgres:e2e"
 MOTO_IMAGE = "airflow-ecs-test/moto:e2e"
 GIT_IMAGE = "airflow-ecs-test/git:e2e"
 REGION = "eu-west-1"
 SSM_PATH = "/airflow/e2e/"
 UID = "12345:0"  # an arbitrary UID with GID 0, as OpenShift-style platforms run images
-TMPFS = {"/tmp": "rw,size=256m,mode=1777", "/opt/airflow/logs": "rw,size=256m,mode=1777",
-         "/opt/airflow/dags-data": "rw,size=256m,mode=1777"}
+TMPFS = {"/tmp": "size=256m", "/opt/airflow/logs": "size=256m",
+         "/opt/airflow/dags-data": "size=256m"}
 
 
 def image(role: str) -> str:
@@ -63,7 +63,8 @@ def build_test_images() -> None:
     if bundle and Path(bundle).is_file():
         target.write_bytes(Path(bundle).read_bytes())
     try:
-        for name, tag in (("moto", MOTO_IMAGE), ("git", GIT_IMAGE)):
+        for name, tag in (("moto", MOTO_IMAGE), ("git", GIT_IMAGE), ("redis", REDIS_IMAGE),
+                          ("postgres", POSTGRES_IMAGE)):
             result = docker("build", "-q", "--build-arg", f"BASE_IMAGE={BASE_OS}", "-t", tag,
                             str(CONTAINERS / name), check=False)
             if result.returncode != 0:
@@ -130,7 +131,7 @@ class Stack:
 
     def _publish(self, container: DockerContainer, port: int) -> DockerContainer:
         # docker-py: publish on the loopback address only, on a free host port.
-        container.with_bind_ports(f"{port}/tcp", ("127.0.0.1", None))
+        container.ports[f"{port}/tcp"] = ("127.0.0.1", None)
         return container
 
     def airflow_env(self, **extra: str) -> dict[str, str]:
@@ -141,13 +142,7 @@ class Stack:
             "AWS_ACCESS_KEY_ID": "e2e",
             "AWS_SECRET_ACCESS_KEY": "e2e",
             "AIRFLOW_ECS_WAIT_TIMEOUT": "180",
-            "AIRFLOW_ECS_DAGS_DIR": "/opt/airflow/dags-data/dags",
-            "AIRFLOW_ECS_DAGS_STATE_DIR": "/opt/airflow/dags-data/.sync",
-            "AIRFLOW_ECS_DAGS_SOURCE": "git",
-            "AIRFLOW_ECS_DAGS_GIT_URL": "http://git:8000/dags.git",
-            "AIRFLOW_ECS_DAGS_GIT_REF": "main",
-            "AIRFLOW_ECS_DAGS_GIT_TOKEN": "secretsmanager:e2e/git-token",
-            "AIRFLOW_ECS_DAGS_REFRESH_SECONDS": "10",
+            "AIRFLOW_ECS_DAGS_SOURCE": "image",
             "AIRFLOW_ECS_STOP_TIMEOUT": "120",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://webserver:8080/execution/",
         }
@@ -159,19 +154,28 @@ class Stack:
         container = DockerContainer(role_image)
         container.with_command(command)
         container.with_envs(**(env or self.airflow_env()))
-        container.with_kwargs(user=UID, read_only=True, tmpfs=dict(TMPFS), hostname=name,
-                              stop_signal="SIGTERM")
+        container.with_kwargs(user=UID, read_only=True, hostname=name, stop_signal="SIGTERM")
+        for path, options in TMPFS.items():
+            container.with_tmpfs_mount(path, options)
         if publish:
             self._publish(container, publish)
         return self._start(name, container)
 
     def start(self) -> Stack:
         s = self.secrets
-        redis = DockerContainer(REDIS_IMAGE).with_command(
-            f"redis-server --requirepass {s.redis_password} --appendonly yes")
+        self.network.create()
+        # Passwords never go on a command line or into an environment: docker inspect
+        # shows both. Redis gets it through redis-cli once up; Postgres from a file.
+        redis = DockerContainer(REDIS_IMAGE)
         self._start("redis", redis)
+        self._wait_exec("redis", ["redis-cli", "ping"])
+        result = redis.exec(["sh", "-c", f"printf 'CONFIG SET requirepass %s\\n' "
+                                         f"'{s.redis_password}' | redis-cli"])
+        assert b"OK" in result.output, result.output
         pg = DockerContainer(POSTGRES_IMAGE).with_envs(
-            POSTGRES_USER="airflow", POSTGRES_PASSWORD=s.db_password, POSTGRES_DB="airflow")
+            POSTGRES_USER="airflow", POSTGRES_DB="airflow",
+            POSTGRES_PASSWORD_FILE="/tmp/postgres-password")
+        pg.with_copy_into_container(s.db_password.encode(), "/tmp/postgres-password", 0o444)
         self._start("postgres", pg)
         moto = self._publish(DockerContainer(MOTO_IMAGE), 5000)
         self._start("moto", moto)
@@ -263,13 +267,16 @@ class Stack:
                            f"{self.all_logs()}")
 
     def _wait_postgres(self, timeout: float = 60) -> None:
+        self._wait_exec("postgres", ["sh", "-c", "/usr/lib/postgresql/*/bin/pg_isready -h "
+                                     "127.0.0.1 -U airflow"], timeout)
+
+    def _wait_exec(self, name: str, command: list[str], timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            result = self.containers["postgres"].exec(["pg_isready", "-U", "airflow"])
-            if result.exit_code == 0:
+            if self.containers[name].exec(command).exit_code == 0:
                 return
             time.sleep(0.5)
-        raise RuntimeError("postgres not ready:\n" + self.logs("postgres"))
+        raise RuntimeError(f"{name} not ready:\n" + self.logs(name))
 
     # --- API ------------------------------------------------------------------------------
     def token(self, password: str | None = None) -> tuple[int, str]:

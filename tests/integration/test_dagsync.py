@@ -12,12 +12,13 @@ from pathlib import Path
 
 import boto3
 import pytest
-from aws_proxy import AwsProxy
-from servers import free_port, wait_port
 
 from entrypoint import config, dagsync
 from entrypoint.dagsync import publish
 from entrypoint.errors import ConfigError, DagSyncError
+
+from aws_proxy import AwsProxy
+from servers import free_port, wait_port
 
 pytestmark = pytest.mark.integration
 

@@ -9,13 +9,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import celery_producer
 import pytest
 import redis
-from servers import free_port
 from sqlalchemy import create_engine, text
 
 from entrypoint import health
+
+import celery_producer
+from servers import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -4,11 +4,12 @@
 from pathlib import Path
 
 import boto3
-import celery_producer
 import pytest
 import redis
 
 from entrypoint import config, metrics
+
+import celery_producer
 
 pytestmark = pytest.mark.integration
 

@@ -7,12 +7,13 @@ import sys
 import time
 from pathlib import Path
 
-import celery_producer
 import pytest
 import redis
-from fake_agent import Agent, serve
 
 from entrypoint.protection import AgentClient, AgentError, ProtectionManager
+
+import celery_producer
+from fake_agent import Agent, serve
 
 pytestmark = pytest.mark.integration
 

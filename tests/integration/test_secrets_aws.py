@@ -9,10 +9,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from aws_proxy import AwsProxy
 
 from entrypoint import config, secrets
 from entrypoint.errors import SecretsError
+
+from aws_proxy import AwsProxy
 
 pytestmark = pytest.mark.integration
 

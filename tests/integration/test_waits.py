@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import airflow_env
-from servers import RedisServer, free_port, start_redis
 
 from entrypoint import config, migrations, waits
 from entrypoint.errors import MigrationError, WaitTimeout
+
+from conftest import airflow_env
+from servers import RedisServer, free_port, start_redis
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,10 @@ import sys
 import time
 from pathlib import Path
 
-import celery_producer
 import pytest
 import redis
+
+import celery_producer
 
 pytestmark = pytest.mark.integration
 
