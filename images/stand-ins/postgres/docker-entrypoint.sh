@@ -21,8 +21,10 @@ if [ "${1:-}" = postgres ] || [ "${1#-}" != "${1:-}" ]; then
       echo "postgres: set POSTGRES_PASSWORD or POSTGRES_PASSWORD_FILE (no default password)" >&2
       exit 1
     fi
-    initdb -D "$PGDATA" -U "$user" --pwfile="$pwfile" --auth-local=trust \
-      --auth-host=scram-sha-256 >/dev/null
+    # UTF8 as upstream (en_US.utf8 there): without a locale initdb picks SQL_ASCII, and
+    # psycopg 3 then returns text as bytes.
+    initdb -D "$PGDATA" -U "$user" --pwfile="$pwfile" --encoding=UTF8 --locale=C.UTF-8 \
+      --auth-local=trust --auth-host=scram-sha-256 >/dev/null
     rm -f "$pwfile"
     echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
     if [ "$db" != postgres ]; then
