@@ -1,42 +1,24 @@
 """The built images: user, Airflow version, dependencies, init, role defaults, labels,
 hardening, and nothing of the build host (proxy CA, tests, caches) inside.
 
-`make test` builds the images first (`make build`); these tests use them as built.
+The session fixture in conftest.py builds them once (`make build`, layer cache reused).
 """
 
 import json
-import os
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
+from images_support import ROOT, VERSION, docker, image
 
 pytestmark = pytest.mark.images
 
-ROOT = Path(__file__).resolve().parents[2]
-VERSION = next(line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines()
-               if line.startswith("version = "))
-PREFIX = os.environ.get("IMAGE_PREFIX", "airflow-ecs/")
-TAG = os.environ.get("TAG", VERSION)
 ROLES = {
     "scheduler": (["run", "scheduler+dag-processor+triggerer"],
                   ["CMD", "airflow-ecs", "health", "scheduler+dag-processor+triggerer"]),
     "worker": (["run", "worker"], ["CMD", "airflow-ecs", "health", "worker"]),
     "webserver": (["run", "webserver"], ["CMD", "airflow-ecs", "health", "webserver"]),
 }
-
-
-def image(role: str) -> str:
-    return f"{PREFIX}{role}:{TAG}"
-
-
-def docker(*args, check=True, timeout=600):
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} exited {result.returncode}:\n"
-                             f"{result.stdout}\n{result.stderr}")
-    return result
 
 
 def run_in(role: str, *command: str, user: str | None = None, read_only: bool = False,
@@ -53,13 +35,6 @@ def run_in(role: str, *command: str, user: str | None = None, read_only: bool = 
 
 def inspect(role: str) -> dict:
     return json.loads(docker("image", "inspect", image(role)).stdout)[0]
-
-
-@pytest.fixture(scope="session", autouse=True)
-def images_built():
-    missing = [r for r in ("base", *ROLES) if docker("image", "inspect", image(r),
-                                                      check=False).returncode != 0]
-    assert not missing, f"images not built: {missing}; run `make build` (make test does)"
 
 
 def test_default_user_is_50000_with_group_0():
@@ -168,3 +143,19 @@ def test_build_context_keeps_tests_and_caches_out():
     for unwanted in ("/ctx/tests", "/ctx/.venv", "/ctx/.git", "__pycache__", "/ctx/bench"):
         assert unwanted not in text, unwanted
     assert "/ctx/entrypoint" in text and "/ctx/requirements" in text
+
+
+def test_airflow_does_not_write_its_own_config_file():
+    """Expected: after an Airflow CLI call the shipped placeholder airflow.cfg is unchanged."""
+    shipped = (ROOT / "images/base/airflow.cfg").read_text()
+    result = run_in("base", "exec", "--", "sh", "-c",
+                    "airflow version >/dev/null && cat /opt/airflow/airflow.cfg")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == shipped
+
+
+def test_example_dags_are_baked_in():
+    result = run_in("base", "-c", "import os; print(sorted(os.listdir('/opt/airflow/dags')))",
+                    entrypoint="python3")
+    names = result.stdout.strip()
+    assert "example_fanout.py" in names and "sleep_task.py" in names, result.stderr
