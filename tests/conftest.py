@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from servers import start_moto, start_postgres, start_redis
+from servers import airflow_env, start_moto, start_postgres, start_redis
 
 # Tests never talk to real AWS: fixed fake credentials, a fixed region.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
@@ -45,19 +45,6 @@ def moto(moto_server):
     """A moto server with no state left from other tests."""
     moto_server.reset()
     return moto_server
-
-
-def airflow_env(postgres_server, database: str, home) -> dict:
-    """Environment for real Airflow CLI calls against database on the test server."""
-    postgres_server.create_database(database)
-    return {
-        **os.environ,
-        "AIRFLOW_HOME": str(home),
-        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_server.url(database=database),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-    }
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -188,3 +189,16 @@ def start_moto() -> MotoServer:
     )
     wait_port(port, 30)
     return MotoServer(port=port, proc=proc, workdir=workdir)
+
+
+def airflow_env(postgres_server, database: str, home) -> dict:
+    """Environment for real Airflow CLI calls against database on the test server."""
+    postgres_server.create_database(database)
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_server.url(database=database),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+    }

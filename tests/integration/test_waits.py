@@ -13,8 +13,7 @@ import pytest
 from entrypoint import config, migrations, waits
 from entrypoint.errors import MigrationError, WaitTimeout
 
-from conftest import airflow_env
-from servers import RedisServer, free_port, start_redis
+from servers import RedisServer, airflow_env, free_port, start_redis
 
 pytestmark = pytest.mark.integration
 
