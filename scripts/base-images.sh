@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 DEBIAN_IMAGE=${DEBIAN_IMAGE:-debian:trixie-slim}
 DEBIAN_SUITE=${DEBIAN_SUITE:-trixie}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 # Debian trixie ships Redis 8.0 and PostgreSQL 17: the stand-ins carry the same major
 # versions as the upstream names they stand in for.
 REDIS_IMAGE=${REDIS_IMAGE:-redis:8.0}
@@ -40,11 +41,36 @@ else
   trap 'rm -rf "$root"' EXIT
   debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" "$DEBIAN_MIRROR" >/tmp/debootstrap.log 2>&1 \
     || { tail -n 30 /tmp/debootstrap.log >&2; exit 1; }
-  # Slim it as the upstream -slim images are: no apt lists, no docs, no caches.
-  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/usr/share/doc/* \
-    "$root"/usr/share/man/* "$root"/usr/share/info/*
-  printf 'deb %s %s main\ndeb %s %s-updates main\n' "$DEBIAN_MIRROR" "$DEBIAN_SUITE" \
-    "$DEBIAN_MIRROR" "$DEBIAN_SUITE" > "$root/etc/apt/sources.list"
+  # Slim it as the upstream -slim images are (debuerreotype's settings): later package
+  # installs leave out docs, man pages and translations, apt keeps no caches and
+  # fetches no translated indexes.
+  mkdir -p "$root/etc/dpkg/dpkg.cfg.d" "$root/etc/apt/apt.conf.d"
+  cat >"$root/etc/dpkg/dpkg.cfg.d/docker" <<'CFG'
+path-exclude /usr/share/doc/*
+path-include /usr/share/doc/*/copyright
+path-exclude /usr/share/groff/*
+path-exclude /usr/share/info/*
+path-exclude /usr/share/linda/*
+path-exclude /usr/share/lintian/overrides/*
+path-exclude /usr/share/locale/*
+path-exclude /usr/share/man/*
+CFG
+  cat >"$root/etc/apt/apt.conf.d/docker-clean" <<'CFG'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+CFG
+  echo 'Acquire::Languages "none";' >"$root/etc/apt/apt.conf.d/docker-no-languages"
+  echo 'APT::AutoRemove::SuggestsImportant "false";' >"$root/etc/apt/apt.conf.d/docker-autoremove-suggests"
+  find "$root/usr/share/doc" -mindepth 2 ! -name copyright ! -type d -delete 2>/dev/null || true
+  find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete 2>/dev/null || true
+  rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/usr/share/man/* \
+    "$root"/usr/share/info/* "$root"/usr/share/locale/* "$root"/usr/share/groff/*
+  # Security updates too, as upstream's sources.
+  printf 'deb %s %s main\ndeb %s %s-updates main\ndeb %s %s-security main\n' \
+    "$DEBIAN_MIRROR" "$DEBIAN_SUITE" "$DEBIAN_MIRROR" "$DEBIAN_SUITE" \
+    "$DEBIAN_SECURITY_MIRROR" "$DEBIAN_SUITE" >"$root/etc/apt/sources.list"
   rm -f "$root"/etc/apt/sources.list.d/debian.sources
   tar -C "$root" -c . | docker import \
     --change 'CMD ["bash"]' \
