@@ -140,7 +140,8 @@ def test_build_context_keeps_tests_and_caches_out():
                               "RUN find /ctx -maxdepth 2 | sort\n")
         out = docker("build", "--no-cache", "-f", str(dockerfile), str(ROOT))
     text = out.stdout + out.stderr
-    for unwanted in ("/ctx/tests", "/ctx/.venv", "/ctx/.git", "__pycache__", "/ctx/bench"):
+    for unwanted in ("/ctx/tests", "/ctx/.venv", "/ctx/.git", "__pycache__", "/ctx/bench",
+                     "/ctx/.local", "/ctx/build/logs", "/ctx/compose.yaml"):
         assert unwanted not in text, unwanted
     assert "/ctx/entrypoint" in text and "/ctx/requirements" in text
 
@@ -159,3 +160,14 @@ def test_example_dags_are_baked_in():
                     entrypoint="python3")
     names = result.stdout.strip()
     assert "example_fanout.py" in names and "sleep_task.py" in names, result.stderr
+
+
+def test_an_arbitrary_uid_with_group_0_can_write_airflow_home():
+    """Expected exit code 0: AIRFLOW_HOME, logs and dags-data are group-writable (g=u).
+    (The baked DAGs are not meant to change at run time.)"""
+    result = run_in("base", "-c", "import pathlib; "
+                    "[pathlib.Path(d, 'probe').write_text('x') for d in "
+                    "('/opt/airflow', '/opt/airflow/logs', '/opt/airflow/dags-data')]; print('ok')",
+                    user="12345:0", entrypoint="python3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
