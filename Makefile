@@ -67,8 +67,9 @@ push: ## tag and push the images to ECR (AWS_ACCOUNT_ID, AWS_REGION, ECR_PREFIX)
 	  || { echo "push: $(IMAGE_PREFIX)$$image:$(TAG) is not built; run make build" >&2; exit 1; }; done
 	@if [ -z "$(REGISTRY)" ]; then \
 	  echo "push: logging in to $(PUSH_REGISTRY) with an ECR authorization token"; \
-	  $(PY) scripts/ecr_login.py --region $(AWS_REGION) \
-	    | docker login --username AWS --password-stdin $(PUSH_REGISTRY); fi
+	  $(MAKE) -s venv; \
+	  password=$$($(PY) scripts/ecr_login.py --region $(AWS_REGION)); \
+	  printf '%s' "$$password" | docker login --username AWS --password-stdin $(PUSH_REGISTRY); fi
 	@for image in base $(ROLES); do \
 	  target=$(PUSH_REGISTRY)/$(ECR_PREFIX)$$image:$(TAG); \
 	  echo "push: $$target"; \
