@@ -5,8 +5,10 @@ ref. Each new commit is checked out into a new tree (through a throw-away
 index, so the bare cache never gets a work tree), then published.
 
 Credentials never reach a log line, an error, a process argument list or the
-repository's config: an HTTPS token is handed to git by a GIT_ASKPASS script
-that reads it from the child's environment; an SSH key is written 0600 in a
+repository's config: an HTTPS token is handed to git by a credential helper,
+given through git's GIT_CONFIG_* environment, that reads it from the child's
+environment (no script file: /tmp is often mounted noexec, as Docker's tmpfs
+is by default); an SSH key is written 0600 in a
 private temporary directory and used with strict host-key checking against
 the configured known_hosts. Both are read again on every sync, so a rotated
 credential works without a restart. URLs that make git run commands
@@ -20,7 +22,6 @@ import contextlib
 import os
 import re
 import shutil
-import stat
 import subprocess
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -36,12 +37,10 @@ _TRANSPORT_HELPER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
 _ALLOWED_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:[^/]")
 
-ASKPASS = """#!/bin/sh
-case "$1" in
-  Username*) printf '%s\\n' "$AIRFLOW_ECS_GIT_USERNAME" ;;
-  *) printf '%s\\n' "$AIRFLOW_ECS_GIT_PASSWORD" ;;
-esac
-"""
+# git runs a helper starting with "!" through the shell with the action appended;
+# it answers only `get`, from the child's environment.
+CREDENTIAL_HELPER = ('!f() { test "$1" = get && printf \'username=%s\\npassword=%s\\n\' '
+                     '"$AIRFLOW_ECS_GIT_USERNAME" "$AIRFLOW_ECS_GIT_PASSWORD"; }; f')
 
 
 def validate_url(url: str) -> None:
@@ -76,10 +75,12 @@ def credentials(settings: Settings, env: Mapping[str, str], token: str | None,
         os.chmod(workdir, 0o700)
         if token:
             mask(token)
-            askpass = workdir / "askpass"
-            askpass.write_text(ASKPASS)
-            askpass.chmod(stat.S_IRWXU)
-            child.update({"GIT_ASKPASS": str(askpass),
+            # The empty value first clears any helper from the user's or repository's
+            # config, so the token goes to no other helper.
+            child.update({"GIT_CONFIG_COUNT": "2",
+                          "GIT_CONFIG_KEY_0": "credential.helper", "GIT_CONFIG_VALUE_0": "",
+                          "GIT_CONFIG_KEY_1": "credential.helper",
+                          "GIT_CONFIG_VALUE_1": CREDENTIAL_HELPER,
                           "AIRFLOW_ECS_GIT_USERNAME": settings.dags_git_username,
                           "AIRFLOW_ECS_GIT_PASSWORD": token})
         if ssh_key:
