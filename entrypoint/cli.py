@@ -131,8 +131,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _wait()
     if args.command == "health":
         from entrypoint.health import probe
+        from entrypoint.running_env import running_env
 
-        result = probe(args.role, dict(os.environ))
+        result = probe(args.role, running_env(os.environ))
         print(("healthy: " if result.healthy else "unhealthy: ") + result.reason, flush=True)
         return EXIT_OK if result.healthy else EXIT_UNHEALTHY
     if args.command == "check":

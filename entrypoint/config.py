@@ -141,6 +141,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", "32", "Parallel S3 downloads per sync.", "64"),
 )
 DOCUMENTED = {s.name for s in SETTINGS}
+# Set by the entrypoint itself on the role's environment, never by users: the
+# mark by which `airflow-ecs health` finds the resolved values (running_env).
+ROLE_ENV_MARKER = "AIRFLOW_ECS_ROLE_ENV"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,7 +331,8 @@ def load(env: Mapping[str, str]) -> Settings:
                           f"{settings.dags_git_subdir!r} must stay inside the repository "
                           "(no '..')")
 
-    unknown = sorted(n for n in env if n.startswith(PREFIX) and _base_name(n) not in DOCUMENTED)
+    unknown = sorted(n for n in env if n.startswith(PREFIX) and n != ROLE_ENV_MARKER
+                     and _base_name(n) not in DOCUMENTED)
     for name in unknown:
         r.problems.append(f"unknown setting: {name}; see the README's configuration reference "
                           "(a typo?)")

@@ -5,7 +5,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from entrypoint import checks, config, dagsync, defaults, fingerprints, procs, roles, secrets, waits
+from entrypoint import (
+    checks,
+    config,
+    dagsync,
+    defaults,
+    fingerprints,
+    procs,
+    roles,
+    running_env,
+    secrets,
+    waits,
+)
 from entrypoint.errors import ConfigError
 from entrypoint.log import log
 
@@ -29,6 +40,7 @@ def start(role: str, extra_args: Sequence[str] = (), command: Sequence[str] = ()
         dagsync.sync_at_start(settings, env)                          # 3. DAGs (seam)
         waits.wait_for_dependencies(role, settings, env)              # 4. dependencies
         fingerprints.verify_and_publish(role, settings, env)
+        env = running_env.mark(env)  # so that `airflow-ecs health` finds the resolved values
         launch = roles.prepare(role, settings, env, extra_args, command)  # 5. role init
     except BaseException:
         procs.terminate_children()

@@ -182,3 +182,38 @@ def test_dag_sync_status_in_health(tmp_path):
     publish.record(settings, "s3", None, 0, "bucket gone")
     stale = health._dag_sync(env)
     assert stale.healthy and "dags stale" in stale.reason and "bucket gone" in stale.reason
+
+
+def test_cli_health_reads_the_resolved_values_from_the_running_role(jobs, migrated_db):
+    """A probe gets the task definition's environment only; the values resolved from SSM
+    at start live in the role's process, marked by the entrypoint."""
+    from entrypoint.running_env import MARKER
+
+    jobs("SchedulerJob", 1)
+    url = migrated_db["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    bare = {k: v for k, v in migrated_db.items() if k != "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"}
+    probe = [BIN, "health", "scheduler"]
+
+    def health():
+        return subprocess.run(probe, env=bare, capture_output=True, text=True, timeout=60)
+
+    unmarked = subprocess.Popen(["sleep", "60"], env={**bare,
+                                                      "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url})
+    try:
+        result = health()
+        assert result.returncode == 1, result.stdout
+        assert "required setting: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" in result.stdout
+        role = subprocess.Popen(["sleep", "60"], env={
+            **bare, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url, MARKER: "1"})
+        try:
+            result = health()
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert result.stdout.startswith("healthy: scheduler: heartbeat")
+            assert "pg-test-pw" not in result.stdout + result.stderr
+        finally:
+            role.kill()
+            role.wait()
+        assert health().returncode == 1
+    finally:
+        unmarked.kill()
+        unmarked.wait()
