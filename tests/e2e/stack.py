@@ -41,6 +41,13 @@ MOTO_IMAGE = "airflow-ecs-test/moto:e2e"
 GIT_IMAGE = "airflow-ecs-test/git:e2e"
 REGION = "eu-west-1"
 SSM_PATH = "/airflow/e2e/"
+DAGS_BUCKET = "e2e-dags"
+DAGS_PREFIX = "dags/"
+LOGS_BUCKET = "e2e-logs"
+GIT_URL = "http://git:8000/dags.git"
+GIT_TOKEN_SECRET = "e2e/git-token"
+REFRESH_SECONDS = 10
+HEARTBEAT_TIMEOUT = 30
 UID = "12345:0"  # an arbitrary UID with GID 0, as OpenShift-style platforms run images
 TMPFS = {"/tmp": "size=256m", "/opt/airflow/logs": "size=256m",
          "/opt/airflow/dags-data": "size=256m"}
@@ -118,8 +125,10 @@ class Stack:
         self.secrets = Secrets()
         self.network = Network()
         self.containers: dict[str, DockerContainer] = {}
+        self.removed_logs: dict[str, str] = {}
         self.api_url = ""
         self.moto_url = ""
+        self._token = ""
 
     # --- containers -------------------------------------------------------------------
     def _start(self, name: str, container: DockerContainer) -> DockerContainer:
@@ -134,23 +143,51 @@ class Stack:
         container.ports[f"{port}/tcp"] = ("127.0.0.1", None)
         return container
 
-    def airflow_env(self, **extra: str) -> dict[str, str]:
+    def airflow_env(self, source: str = "git", **extra: str) -> dict[str, str]:
+        """What an ECS task definition gives a container: no secret values, only where
+        to find them, the DAG source, and plain settings."""
         env = {
             "AIRFLOW_ECS_SSM_PATH": SSM_PATH,
             "AWS_REGION": REGION,
             "AWS_ENDPOINT_URL": "http://moto:5000",
+            # On ECS the task role provides credentials; moto accepts any.
             "AWS_ACCESS_KEY_ID": "e2e",
             "AWS_SECRET_ACCESS_KEY": "e2e",
             "AIRFLOW_ECS_WAIT_TIMEOUT": "180",
-            "AIRFLOW_ECS_DAGS_SOURCE": "image",
             "AIRFLOW_ECS_STOP_TIMEOUT": "120",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://webserver:8080/execution/",
+            # Task logs go to S3: workers come and go, their disks with them.
+            "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
+            "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"s3://{LOGS_BUCKET}/task-logs",
+            "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "aws_default",
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws"}),
+            # Bounds the worker-loss scenario; the images' default is 120 s.
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
         }
+        if source == "git":
+            env.update({
+                "AIRFLOW_ECS_DAGS_SOURCE": "git",
+                "AIRFLOW_ECS_DAGS_GIT_URL": GIT_URL,
+                "AIRFLOW_ECS_DAGS_GIT_REF": "main",
+                "AIRFLOW_ECS_DAGS_GIT_TOKEN": f"secretsmanager:{GIT_TOKEN_SECRET}",
+            })
+        elif source == "s3":
+            env.update({
+                "AIRFLOW_ECS_DAGS_SOURCE": "s3",
+                "AIRFLOW_ECS_DAGS_S3_URI": f"s3://{DAGS_BUCKET}/{DAGS_PREFIX}",
+            })
+        else:
+            env["AIRFLOW_ECS_DAGS_SOURCE"] = "image"
+        if source in ("git", "s3"):
+            env["AIRFLOW_ECS_DAGS_DIR"] = "/opt/airflow/dags-data/dags"
+            env["AIRFLOW_ECS_DAGS_REFRESH_SECONDS"] = str(REFRESH_SECONDS)
         env.update(extra)
         return env
 
     def airflow(self, name: str, role_image: str, command: str,
                 env: dict[str, str] | None = None, publish: int | None = None) -> DockerContainer:
+        """Start an Airflow container hardened as the task definitions run it: read-only
+        root filesystem, tmpfs scratch, an arbitrary UID with GID 0."""
         container = DockerContainer(role_image)
         container.with_command(command)
         container.with_envs(**(env or self.airflow_env()))
@@ -165,13 +202,16 @@ class Stack:
         s = self.secrets
         self.network.create()
         # Passwords never go on a command line or into an environment: docker inspect
-        # shows both. Redis gets it through redis-cli once up; Postgres from a file.
-        redis = DockerContainer(REDIS_IMAGE)
+        # shows both. Redis and Postgres read theirs from files copied in.
+        redis = DockerContainer(REDIS_IMAGE).with_command(
+            ["sh", "-c", "while [ ! -s /tmp/redis.conf ]; do sleep 0.1; done; "
+                         "exec redis-server /tmp/redis.conf"])
+        redis.with_copy_into_container(
+            f"bind 0.0.0.0\nprotected-mode no\ndir /tmp\nrequirepass {s.redis_password}\n"
+            .encode(), "/tmp/redis.conf", 0o444)
         self._start("redis", redis)
-        self._wait_exec("redis", ["redis-cli", "ping"])
-        result = redis.exec(["sh", "-c", f"printf 'CONFIG SET requirepass %s\\n' "
-                                         f"'{s.redis_password}' | redis-cli"])
-        assert b"OK" in result.output, result.output
+        self._wait_exec("redis", ["sh", "-c", "redis-cli --no-auth-warning -a \"$(sed -n "
+                                  "'s/^requirepass //p' /tmp/redis.conf)\" ping | grep -q PONG"])
         pg = DockerContainer(POSTGRES_IMAGE).with_envs(
             POSTGRES_USER="airflow", POSTGRES_DB="airflow",
             POSTGRES_PASSWORD_FILE="/tmp/postgres-password")
@@ -187,17 +227,53 @@ class Stack:
         self.seed_git()
         self._wait_postgres()
         migrate = self.airflow("migrate", image("base"), "run migrate",
-                               env=self.airflow_env(AIRFLOW_ECS_DAGS_SOURCE="image"))
+                               env=self.airflow_env(source="image"))
         code = migrate.get_wrapped_container().wait(timeout=300)["StatusCode"]
         if code != 0:
             raise RuntimeError(f"migrate exited {code}:\n{self.logs('migrate')}")
-        self.airflow("scheduler", image("scheduler"), "run scheduler+dag-processor+triggerer")
-        self.airflow("webserver", image("webserver"), "run webserver", publish=8080)
+        self.start_scheduler()
+        # The api-server reads DAGs from the database: it needs no DAG source.
+        self.airflow("webserver", image("webserver"), "run webserver",
+                     env=self.airflow_env(source="image"), publish=8080)
         for n in (1, 2):
-            self.airflow(f"worker{n}", image("worker"), "run worker")
+            self.start_worker(f"worker{n}")
         self.api_url = f"http://127.0.0.1:{published_port(self.containers['webserver'], 8080)}"
         self._wait_http(self.api_url + "/api/v2/monitor/health", "webserver", timeout=300)
+        for name in ("scheduler", "webserver", "worker1", "worker2"):
+            self.wait_healthy(name)
         return self
+
+    def start_scheduler(self, source: str = "git") -> DockerContainer:
+        return self.airflow("scheduler", image("scheduler"),
+                            "run scheduler+dag-processor+triggerer", env=self.airflow_env(source))
+
+    def start_worker(self, name: str, source: str = "git") -> DockerContainer:
+        return self.airflow(name, image("worker"), "run worker", env=self.airflow_env(source))
+
+    def remove(self, name: str) -> None:
+        container = self.containers.pop(name, None)
+        if container is not None:
+            self.removed_logs[name] = self.logs_of(container)
+            with contextlib.suppress(Exception):
+                container.get_wrapped_container().remove(force=True, v=True)
+
+    def wait_healthy(self, name: str, timeout: float = 240) -> None:
+        """Until Docker's HEALTHCHECK (`airflow-ecs health ROLE`) reports healthy."""
+        deadline = time.monotonic() + timeout
+        state: dict = {}
+        while time.monotonic() < deadline:
+            state = self.inspect(name)["State"]
+            if state.get("Health", {}).get("Status") == "healthy":
+                return
+            if not state.get("Running"):
+                break
+            time.sleep(2)
+        health = state.get("Health", {}).get("Status")
+        raise AssertionError(f"{name} not healthy ({state.get('Status')}, {health}):\n"
+                             f"{self.logs(name)[-5000:]}")
+
+    def wait_exit(self, name: str, timeout: float) -> int:
+        return self.containers[name].get_wrapped_container().wait(timeout=timeout)["StatusCode"]
 
     # --- seeding --------------------------------------------------------------------------
     def aws(self, service: str):
@@ -221,11 +297,18 @@ class Stack:
         for name, value in params.items():
             ssm.put_parameter(Name=SSM_PATH + name, Value=value, Type="SecureString",
                               Overwrite=True)
-        self.aws("secretsmanager").create_secret(Name="e2e/git-token", SecretString=s.git_token)
+        self.aws("secretsmanager").create_secret(Name=GIT_TOKEN_SECRET,
+                                                 SecretString=s.git_token)
         s3 = self.aws("s3")
-        for bucket in ("e2e-dags", "e2e-logs"):
+        for bucket in (DAGS_BUCKET, LOGS_BUCKET):
             s3.create_bucket(Bucket=bucket,
                              CreateBucketConfiguration={"LocationConstraint": REGION})
+        for path in sorted((ROOT / "dags").glob("*.py")):
+            self.put_s3_file(path.name, path.read_text())
+
+    def put_s3_file(self, name: str, text: str) -> None:
+        self.aws("s3").put_object(Bucket=DAGS_BUCKET, Key=DAGS_PREFIX + name,
+                                  Body=text.encode())
 
     def git_exec(self, script: str) -> str:
         result = self.containers["git"].exec(["sh", "-ec", script])
@@ -286,12 +369,27 @@ class Stack:
         return code, body.get("access_token", "")
 
     def api(self, method: str, path: str, body: dict | None = None) -> dict:
-        code, token = self.token()
-        assert code in (200, 201), f"login failed: {code}"
-        code, reply = http_json(method, self.api_url + "/api/v2" + path, body, token)
+        if not self._token:
+            code, self._token = self.token()
+            assert code in (200, 201), f"login failed: HTTP {code}"
+        code, reply = http_json(method, self.api_url + "/api/v2" + path, body, self._token)
+        if code == 401:
+            self._token = ""
         if code >= 400:
             raise RuntimeError(f"{method} {path}: HTTP {code}: {reply}")
         return reply
+
+    def api_text(self, path: str) -> tuple[int, str]:
+        """GET a streamed reply (task logs, one JSON object per line) with the admin's token."""
+        if not self._token:
+            _, self._token = self.token()
+        request = urllib.request.Request(self.api_url + "/api/v2" + path, headers={
+            "Authorization": f"Bearer {self._token}", "Accept": "application/x-ndjson"})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
 
     def wait_for_dag(self, dag_id: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
@@ -301,11 +399,13 @@ class Stack:
             time.sleep(2)
         raise AssertionError(f"DAG {dag_id} did not appear within {timeout}s")
 
-    def run_dag(self, dag_id: str, timeout: float = 300, conf: dict | None = None) -> dict:
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
         self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
-        run = self.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None,
-                                                            "conf": conf or {}})
-        return self.wait_run(dag_id, run["dag_run_id"], timeout)
+        return self.api("POST", f"/dags/{dag_id}/dagRuns", {"logical_date": None,
+                                                             "conf": conf or {}})["dag_run_id"]
+
+    def run_dag(self, dag_id: str, timeout: float = 300, conf: dict | None = None) -> dict:
+        return self.wait_run(dag_id, self.trigger(dag_id, conf), timeout)
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
@@ -316,6 +416,17 @@ class Stack:
             time.sleep(2)
         raise AssertionError(f"run {run_id} of {dag_id} not finished in {timeout}s")
 
+    def wait_running(self, dag_id: str, run_id: str, task_id: str, timeout: float) -> dict:
+        """The task instance once it runs on a worker (its hostname names the worker)."""
+        deadline = time.monotonic() + timeout
+        ti: dict = {}
+        while time.monotonic() < deadline:
+            ti = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
+            if ti["state"] == "running" and ti.get("hostname"):
+                return ti
+            time.sleep(1)
+        raise AssertionError(f"{dag_id}.{task_id} not running in {timeout}s: {ti}")
+
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")[
             "task_instances"]
@@ -324,13 +435,24 @@ class Stack:
     def logs(self, name: str) -> str:
         container = self.containers.get(name)
         if container is None:
-            return ""
-        out, err = container.get_logs()
+            return self.removed_logs.get(name, "")
+        return self.logs_of(container)
+
+    @staticmethod
+    def logs_of(container: DockerContainer) -> str:
+        try:
+            out, err = container.get_logs()
+        except Exception as exc:  # diagnostics must not hide the failure
+            return f"(no logs: {exc})"
         return (out + err).decode(errors="replace")
+
+    def inspect(self, name: str) -> dict:
+        return json.loads(docker("inspect", self.containers[name].get_wrapped_container().id)
+                          .stdout)[0]
 
     def all_logs(self, tail: int = 150) -> str:
         parts = []
-        for name in self.containers:
+        for name in [*self.containers, *self.removed_logs]:
             lines = self.logs(name).splitlines()[-tail:]
             parts.append(f"----- {name} (last {len(lines)} lines) -----\n" + "\n".join(lines))
         return "\n".join(parts)
