@@ -39,6 +39,7 @@ REDIS_IMAGE = "airflow-ecs-test/redis:e2e"
 POSTGRES_IMAGE = "airflow-ecs-test/postgres:e2e"
 MOTO_IMAGE = "airflow-ecs-test/moto:e2e"
 GIT_IMAGE = "airflow-ecs-test/git:e2e"
+AGENT_IMAGE = "airflow-ecs-test/agent:e2e"
 REGION = "eu-west-1"
 SSM_PATH = "/airflow/e2e/"
 DAGS_BUCKET = "e2e-dags"
@@ -69,15 +70,20 @@ def build_test_images() -> None:
     target = ca_dir / "ca-bundle.crt"
     if bundle and Path(bundle).is_file():
         target.write_bytes(Path(bundle).read_bytes())
+    agent = CONTAINERS / "agent" / "fake_agent.py"
+    agent.write_bytes((ROOT / "tests" / "fake_agent.py").read_bytes())
     try:
-        for name, tag in (("moto", MOTO_IMAGE), ("git", GIT_IMAGE), ("redis", REDIS_IMAGE),
-                          ("postgres", POSTGRES_IMAGE)):
-            result = docker("build", "-q", "--build-arg", f"BASE_IMAGE={BASE_OS}", "-t", tag,
+        for name, tag, base in (("moto", MOTO_IMAGE, BASE_OS), ("git", GIT_IMAGE, BASE_OS),
+                                ("redis", REDIS_IMAGE, BASE_OS),
+                                ("postgres", POSTGRES_IMAGE, BASE_OS),
+                                ("agent", AGENT_IMAGE, MOTO_IMAGE)):
+            result = docker("build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", tag,
                             str(CONTAINERS / name), check=False)
             if result.returncode != 0:
                 raise RuntimeError(f"building {tag} failed:\n{result.stdout}\n{result.stderr}")
     finally:
         target.unlink(missing_ok=True)
+        agent.unlink(missing_ok=True)
 
 
 @dataclass
@@ -161,6 +167,8 @@ class Stack:
             "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": f"s3://{LOGS_BUCKET}/task-logs",
             "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "aws_default",
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws"}),
+            # A burst of 50 tasks queues at once (Airflow's default is 32).
+            "AIRFLOW__CORE__PARALLELISM": "64",
             # Bounds the worker-loss scenario; the images' default is 120 s.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
         }
@@ -324,6 +332,12 @@ class Stack:
         for path in sorted((ROOT / "dags").glob("*.py")):
             self.put_git_file(path.name, path.read_text())
         self.git_commit("example DAGs")
+
+    def publish_dag(self, name: str, text: str) -> None:
+        """Add a DAG file to both DAG sources (the git repository and the S3 prefix)."""
+        self.put_git_file(name, text)
+        self.git_commit(f"add {name}")
+        self.put_s3_file(name, text)
 
     def put_git_file(self, name: str, text: str) -> None:
         encoded = base64.b64encode(text.encode()).decode()
