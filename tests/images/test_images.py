@@ -171,3 +171,17 @@ def test_an_arbitrary_uid_with_group_0_can_write_airflow_home():
                     user="12345:0", entrypoint="python3")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_scratch_volumes_are_writable_by_the_image_user_on_a_read_only_root():
+    """Expected exit code 0: with --read-only and no tmpfs, the volumes Docker creates
+    from the image's VOLUME paths (as Fargate fills its bind mounts) are writable by
+    UID 50000: /tmp, the logs and the synced DAGs."""
+    volumes = inspect("base")["Config"]["Volumes"] or {}
+    assert set(volumes) == {"/tmp", "/opt/airflow/logs", "/opt/airflow/dags-data"}
+    result = docker("run", "--rm", "--read-only", "--entrypoint", "python3", image("worker"),
+                    "-c", "import pathlib; [pathlib.Path(d, 'probe').write_text('x') for d in "
+                    "('/tmp', '/opt/airflow/logs', '/opt/airflow/dags-data')]; print('ok')",
+                    check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
