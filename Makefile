@@ -116,9 +116,16 @@ logs: ## follow the local stack's logs (SERVICE=name for one service)
 demo: ## trigger example_fanout through the REST API and show which worker ran each task
 	@python3 scripts/demo.py --url http://127.0.0.1:$(WEB_PORT) --secrets .local/secrets.env
 
+# The deployment's settings file (docs/deploy.md); AIRFLOW_ECS_DEPLOY_* variables override it.
+SETTINGS ?= task-definitions/settings/example.json
+
 .PHONY: task-definitions
-task-definitions: venv ## render the ECS task and service definitions into build/task-definitions/
-	$(VENV)/bin/airflow-ecs render
+task-definitions: venv ## render and validate the ECS task, service, scaling and IAM JSON into build/task-definitions/ (SETTINGS=file)
+	$(VENV)/bin/airflow-ecs render --settings $(SETTINGS)
+
+.PHONY: deploy
+deploy: venv ## register the task definitions, run the migrate task, then create or update the services (SETTINGS=file)
+	$(VENV)/bin/airflow-ecs deploy --settings $(SETTINGS)
 
 .PHONY: test
 test: venv base-images ## run every test: unit, integration, images and end-to-end

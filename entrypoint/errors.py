@@ -16,6 +16,7 @@ EXIT_DAG_SYNC = 80
 EXIT_WAIT = 81
 EXIT_MIGRATION = 82
 EXIT_KEY_MISMATCH = 83
+EXIT_DEPLOY = 84
 EXIT_TERMINATED = 143
 
 
@@ -58,6 +59,11 @@ class MigrationError(EntrypointError):
 class KeyMismatchError(EntrypointError):
     exit_code = EXIT_KEY_MISMATCH
     label = "shared keys"
+
+
+class DeployError(EntrypointError):
+    exit_code = EXIT_DEPLOY
+    label = "deploy"
 
 
 class Terminated(BaseException):

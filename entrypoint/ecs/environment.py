@@ -1,0 +1,88 @@
+"""What each container is told: environment, ECS-injected secrets, network and tags.
+
+These composite values are built here rather than spelled out in every template,
+so that the four task definitions can't drift apart. No value here is secret:
+secrets stay in Parameter Store (the SSM path, loaded by the entrypoint) or are
+injected by ECS from `valueFrom` ARNs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from entrypoint.ecs.settings import parameter_arn
+
+SYNCED_DAGS_DIR = "/opt/airflow/dags-data/dags"
+
+
+def template_values(s: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings plus the composite values the templates place whole."""
+    values = dict(s)
+    values["airflow_environment"] = "per role"  # replaced per task definition in render
+    values["metrics_environment"] = _env({
+        "AIRFLOW_ECS_SSM_PATH": s["ssm_path"],
+        "AWS_REGION": s["region"],
+        "AIRFLOW_ECS_METRICS_CLUSTER": s["cluster"],
+        "AIRFLOW_ECS_METRICS_WORKER_SERVICE": s["worker_service"],
+        "AIRFLOW_ECS_METRICS_NAMESPACE": s["metrics_namespace"],
+    })
+    values["dags_secrets"] = _secrets(s, {"AIRFLOW_ECS_DAGS_GIT_TOKEN":
+                                          s["dags_git_token_parameter"]})
+    # The api-server checks logins against it (SimpleAuthManager); no other role needs it.
+    values["webserver_secrets"] = _secrets(s, {"AIRFLOW_ECS_ADMIN_PASSWORD":
+                                               s["admin_password_parameter"]})
+    values["network_configuration"] = {"awsvpcConfiguration": {
+        "subnets": list(s["subnets"]),
+        "securityGroups": list(s["security_groups"]),
+        "assignPublicIp": s["assign_public_ip"],
+    }}
+    values["webserver_load_balancers"] = ([{
+        "targetGroupArn": s["target_group_arn"],
+        "containerName": "webserver",
+        "containerPort": s["api_port"],
+    }] if s["target_group_arn"] else [])
+    values["tags"] = [{"key": "airflow-ecs:deployment", "value": s["name"]}]
+    return values
+
+
+def airflow_environment(s: Mapping[str, Any], role: str) -> list[dict[str, str]]:
+    """The environment of an Airflow container of this role (scheduler, webserver, worker,
+    migrate)."""
+    env = {
+        "AIRFLOW_ECS_SSM_PATH": s["ssm_path"],
+        "AWS_REGION": s["region"],
+        # By default Service Connect gives the webserver service this name in every task.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": s["execution_api_url"],
+        # Workers are ephemeral, and their disks with them: task logs go to S3,
+        # with the task role's credentials.
+        "AIRFLOW__LOGGING__REMOTE_LOGGING": "True",
+        "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": s["remote_logs_s3_uri"].rstrip("/"),
+        "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "aws_default",
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws"}),
+    }
+    if role == "webserver":
+        env["AIRFLOW_ECS_API_PORT"] = str(s["api_port"])
+    if role == "worker":
+        env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = str(s["worker_concurrency"])
+    # The api-server and the migration read DAGs from the database, not from files.
+    if role in ("scheduler", "worker") and s["dags_source"] != "image":
+        env["AIRFLOW_ECS_DAGS_SOURCE"] = s["dags_source"]
+        env["AIRFLOW_ECS_DAGS_DIR"] = SYNCED_DAGS_DIR
+        env["AIRFLOW_ECS_DAGS_REFRESH_SECONDS"] = str(s["dags_refresh_seconds"])
+        if s["dags_source"] == "git":
+            env["AIRFLOW_ECS_DAGS_GIT_URL"] = s["dags_git_url"]
+            env["AIRFLOW_ECS_DAGS_GIT_REF"] = s["dags_git_ref"]
+        else:
+            env["AIRFLOW_ECS_DAGS_S3_URI"] = s["dags_s3_uri"]
+    return _env(env)
+
+
+def _env(env: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"name": k, "value": v} for k, v in sorted(env.items())]
+
+
+def _secrets(s: Mapping[str, Any], names: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"name": name, "valueFrom": parameter_arn(s, parameter)}
+            for name, parameter in sorted(names.items()) if parameter]

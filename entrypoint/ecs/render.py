@@ -1,0 +1,139 @@
+"""Render task-definitions/ with a deployment's settings into build/task-definitions/.
+
+Layout of the templates (the output mirrors it):
+
+    task-definitions/ROLE.json          RegisterTaskDefinition input, one per role
+    task-definitions/services/*.json    CreateService input
+    task-definitions/scaling/*-target.json, *-policy.json
+                                        RegisterScalableTarget / PutScalingPolicy input
+    task-definitions/iam/*.json         IAM policy documents
+
+Nothing is written unless every file renders and validates; the problems of all
+files are reported together.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from entrypoint.ecs import environment, settings, template, validate
+from entrypoint.errors import ConfigError
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "task-definitions"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The validated documents of one deployment, by path relative to the output folder."""
+
+    settings: Mapping[str, Any]
+    documents: dict[str, Any]
+
+    def task_definitions(self) -> dict[str, dict[str, Any]]:
+        return {k: v for k, v in self.documents.items() if "/" not in k}
+
+    def of_kind(self, folder: str) -> dict[str, Any]:
+        return {k: v for k, v in self.documents.items() if k.startswith(folder + "/")}
+
+
+def render(settings_file: Path | None, env: Mapping[str, str],
+           templates: Path = TEMPLATES) -> Rendered:
+    """Fill and validate every template; raise ConfigError listing every problem."""
+    values = settings.load(settings_file, env)
+    base = environment.template_values(values)
+    problems: list[str] = []
+    docs: dict[str, Any] = {}
+
+    def fill(relative: str, extra: Mapping[str, Any] | None = None) -> Any:
+        path = templates / relative
+        try:
+            doc = template.fill(template.load_template(path), {**base, **(extra or {})},
+                                display(path))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return None
+        docs[relative] = doc
+        return doc
+
+    families: dict[str, dict[str, Any]] = {}
+    unfilled = False  # a task definition failed to fill: its family is unknown
+    for path in sorted(templates.glob("*.json")):
+        role = path.stem
+        doc = fill(path.name, {"airflow_environment": environment.airflow_environment(values,
+                                                                                      role)})
+        if doc is None:
+            unfilled = True
+            continue
+        _stop_timeout_in_environment(doc)
+        problems.extend(validate.task_definition(doc, display(path), values))
+        if isinstance(doc.get("family"), str):
+            families[doc["family"]] = doc
+    if not families and not problems:
+        problems.append(f"{templates}: no task definition templates (*.json) found")
+
+    services: set[str] = set()
+    for path in sorted(templates.glob("services/*.json")):
+        doc = fill(f"services/{path.name}")
+        unfilled = unfilled or doc is None
+        if doc is not None and not unfilled:
+            problems.extend(validate.service(doc, display(path), families))
+            services.add(f"service/{doc.get('cluster')}/{doc.get('serviceName')}")
+    for path in sorted(templates.glob("scaling/*.json")):
+        doc = fill(f"scaling/{path.name}")
+        if doc is None or unfilled:
+            continue
+        if path.stem.endswith("-target"):
+            problems.extend(validate.scalable_target(doc, display(path), services))
+        elif path.stem.endswith("-policy"):
+            problems.extend(validate.scaling_policy(doc, display(path), services))
+        else:
+            problems.append(f"{display(path)}: scaling files end in -target.json or "
+                            "-policy.json")
+    for path in sorted(templates.glob("iam/*.json")):
+        doc = fill(f"iam/{path.name}")
+        if doc is not None:
+            problems.extend(validate.iam_policy(doc, display(path)))
+    if problems:
+        raise ConfigError(problems)
+    return Rendered(values, docs)
+
+
+def render_all(settings_file: Path | None, env: Mapping[str, str], out_dir: Path,
+               templates: Path = TEMPLATES) -> list[Path]:
+    """Render, validate, then write every document; return the written paths."""
+    return write(render(settings_file, env, templates), out_dir)
+
+
+def write(rendered: Rendered, out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    for stale in out_dir.glob("**/*.json"):
+        stale.unlink()
+    written = []
+    for relative, doc in sorted(rendered.documents.items()):
+        path = out_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2) + "\n")
+        written.append(path)
+    return written
+
+
+def display(path: Path) -> str:
+    """A template's path as a user would type it: relative to the working directory."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _stop_timeout_in_environment(doc: Any) -> None:
+    """Tell the entrypoint the container's stopTimeout, from the one place it is set."""
+    for c in doc.get("containerDefinitions", []) if isinstance(doc, dict) else []:
+        env = c.get("environment")
+        if isinstance(c.get("stopTimeout"), int) and isinstance(env, list) and \
+                not any(e.get("name") == "AIRFLOW_ECS_STOP_TIMEOUT" for e in env):
+            env.append({"name": "AIRFLOW_ECS_STOP_TIMEOUT", "value": str(c["stopTimeout"])})
+            env.sort(key=lambda e: e.get("name", ""))

@@ -1,0 +1,286 @@
+"""Deployment settings: a JSON settings file, overridden by AIRFLOW_ECS_DEPLOY_* variables.
+
+Every setting is declared once below (name, kind, default, meaning); docs/deploy.md
+lists them and a test keeps that table equal to this one. `load()` reports every
+problem at once, each naming the setting, where it came from (the file or the
+variable) and the fix. Derived values used by the templates (role ARNs, bucket
+and prefix of an S3 URI, ...) are computed here, in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from entrypoint import __version__
+from entrypoint.errors import ConfigError
+
+ENV_PREFIX = "AIRFLOW_ECS_DEPLOY_"
+ROLES = ("scheduler", "webserver", "worker", "migrate")
+
+
+@dataclasses.dataclass(frozen=True)
+class DeploySetting:
+    name: str
+    kind: str  # "text", "int" or "list"
+    default: Any
+    meaning: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+REQUIRED = object()
+
+DEPLOY_SETTINGS: tuple[DeploySetting, ...] = (
+    DeploySetting("account_id", "text", REQUIRED, "AWS account id (12 digits)."),
+    DeploySetting("region", "text", REQUIRED, "AWS region, e.g. eu-west-1."),
+    DeploySetting("name", "text", "airflow",
+                  "Prefix of task families, services, roles and the log group."),
+    DeploySetting("cluster", "text", "airflow", "ECS cluster the services run in."),
+    DeploySetting("image_registry", "text", "",
+                  "Registry of the images; empty: the account's ECR registry in the region."),
+    DeploySetting("image_prefix", "text", "airflow-ecs/",
+                  "Repository prefix: images are REGISTRY/PREFIX{base,scheduler,webserver,"
+                  "worker}."),
+    DeploySetting("image_tag", "text", __version__,
+                  "Tag of every image (`make push TAG=...`); never `latest`."),
+    DeploySetting("ssm_path", "text", REQUIRED,
+                  "Parameter Store path every role loads as its environment "
+                  "(AIRFLOW_ECS_SSM_PATH)."),
+    DeploySetting("admin_password_parameter", "text", "",
+                  "Parameter (outside ssm_path) ECS injects into the webserver task as "
+                  "AIRFLOW_ECS_ADMIN_PASSWORD, the admin login; empty: put "
+                  "AIRFLOW_ECS_ADMIN_PASSWORD under ssm_path instead."),
+    DeploySetting("dags_git_token_parameter", "text", "",
+                  "Parameter (outside ssm_path) ECS injects as AIRFLOW_ECS_DAGS_GIT_TOKEN into "
+                  "the roles that read DAGs."),
+    DeploySetting("kms_key_arn", "text", "",
+                  "Customer managed KMS key of the SecureStrings and secrets; empty: the AWS "
+                  "managed keys, which need no KMS statement."),
+    DeploySetting("secrets_manager_secrets", "list", [],
+                  "Names of the Secrets Manager secrets that `secretsmanager:` references may "
+                  "read (the task role gets these only)."),
+    DeploySetting("dags_source", "text", "image", "Where DAGs come from: image, git or s3."),
+    DeploySetting("dags_git_url", "text", "", "Git repository of the DAGs (dags_source git)."),
+    DeploySetting("dags_git_ref", "text", "main", "Branch, tag or commit sha of the DAGs."),
+    DeploySetting("dags_s3_uri", "text", "", "s3://BUCKET/PREFIX/ of the DAGs (dags_source s3)."),
+    DeploySetting("dags_refresh_seconds", "int", 60,
+                  "Seconds between DAG syncs in running tasks (0: at start only)."),
+    DeploySetting("remote_logs_s3_uri", "text", REQUIRED,
+                  "s3://BUCKET/PREFIX/ for task logs: workers are ephemeral, their disks too."),
+    DeploySetting("log_group", "text", "", "CloudWatch log group; empty: /ecs/NAME."),
+    DeploySetting("subnets", "list", REQUIRED, "Private subnets of the tasks."),
+    DeploySetting("security_groups", "list", REQUIRED, "Security groups of the tasks."),
+    DeploySetting("assign_public_ip", "text", "DISABLED", "ENABLED or DISABLED."),
+    DeploySetting("target_group_arn", "text", "",
+                  "ALB target group of the webserver (health check path /api/v2/monitor/health); "
+                  "empty: no load balancer."),
+    DeploySetting("service_connect_namespace", "text", "",
+                  "Cloud Map namespace of Service Connect, through which workers reach the "
+                  "execution API at http://webserver:PORT/execution/; empty: NAME."),
+    DeploySetting("execution_api_url", "text", "",
+                  "URL of the execution API for workers; empty: "
+                  "http://webserver:API_PORT/execution/ through Service Connect."),
+    DeploySetting("api_port", "int", 8080, "Port of the api-server (AIRFLOW_ECS_API_PORT)."),
+    DeploySetting("scheduler_cpu", "text", "2048", "Scheduler task CPU units."),
+    DeploySetting("scheduler_memory", "text", "4096", "Scheduler task memory (MiB)."),
+    DeploySetting("webserver_cpu", "text", "1024", "Webserver task CPU units."),
+    DeploySetting("webserver_memory", "text", "2048", "Webserver task memory (MiB)."),
+    DeploySetting("worker_cpu", "text", "1024", "Worker task CPU units."),
+    DeploySetting("worker_memory", "text", "2048", "Worker task memory (MiB)."),
+    DeploySetting("migrate_cpu", "text", "512", "Migrate task CPU units."),
+    DeploySetting("migrate_memory", "text", "2048", "Migrate task memory (MiB)."),
+    DeploySetting("scheduler_count", "int", 1, "Scheduler tasks."),
+    DeploySetting("webserver_count", "int", 2, "Webserver tasks."),
+    DeploySetting("worker_min_count", "int", 1, "Fewest workers (at least 1)."),
+    DeploySetting("worker_max_count", "int", 10, "Most workers."),
+    DeploySetting("worker_concurrency", "int", 4,
+                  "Task slots per worker (AIRFLOW__CELERY__WORKER_CONCURRENCY)."),
+    DeploySetting("worker_target_backlog", "int", 4,
+                  "Target of BacklogPerWorker (queued + running tasks per worker); the worker "
+                  "concurrency keeps every slot busy."),
+    DeploySetting("metrics_namespace", "text", "AirflowEcs",
+                  "CloudWatch namespace of the metrics."),
+    DeploySetting("migrate_timeout", "int", 900, "Seconds `deploy` waits for the migrate task."),
+    DeploySetting("poll_seconds", "int", 6, "Seconds between `deploy`'s status polls."),
+)
+BY_NAME = {s.name: s for s in DEPLOY_SETTINGS}
+
+_BUCKET = r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]"
+_S3_URI = re.compile(rf"^s3://(?P<bucket>{_BUCKET})/(?P<prefix>(?:[^/].*/)?)$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,30}$")
+_SSM = re.compile(r"^/[A-Za-z0-9_.\-/]*/$")
+_SSM_NAME = re.compile(r"^/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.\-]$")
+
+
+def load(settings_file: Path | None, env: Mapping[str, str]) -> dict[str, Any]:
+    """Return every setting plus the derived values; raise ConfigError listing all problems."""
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    if settings_file is not None:
+        try:
+            data = json.loads(Path(settings_file).read_text())
+        except OSError as exc:
+            raise ConfigError(f"settings file {settings_file}: cannot read it: "
+                              f"{exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"settings file {settings_file}: not JSON: {exc.msg} at line "
+                              f"{exc.lineno} column {exc.colno}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"settings file {settings_file}: must be a JSON object")
+        for key, value in data.items():
+            if key not in BY_NAME:
+                problems.append(f"{settings_file}: $.{key}: unknown setting (a typo?); "
+                                "see docs/deploy.md")
+                continue
+            raw[key] = value
+            origin[key] = f"{settings_file}: $.{key}"
+    for name in sorted(n for n in env if n.startswith(ENV_PREFIX)):
+        key = name[len(ENV_PREFIX):].lower()
+        if key not in BY_NAME:
+            problems.append(f"{name}: unknown setting (a typo?); see docs/deploy.md")
+            continue
+        raw[key] = env[name]
+        origin[key] = name
+
+    values: dict[str, Any] = {}
+    for setting in DEPLOY_SETTINGS:
+        where = origin.get(setting.name, f"{settings_file or 'settings'}: $.{setting.name}")
+        if setting.name not in raw:
+            if setting.default is REQUIRED:
+                problems.append(f"{where}: required (or set {setting.env}); {setting.meaning}")
+                continue
+            values[setting.name] = setting.default
+            continue
+        value, problem = _convert(setting, raw[setting.name])
+        if problem:
+            problems.append(f"{where}: {problem}")
+            continue
+        values[setting.name] = value
+    if problems:
+        raise ConfigError(problems)
+    problems.extend(_check(values, origin, settings_file))
+    if problems:
+        raise ConfigError(problems)
+    return _derive(values)
+
+
+def _convert(setting: DeploySetting, value: Any) -> tuple[Any, str | None]:
+    if setting.kind == "int":
+        if isinstance(value, bool):
+            return None, f"must be a whole number, got {value!r}"
+        try:
+            return int(value), None
+        except (TypeError, ValueError):
+            return None, f"must be a whole number, got {value!r}"
+    if setting.kind == "list":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return None, f"must be a list of strings (or comma-separated), got {value!r}"
+        return value, None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None, f"must be a string, got {value!r}"
+    return str(value).strip(), None
+
+
+def _check(v: dict[str, Any], origin: dict[str, str], settings_file: Path | None) -> list[str]:
+    def where(key: str) -> str:
+        return origin.get(key, f"{settings_file or 'settings'}: $.{key} (default)")
+
+    problems = []
+
+    def need(ok: bool, key: str, fix: str) -> None:
+        if not ok:
+            problems.append(f"{where(key)}: {v[key]!r} {fix}")
+
+    need(bool(re.fullmatch(r"\d{12}", v["account_id"])), "account_id", "must be 12 digits")
+    need(bool(re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", v["region"])), "region",
+         "must be a region name, e.g. eu-west-1")
+    need(bool(_NAME.match(v["name"])), "name",
+         "must be 1-31 letters, digits, - or _ (it prefixes every family and service)")
+    need(bool(_NAME.match(v["cluster"])), "cluster", "must be a cluster name")
+    need(bool(_TAG.match(v["image_tag"])) and v["image_tag"] != "latest", "image_tag",
+         "must be a Docker tag other than `latest` (a deployment names one build)")
+    need(v["image_prefix"] == "" or bool(re.fullmatch(r"[a-z0-9][a-z0-9._/\-]*/",
+                                                       v["image_prefix"])),
+         "image_prefix", "must be empty or lower-case path segments ending in '/'")
+    need(bool(_SSM.match(v["ssm_path"])), "ssm_path",
+         "must be a Parameter Store path starting and ending with '/', e.g. /airflow/prod/")
+    for key in ("admin_password_parameter", "dags_git_token_parameter"):
+        value = v[key]
+        if not value:
+            continue
+        need(bool(_SSM_NAME.match(value)), key, "must be a parameter name starting with '/'")
+        need(not value.startswith(v["ssm_path"]), key,
+             f"must be outside ssm_path {v['ssm_path']}: every role loads the parameters "
+             "under it, and this one is for ECS to inject where it is needed only")
+    need(v["dags_source"] in ("image", "git", "s3"), "dags_source", "must be image, git or s3")
+    if v["dags_source"] == "git":
+        need(bool(v["dags_git_url"]), "dags_git_url", "is required with dags_source git")
+    if v["dags_source"] == "s3":
+        need(bool(_S3_URI.match(v["dags_s3_uri"])), "dags_s3_uri",
+             "must be s3://BUCKET/PREFIX/ (ending in '/') with dags_source s3")
+    need(bool(_S3_URI.match(v["remote_logs_s3_uri"])), "remote_logs_s3_uri",
+         "must be s3://BUCKET/PREFIX/ (ending in '/')")
+    need(v["assign_public_ip"] in ("ENABLED", "DISABLED"), "assign_public_ip",
+         "must be ENABLED or DISABLED")
+    need(bool(v["subnets"]), "subnets", "must name at least one subnet")
+    need(bool(v["security_groups"]), "security_groups", "must name at least one security group")
+    need(v["worker_min_count"] >= 1, "worker_min_count",
+         "must be at least 1: the backlog per worker can't scale a service out from 0")
+    need(v["worker_max_count"] >= v["worker_min_count"], "worker_max_count",
+         "must be at least worker_min_count")
+    need(1 <= v["worker_concurrency"] <= 256, "worker_concurrency", "must be from 1 to 256")
+    need(v["worker_target_backlog"] >= 1, "worker_target_backlog", "must be at least 1")
+    need(0 <= v["dags_refresh_seconds"] <= 86400, "dags_refresh_seconds",
+         "must be from 0 to 86400")
+    need(1 <= v["api_port"] <= 65535, "api_port", "must be a port number")
+    need(not v["execution_api_url"] or bool(re.match(r"^https?://[^/]+/(.*/)?execution/$",
+                                                      v["execution_api_url"])),
+         "execution_api_url", "must be an http(s) URL ending in /execution/")
+    need(v["poll_seconds"] >= 1, "poll_seconds", "must be at least 1")
+    need(v["migrate_timeout"] >= v["poll_seconds"], "migrate_timeout",
+         "must be at least poll_seconds")
+    return problems
+
+
+def _derive(v: dict[str, Any]) -> dict[str, Any]:
+    out = dict(v)
+    region, account = v["region"], v["account_id"]
+    out["image_registry"] = v["image_registry"] or f"{account}.dkr.ecr.{region}.amazonaws.com"
+    out["log_group"] = v["log_group"] or f"/ecs/{v['name']}"
+    out["service_connect_namespace"] = v["service_connect_namespace"] or v["name"]
+    out["execution_api_url"] = (v["execution_api_url"]
+                                or f"http://webserver:{v['api_port']}/execution/")
+    out["execution_role_arn"] = f"arn:aws:iam::{account}:role/{v['name']}-ecs-execution"
+    out["task_role_arn"] = f"arn:aws:iam::{account}:role/{v['name']}-ecs-task"
+    out["worker_service"] = f"{v['name']}-worker"
+    out["ssm_path_trimmed"] = v["ssm_path"].rstrip("/")
+    out["dags_s3_uri"] = v["dags_s3_uri"] if v["dags_source"] == "s3" else ""
+    out["dags_git_url"] = v["dags_git_url"] if v["dags_source"] == "git" else ""
+    out["dags_git_token_parameter"] = (v["dags_git_token_parameter"]
+                                       if v["dags_source"] == "git" else "")
+    dags = _S3_URI.match(out["dags_s3_uri"]) if out["dags_s3_uri"] else None
+    out["dags_bucket"], out["dags_prefix"] = (dags["bucket"], dags["prefix"]) if dags else ("", "")
+    logs = _S3_URI.match(v["remote_logs_s3_uri"])
+    assert logs is not None  # checked above
+    out["logs_bucket"], out["logs_prefix"] = logs["bucket"], logs["prefix"]
+    out["secrets_manager_arns"] = [f"arn:aws:secretsmanager:{region}:{account}:secret:{name}-??????"
+                                   for name in v["secrets_manager_secrets"]]
+    out["injected_parameter_arns"] = [parameter_arn(out, name) for name in
+                                      (out["admin_password_parameter"],
+                                       out["dags_git_token_parameter"]) if name]
+    return out
+
+
+def parameter_arn(values: Mapping[str, Any], name: str) -> str:
+    return f"arn:aws:ssm:{values['region']}:{values['account_id']}:parameter{name}"

@@ -1,0 +1,290 @@
+"""`airflow-ecs render`: the shipped templates filled from several settings files, every
+output checked against botocore's ECS and Application Auto Scaling models, and broken
+templates or settings failing with the file and the JSON path named."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from entrypoint import reference
+from entrypoint.cli import main
+from entrypoint.ecs import render, settings, validate
+from entrypoint.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "task-definitions" / "settings" / "example.json"
+OPERATIONS = {
+    "": ("ecs", "RegisterTaskDefinition"),
+    "services": ("ecs", "CreateService"),
+}
+
+BASE = json.loads(EXAMPLE.read_text())
+GIT = {**BASE, "dags_source": "git", "dags_git_url": "https://git.example.com/acme/dags.git",
+       "dags_git_ref": "release", "dags_git_token_parameter": "/airflow/prod-git/token",
+       "kms_key_arn": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+       "secrets_manager_secrets": ["airflow/prod/extra"], "image_tag": "2.0.1"}
+IMAGE = {**{k: v for k, v in BASE.items() if k not in ("dags_s3_uri", "target_group_arn",
+                                                      "admin_password_parameter")},
+         "dags_source": "image", "name": "staging", "cluster": "staging", "region": "us-east-2",
+         "worker_cpu": "4096", "worker_memory": "16384", "worker_max_count": 50}
+
+
+def write_settings(tmp_path, data) -> Path:
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def operation_of(relative: str):
+    folder = relative.split("/")[0] if "/" in relative else ""
+    if folder == "scaling":
+        return ("application-autoscaling",
+                "RegisterScalableTarget" if relative.endswith("-target.json") else
+                "PutScalingPolicy")
+    return OPERATIONS.get(folder)
+
+
+@pytest.mark.parametrize("data", [BASE, GIT, IMAGE], ids=["s3", "git", "image"])
+def test_every_rendered_file_passes_the_botocore_models(tmp_path, data):
+    written = render.render_all(write_settings(tmp_path, data), {}, tmp_path / "out")
+    relative = sorted(str(p.relative_to(tmp_path / "out")) for p in written)
+    assert relative == [
+        "iam/ecs-tasks-trust-policy.json", "iam/execution-role-policy.json",
+        "iam/task-role-policy.json", "migrate.json", "scaling/worker-policy.json",
+        "scaling/worker-target.json", "scheduler.json", "services/scheduler.json",
+        "services/webserver.json", "services/worker.json", "webserver.json", "worker.json"]
+    for path in written:
+        doc = json.loads(path.read_text())
+        assert "${" not in path.read_text(), path
+        op = operation_of(str(path.relative_to(tmp_path / "out")))
+        if op:
+            assert validate.against_model(doc, *op, str(path)) == []
+        else:
+            assert validate.iam_policy(doc, str(path)) == []
+
+
+def load(out: Path, name: str) -> dict:
+    return json.loads((out / name).read_text())
+
+
+def env_of(container: dict) -> dict:
+    return {e["name"]: e["value"] for e in container.get("environment", [])}
+
+
+def test_task_definitions_carry_what_ecs_needs(tmp_path):
+    out = tmp_path / "out"
+    render.render_all(EXAMPLE, {}, out)
+    for role, command in [("scheduler", "scheduler+dag-processor+triggerer"),
+                          ("webserver", "webserver"), ("worker", "worker"),
+                          ("migrate", "migrate")]:
+        doc = load(out, f"{role}.json")
+        assert (doc["cpu"], doc["memory"]) == (settings.BY_NAME[f"{role}_cpu"].default,
+                                               settings.BY_NAME[f"{role}_memory"].default)
+        assert doc["taskRoleArn"] == "arn:aws:iam::123456789012:role/airflow-ecs-task"
+        main_container = doc["containerDefinitions"][0]
+        assert main_container["command"] == ["run", command]
+        assert main_container["user"] == "50000"
+        assert main_container["readonlyRootFilesystem"] is True
+        assert main_container["linuxParameters"]["initProcessEnabled"] is True
+        assert {m["containerPath"] for m in main_container["mountPoints"]} == {
+            "/tmp", "/opt/airflow/logs", "/opt/airflow/dags-data"}
+        assert main_container["logConfiguration"]["options"]["awslogs-group"] == "/ecs/airflow"
+        env = env_of(main_container)
+        assert env["AIRFLOW_ECS_SSM_PATH"] == "/airflow/prod/"
+        assert env["AWS_REGION"] == "eu-west-1"
+        assert env["AIRFLOW_ECS_STOP_TIMEOUT"] == str(main_container["stopTimeout"])
+        assert env["AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER"] == "s3://acme-airflow/task-logs"
+        if role != "migrate":
+            assert main_container["healthCheck"]["command"] == [
+                "CMD", "airflow-ecs", "health", command]
+    worker = load(out, "worker.json")["containerDefinitions"][0]
+    assert worker["stopTimeout"] == 120
+    assert env_of(worker)["AIRFLOW_ECS_DAGS_S3_URI"] == "s3://acme-airflow/dags/"
+    migrate = load(out, "migrate.json")["containerDefinitions"][0]
+    assert "secrets" not in migrate
+    webserver = load(out, "webserver.json")["containerDefinitions"][0]
+    assert webserver["secrets"] == [{
+        "name": "AIRFLOW_ECS_ADMIN_PASSWORD",
+        "valueFrom": "arn:aws:ssm:eu-west-1:123456789012:parameter/airflow/prod-admin/password"}]
+    assert "AIRFLOW_ECS_DAGS_SOURCE" not in env_of(migrate)  # the migration reads no DAGs
+    web = load(out, "services/webserver.json")
+    assert web["loadBalancers"][0]["containerPort"] == 8080
+    assert web["serviceConnectConfiguration"]["services"][0]["clientAliases"] == [
+        {"port": 8080, "dnsName": "webserver"}]
+    policy = load(out, "scaling/worker-policy.json")
+    metric = policy["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]
+    assert metric["MetricName"] == "BacklogPerWorker"
+    assert metric["Dimensions"] == [{"Name": "Cluster", "Value": "airflow"},
+                                    {"Name": "Service", "Value": "airflow-worker"}]
+    metrics = load(out, "scheduler.json")["containerDefinitions"][1]
+    assert metrics["command"] == ["run", "metrics"] and metrics["essential"] is False
+    assert env_of(metrics)["AIRFLOW_ECS_METRICS_WORKER_SERVICE"] == "airflow-worker"
+
+
+def test_git_settings_and_environment_overrides(tmp_path):
+    out = tmp_path / "out"
+    env = {"AIRFLOW_ECS_DEPLOY_IMAGE_TAG": "2.0.2", "AIRFLOW_ECS_DEPLOY_WORKER_CPU": "2048",
+           "AIRFLOW_ECS_DEPLOY_WORKER_MEMORY": "8192",
+           "AIRFLOW_ECS_DEPLOY_SUBNETS": "subnet-1, subnet-2, subnet-3"}
+    render.render_all(write_settings(tmp_path, GIT), env, out)
+    worker = load(out, "worker.json")
+    assert (worker["cpu"], worker["memory"]) == ("2048", "8192")
+    container = worker["containerDefinitions"][0]
+    assert container["image"].endswith("/airflow-ecs/worker:2.0.2")
+    assert env_of(container)["AIRFLOW_ECS_DAGS_GIT_URL"] == GIT["dags_git_url"]
+    assert env_of(container)["AIRFLOW_ECS_DAGS_GIT_REF"] == "release"
+    assert [s["name"] for s in container["secrets"]] == ["AIRFLOW_ECS_DAGS_GIT_TOKEN"]
+    service = load(out, "services/worker.json")
+    assert service["networkConfiguration"]["awsvpcConfiguration"]["subnets"] == [
+        "subnet-1", "subnet-2", "subnet-3"]
+    task_policy = load(out, "iam/task-role-policy.json")
+    sids = [s["Sid"] for s in task_policy["Statement"]]
+    assert "ReadTheDagPrefix" not in sids  # no S3 DAG source, no S3 DAG access
+    assert {"DecryptSecureStringsAndSecrets", "ReadNamedSecrets"} <= set(sids)
+    execution = load(out, "iam/execution-role-policy.json")
+    injected = next(s for s in execution["Statement"] if s["Sid"] == "InjectTaskDefinitionSecrets")
+    assert injected["Resource"] == [
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/airflow/prod-admin/password",
+        "arn:aws:ssm:eu-west-1:123456789012:parameter/airflow/prod-git/token"]
+
+
+def test_image_source_without_load_balancer(tmp_path):
+    out = tmp_path / "out"
+    render.render_all(write_settings(tmp_path, IMAGE), {}, out)
+    assert load(out, "services/webserver.json")["loadBalancers"] == []
+    assert load(out, "webserver.json")["containerDefinitions"][0]["secrets"] == []
+    worker = load(out, "worker.json")["containerDefinitions"][0]
+    assert "AIRFLOW_ECS_DAGS_SOURCE" not in env_of(worker)
+    assert worker["image"] == ("123456789012.dkr.ecr.us-east-2.amazonaws.com/airflow-ecs/"
+                               f"worker:{settings.BY_NAME['image_tag'].default}")
+    assert load(out, "scaling/worker-target.json")["MaxCapacity"] == 50
+
+
+def broken(tmp_path, name: str, edit) -> Path:
+    templates = tmp_path / "templates"
+    shutil.copytree(ROOT / "task-definitions", templates)
+    path = templates / name
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc, indent=2))
+    return templates
+
+
+def problems_of(templates: Path, env=None, settings_file=EXAMPLE) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        render.render(settings_file, env or {}, templates)
+    return caught.value.problems
+
+
+def test_bad_fargate_cpu_memory_pair_names_the_file_and_path(tmp_path):
+    problems = problems_of(ROOT / "task-definitions", {"AIRFLOW_ECS_DEPLOY_WORKER_MEMORY": "1536"})
+    worker = render.display(ROOT / "task-definitions" / "worker.json")
+    assert problems == [f"{worker}: $.memory: '1536' MiB can't go "
+                        "with 1024 CPU units on Fargate; use 2048 to 8192 in steps of 1024"]
+
+
+def test_secret_without_value_from_names_the_file_and_path(tmp_path):
+    def edit(doc):
+        doc["containerDefinitions"][0]["secrets"] = [{"name": "AIRFLOW_ECS_ADMIN_PASSWORD"}]
+    templates = broken(tmp_path, "webserver.json", edit)
+    assert problems_of(templates) == [
+        f"{templates}/webserver.json: $.containerDefinitions[0].secrets[0].valueFrom: required "
+        "by RegisterTaskDefinition"]
+
+
+def test_misspelt_key_names_the_file_and_path(tmp_path):
+    def edit(doc):
+        doc["containerDefinitions"][0]["stopTimout"] = doc["containerDefinitions"][0].pop(
+            "stopTimeout")
+    templates = broken(tmp_path, "worker.json", edit)
+    [problem] = problems_of(templates)
+    assert problem.startswith(f"{templates}/worker.json: $.containerDefinitions[0].stopTimout: "
+                              "unknown key for RegisterTaskDefinition; valid keys: name, image")
+
+
+@pytest.mark.parametrize("name,edit,expected", [
+    ("worker.json", lambda d: d["containerDefinitions"][0].update(stopTimeout=300),
+     "$.containerDefinitions[0].stopTimeout: 300 is outside Fargate's 2-120 s"),
+    ("worker.json", lambda d: d["containerDefinitions"][0]["healthCheck"].update(
+        command=["airflow-ecs", "health", "worker"]),
+     "$.containerDefinitions[0].healthCheck.command: must be [\"CMD\", executable, args...]"),
+    ("webserver.json", lambda d: d["containerDefinitions"][0].update(
+        image="${image_registry}/${image_prefix}webserver:latest"),
+     "$.containerDefinitions[0].image: '123456789012.dkr.ecr.eu-west-1.amazonaws.com/"
+     "airflow-ecs/webserver:latest' is not one of our images with the rendered tag"),
+    ("scheduler.json", lambda d: d["containerDefinitions"][0].update(user="0"),
+     "$.containerDefinitions[0].user: '0': the containers run as UID 50000"),
+    ("scheduler.json", lambda d: d.update(cpu="${scheduler_cpus}"),
+     "$.cpu: unknown placeholder ${scheduler_cpus}"),
+    ("worker.json", lambda d: d["containerDefinitions"][0].update(mountPoints=[]),
+     "$.containerDefinitions[0].mountPoints: a read-only root needs a writable volume at /tmp"),
+    ("iam/task-role-policy.json", lambda d: d["Statement"][4].update(Resource="*"),
+     "$.Statement[2] (Sid ReadTheDagPrefix): Resource \"*\" is allowed only for actions "
+     "without resource-level"),
+    ("services/webserver.json", lambda d: d["serviceConnectConfiguration"]["services"][0].update(
+        portName="http"),
+     "$.serviceConnectConfiguration.services[0].portName: 'http' is not a named port"),
+    ("scaling/worker-target.json", lambda d: d.update(MinCapacity=20),
+     "$.MinCapacity: 20 is above MaxCapacity 10"),
+])
+def test_rules_the_model_does_not_hold(tmp_path, name, edit, expected):
+    templates = broken(tmp_path, name, edit)
+    problems = problems_of(templates)
+    assert len(problems) == 1 and problems[0].startswith(f"{templates}/{name}: {expected}"), \
+        problems
+
+
+def test_settings_problems_are_all_reported_with_their_origin(tmp_path):
+    data = {**BASE, "image_tag": "latest", "worker_min_count": 0, "colour": "blue",
+            "admin_password_parameter": "/airflow/prod/admin"}
+    del data["subnets"]
+    path = write_settings(tmp_path, data)
+    with pytest.raises(ConfigError) as caught:
+        settings.load(path, {"AIRFLOW_ECS_DEPLOY_WORKER_CPUS": "2"})
+    text = "\n".join(caught.value.problems)
+    assert f"{path}: $.colour: unknown setting" in text
+    assert "AIRFLOW_ECS_DEPLOY_WORKER_CPUS: unknown setting" in text
+    assert f"{path}: $.subnets: required (or set AIRFLOW_ECS_DEPLOY_SUBNETS)" in text
+    with pytest.raises(ConfigError) as caught:
+        fixed = {k: v for k, v in data.items() if k != "colour"} | {"subnets": ["subnet-1"]}
+        settings.load(write_settings(tmp_path, fixed), {})
+    text = "\n".join(caught.value.problems)
+    assert "$.image_tag: 'latest' must be a Docker tag other than `latest`" in text
+    assert "$.worker_min_count: 0 must be at least 1" in text
+    assert "$.admin_password_parameter: '/airflow/prod/admin' must be outside ssm_path" in text
+
+
+def test_nothing_is_written_when_a_file_fails(tmp_path):
+    out = tmp_path / "out"
+    render.render_all(EXAMPLE, {}, out)
+    before = {p: p.read_text() for p in out.glob("**/*.json")}
+    with pytest.raises(ConfigError):
+        render.render_all(EXAMPLE, {"AIRFLOW_ECS_DEPLOY_WORKER_MEMORY": "1536"}, out)
+    assert {p: p.read_text() for p in out.glob("**/*.json")} == before
+
+
+def test_cli_render_prints_the_files_and_exits_78_on_problems(tmp_path, capfd, caplog):
+    assert main(["render", "--settings", str(EXAMPLE), "--out", str(tmp_path / "a")]) == 0
+    assert f"{tmp_path}/a/worker.json" in capfd.readouterr().out
+    assert main(["render", "--out", str(tmp_path / "b")]) == 78
+    assert "account_id: required (or set AIRFLOW_ECS_DEPLOY_ACCOUNT_ID)" in caplog.text
+    assert not (tmp_path / "b").exists()
+
+
+def test_fargate_size_table():
+    fails = validate._fargate({"networkMode": "awsvpc", "cpu": "256", "memory": "1536",
+                               "containerDefinitions": []}, "f")
+    assert fails == ["f: $.memory: '1536' MiB can't go with 256 CPU units on Fargate; "
+                     "use 512, 1024 or 2048"]
+    ok = validate._fargate({"networkMode": "awsvpc", "cpu": "16384", "memory": "122880",
+                            "containerDefinitions": []}, "f")
+    assert ok == []
+
+
+def test_docs_hold_the_generated_settings_table():
+    docs = (ROOT / "docs" / "deploy.md").read_text()
+    assert reference.render_deploy_settings() in docs, (
+        "docs/deploy.md's settings table is out of date: paste the output of "
+        "`python -m entrypoint.reference deploy`")

@@ -1,0 +1,211 @@
+"""The task role policy covers every AWS action the runtime performs, and nothing more.
+
+The actions are derived from the code, not listed by hand: boto3 client calls
+(and paginators) found in the syntax tree of every runtime module, mapped to IAM
+actions through botocore's service models; the s3fs calls of the S3 DAG source
+mapped to the S3 actions they issue; the ECS agent's task-protection endpoint;
+and Airflow's S3 task-log handler, which the task definitions switch on. Each
+action is then checked against the rendered policy with the resource the runtime
+touches, and "*" is allowed only for actions without resource-level permissions.
+"""
+
+import ast
+import fnmatch
+import json
+from pathlib import Path
+
+import botocore.session
+import pytest
+from botocore import xform_name
+
+from entrypoint.ecs import render, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+RUNTIME = ROOT / "entrypoint"
+EXAMPLE = ROOT / "task-definitions" / "settings" / "example.json"
+# Runs on an operator's machine with the operator's credentials, not in a task.
+NOT_IN_TASKS = {RUNTIME / "ecs"}
+# What each s3fs call issues (s3fs's own code: find -> ListObjectsV2, get -> GetObject).
+S3FS_ACTIONS = {"find": ["s3:ListBucket"], "ls": ["s3:ListBucket"], "get": ["s3:GetObject"],
+                "cat_file": ["s3:GetObject"], "info": ["s3:GetObject"]}
+# Actions the ECS agent checks against the task role for its task-protection endpoint.
+AGENT_ACTIONS = {"PUT": "ecs:UpdateTaskProtection", "GET": "ecs:GetTaskProtection"}
+
+
+def runtime_modules():
+    for path in sorted(RUNTIME.rglob("*.py")):
+        if not any(parent in NOT_IN_TASKS for parent in path.parents):
+            yield path
+
+
+def _client_services(tree: ast.AST) -> dict[str, str]:
+    """Names (variables or attributes) bound to `<...>.client("service")` (or to a
+    conditional expression choosing one)."""
+    bound = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            value = node.value
+            options = [value.body, value.orelse] if isinstance(value, ast.IfExp) else [value]
+            for option in options:
+                service = _client_call(option)
+                if service:
+                    for target in node.targets:
+                        name = target.attr if isinstance(target, ast.Attribute) else \
+                            getattr(target, "id", None)
+                        if name:
+                            bound[name] = service
+    return bound
+
+
+def _client_call(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+            node.func.attr == "client" and node.args and \
+            isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+        return node.args[0].value
+    return None
+
+
+def _operations(service: str) -> dict[str, str]:
+    model = botocore.session.get_session().get_service_model(service)
+    return {xform_name(op): op for op in model.operation_names}
+
+
+def boto3_actions() -> set[str]:
+    actions = set()
+    for path in runtime_modules():
+        tree = ast.parse(path.read_text())
+        bound = _client_services(tree)
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            receiver = node.func.value
+            service = _client_call(receiver) or bound.get(
+                receiver.attr if isinstance(receiver, ast.Attribute) else
+                getattr(receiver, "id", None))
+            if not service:
+                continue
+            method = node.func.attr
+            if method in ("get_paginator", "get_waiter"):
+                method = node.args[0].value
+            operations = _operations(service)
+            assert method in operations, f"{path}: {service}.{method} is not a {service} call"
+            actions.add(f"{service}:{operations[method]}")
+    return actions
+
+
+def s3fs_actions() -> set[str]:
+    actions = set()
+    for path in runtime_modules():
+        text = path.read_text()
+        if "import s3fs" not in text:
+            continue
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                    isinstance(node.func.value, ast.Name) and node.func.value.id == "fs":
+                assert node.func.attr in S3FS_ACTIONS, \
+                    f"{path}: fs.{node.func.attr}: add the S3 actions it issues to the table"
+                actions.update(S3FS_ACTIONS[node.func.attr])
+    assert actions, "the S3 DAG source makes no s3fs call any more: update this test"
+    return actions
+
+
+def agent_actions() -> set[str]:
+    source = (RUNTIME / "protection.py").read_text()
+    assert '"/task-protection/v1/state"' in source
+    return {action for method, action in AGENT_ACTIONS.items() if f'"{method}"' in source}
+
+
+def test_the_derivation_finds_the_calls_the_runtime_makes():
+    """A guard on the derivation itself: these calls are known to exist."""
+    assert boto3_actions() == {"ssm:GetParametersByPath", "ssm:GetParameters",
+                               "secretsmanager:GetSecretValue", "cloudwatch:PutMetricData",
+                               "ecs:DescribeServices"}
+    assert s3fs_actions() == {"s3:ListBucket", "s3:GetObject"}
+    assert agent_actions() == {"ecs:UpdateTaskProtection", "ecs:GetTaskProtection"}
+
+
+def required(values) -> dict[str, list[str]]:
+    """Each action the runtime performs, with the resources it performs it on."""
+    region, account = values["region"], values["account_id"]
+    ssm = f"arn:aws:ssm:{region}:{account}:parameter"
+    resources = {
+        "ssm:GetParametersByPath": [f"{ssm}{values['ssm_path_trimmed']}"],
+        "ssm:GetParameters": [f"{ssm}{values['ssm_path']}AIRFLOW__CORE__FERNET_KEY",
+                              f"{ssm}{values['ssm_path']}nested/NAME"],
+        "secretsmanager:GetSecretValue": [
+            f"arn:aws:secretsmanager:{region}:{account}:secret:{name}-AbCdEf"
+            for name in values["secrets_manager_secrets"]],
+        "cloudwatch:PutMetricData": ["*"],
+        "ecs:DescribeServices": [
+            f"arn:aws:ecs:{region}:{account}:service/{values['cluster']}/"
+            f"{values['worker_service']}"],
+        "ecs:UpdateTaskProtection": [f"arn:aws:ecs:{region}:{account}:task/"
+                                     f"{values['cluster']}/0123456789abcdef"],
+        "s3:ListBucket": [f"arn:aws:s3:::{values['logs_bucket']}"],
+        "s3:GetObject": [f"arn:aws:s3:::{values['logs_bucket']}/{values['logs_prefix']}"
+                         "dag_id=x/run_id=y/task_id=z/attempt=1.log"],
+        # Airflow's S3 task-log handler writes each task's log (remote logging is on).
+        "s3:PutObject": [f"arn:aws:s3:::{values['logs_bucket']}/{values['logs_prefix']}"
+                         "dag_id=x/run_id=y/task_id=z/attempt=1.log"],
+    }
+    resources["ecs:GetTaskProtection"] = resources["ecs:UpdateTaskProtection"]
+    if values["dags_s3_uri"]:
+        resources["s3:GetObject"].append(
+            f"arn:aws:s3:::{values['dags_bucket']}/{values['dags_prefix']}team/a dag.py")
+        resources["s3:ListBucket"].append(f"arn:aws:s3:::{values['dags_bucket']}")
+    return resources
+
+
+def allows(policy, action: str, resource: str) -> bool:
+    for st in policy["Statement"]:
+        actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        patterns = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+        if st["Effect"] == "Allow" and action in actions and \
+                any(fnmatch.fnmatchcase(resource, p.replace("?", "[!/]")) for p in patterns):
+            return True
+    return False
+
+
+SETTINGS = {
+    "s3": {},
+    "git+secrets": {"dags_source": "git", "dags_git_url": "https://git.example.com/dags.git",
+                    "secrets_manager_secrets": ["airflow/prod/dags-token", "other"]},
+}
+
+
+@pytest.mark.parametrize("overrides", SETTINGS.values(), ids=SETTINGS.keys())
+def test_task_role_policy_covers_every_action_the_runtime_performs(tmp_path, overrides):
+    settings_file = tmp_path / "settings.json"
+    settings_file.write_text(json.dumps({**json.loads(EXAMPLE.read_text()), **overrides}))
+    rendered = render.render(settings_file, {})
+    policy = rendered.documents["iam/task-role-policy.json"]
+    needed = required(rendered.settings)
+    derived = boto3_actions() | s3fs_actions() | agent_actions() | {"s3:PutObject"}
+    assert set(needed) == derived, "the runtime's actions changed: update required()"
+    for action, resources in needed.items():
+        for resource in resources:
+            assert allows(policy, action, resource), f"{action} on {resource} is not granted"
+    granted = {a for st in policy["Statement"]
+               for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])}
+    assert granted <= derived | {"kms:Decrypt"}, f"granted but never used: {granted - derived}"
+
+
+def test_nothing_is_granted_beyond_its_prefix():
+    rendered = render.render(EXAMPLE, {})
+    policy = rendered.documents["iam/task-role-policy.json"]
+    s = rendered.settings
+    assert not allows(policy, "s3:GetObject", f"arn:aws:s3:::{s['dags_bucket']}/elsewhere/x.py")
+    assert not allows(policy, "s3:PutObject", f"arn:aws:s3:::{s['dags_bucket']}/"
+                      f"{s['dags_prefix']}evil.py")
+    assert not allows(policy, "ssm:GetParameters", f"arn:aws:ssm:{s['region']}:"
+                      f"{s['account_id']}:parameter/airflow/staging/X")
+    assert not allows(policy, "secretsmanager:GetSecretValue",
+                      f"arn:aws:secretsmanager:{s['region']}:{s['account_id']}:secret:any-AbCdEf")
+    for name in ("iam/task-role-policy.json", "iam/execution-role-policy.json"):
+        doc = rendered.documents[name]
+        assert validate.iam_policy(doc, name) == []
+        for st in doc["Statement"]:
+            resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
+            actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+            if "*" in resources:
+                assert set(actions) <= validate.WILDCARD_ACTIONS, st
