@@ -153,3 +153,32 @@ def test_a_failed_migration_stops_the_rollout():
     assert "exit codes {'migrate': 82}" in message
     assert "the services were not updated" in message
     assert caught.value.exit_code == 84
+
+
+def test_rendered_files_are_accepted_by_the_aws_cli_as_they_are(tmp_path, aws_server):
+    """`aws ecs register-task-definition --cli-input-json file://...` and `aws ecs
+    create-service --cli-input-json` take the rendered files without editing."""
+    import os
+    import subprocess
+    import sys
+
+    aws = aws_server
+    out = tmp_path / "out"
+    render.render_all(settings_file(tmp_path, aws), {}, out)
+    cli = str(Path(sys.executable).parent / "aws")
+    env = {**os.environ, "AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "y"}
+
+    def run(*args):
+        result = subprocess.run([cli, "--endpoint-url", aws.url, *args], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    for role in ("scheduler", "webserver", "worker", "migrate"):
+        reply = run("ecs", "register-task-definition", "--cli-input-json",
+                    f"file://{out / f'{role}.json'}")
+        assert reply["taskDefinition"]["family"] == f"airflow-{role}"
+    reply = run("ecs", "create-service", "--cli-input-json",
+                f"file://{out / 'services' / 'worker.json'}")
+    assert reply["service"]["serviceName"] == "airflow-worker"
