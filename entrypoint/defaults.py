@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +70,8 @@ def tuned(settings: Settings) -> list[Default]:
 def _scratch_dir() -> Path:
     # /tmp is a writable scratch volume in every task definition; the root
     # filesystem is read-only.
+    import tempfile  # here, not at the top: ~6 ms of every start-up otherwise
+
     return Path(tempfile.gettempdir()) / "airflow-ecs"
 
 

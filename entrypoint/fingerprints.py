@@ -19,7 +19,6 @@ are high-entropy random strings).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 
 from entrypoint.checks import BROKER_URL, SHARED_KEYS
@@ -31,6 +30,8 @@ REDIS_KEY = "airflow-ecs:key-fingerprints"
 
 
 def fingerprint(name: str, value: str) -> str:
+    import hashlib  # here, not at the top: OpenSSL's load costs every start-up ~5 ms
+
     digest = hashlib.sha256(b"airflow-ecs key fingerprint\0" + name.encode() + b"\0"
                             + value.encode())
     return digest.hexdigest()[:16]

@@ -9,167 +9,32 @@ See docs/dags.md.
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import threading
-import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import Any
 
-from entrypoint.config import GIT_SSH_KEY_VAR, GIT_TOKEN_VAR, Settings
-from entrypoint.dagsync import publish
-from entrypoint.errors import ConfigError, DagSyncError
-from entrypoint.log import log
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    revision: str
-    changed: bool
-    files: int
-    fetched: int = 0
-
-
-def _credential(name: str, env: Mapping[str, str], raw_env: Mapping[str, str]) -> str | None:
-    """The credential in variable name, read again now (so a rotated one is used).
-
-    From `NAME_FILE` when set, else by resolving the original reference (raw_env
-    keeps it), else the value itself.
-    """
-    path = raw_env.get(name + "_FILE") or env.get(name + "_FILE")
-    if path:
-        try:
-            with open(path) as handle:
-                value = handle.read()
-        except OSError as exc:
-            raise DagSyncError(f"cannot read {name}_FILE={path}: {exc.strerror}") from None
-        return value[:-1] if value.endswith("\n") else value
-    raw = raw_env.get(name)
-    if raw and raw.startswith(("ssm:", "secretsmanager:")):
-        from entrypoint import secrets
-
-        return secrets.resolve_reference(raw, env, name)
-    return env.get(name) or None
-
-
-def sync_once(settings: Settings, env: Mapping[str, str], first: bool = False,
-              raw_env: Mapping[str, str] | None = None) -> SyncResult:
-    if settings.dags_source == "image":
-        raise ConfigError("AIRFLOW_ECS_DAGS_SOURCE=image: the DAGs come with the image, there "
-                          "is nothing to sync")
-    raw_env = raw_env if raw_env is not None else os.environ
-    source = settings.dags_source
-    published = publish.current_tree(settings)
-    try:
-        if source == "git":
-            result = _sync_git(settings, env, raw_env, published)
-        else:
-            result = _sync_s3(settings, env, published)
-    except DagSyncError as exc:
-        publish.record(settings, source, None, 0, str(exc))
-        raise
-    publish.record(settings, source, result.revision, result.files, None)
-    publish.remove_old_trees(settings, keep=publish.current_tree(settings))
-    return result
-
-
-def _sync_git(settings: Settings, env: Mapping[str, str], raw_env: Mapping[str, str],
-              published) -> SyncResult:
-    from entrypoint.dagsync import gitsource
-
-    token = _credential(GIT_TOKEN_VAR, env, raw_env)
-    ssh_key = _credential(GIT_SSH_KEY_VAR, env, raw_env)
-    if settings.dags_git_submodules:
-        raise ConfigError("AIRFLOW_ECS_DAGS_GIT_SUBMODULES=true is not supported by this "
-                          "version; vendor the submodules' DAGs into the repository")
-    cache, sha = gitsource.fetch_commit(settings, env, token, ssh_key)
-    status = publish.read_status(settings)
-    if (published is not None and status and status.revision == sha
-            and publish.count_files(published) > 0):
-        return SyncResult(sha, changed=False, files=status.files or 0)
-    tree = publish.new_tree(settings, sha)
-    try:
-        gitsource.build_tree(settings, env, cache, sha, tree, token, ssh_key)
-        content = tree / settings.dags_git_subdir if settings.dags_git_subdir else tree
-        if not content.is_dir():
-            raise DagSyncError(f"AIRFLOW_ECS_DAGS_GIT_SUBDIR={settings.dags_git_subdir!r} is "
-                               f"not a folder at commit {sha[:12]}")
-        files = publish.check_shrink(settings, content, published)
-        publish.publish(settings, content)
-    except BaseException:
-        shutil.rmtree(tree, ignore_errors=True)
-        raise
-    return SyncResult(sha, changed=True, files=files)
-
-
-def _sync_s3(settings: Settings, env: Mapping[str, str], published) -> SyncResult:
-    from entrypoint.dagsync import s3source
-
-    fs = s3source.filesystem(settings, env)
-    objects = s3source.listing(fs, settings)
-    revision = s3source.revision(objects)
-    status = publish.read_status(settings)
-    if published is not None and status and status.revision == revision:
-        return SyncResult(revision, changed=False, files=status.files or 0)
-    tree = publish.new_tree(settings, revision)
-    try:
-        fetched = s3source.build_tree(fs, settings, objects, published, tree)
-        files = publish.check_shrink(settings, tree, published)
-        publish.publish(settings, tree)
-    except BaseException:
-        shutil.rmtree(tree, ignore_errors=True)
-        raise
-    return SyncResult(revision, changed=True, files=files, fetched=fetched)
+from entrypoint.config import Settings
 
 
 def sync_at_start(settings: Settings, env: Mapping[str, str]) -> None:
-    """The start-up seam: one sync for git or S3; nothing at all for the image source."""
+    """The start-up seam: one sync for git or S3; nothing at all for the image source.
+
+    The image source (the default) imports nothing more: the sync machinery (and its
+    imports) loads only when there is something to sync.
+    """
     if settings.dags_source == "image":
         return
-    result = sync_once(settings, env, first=True)
-    log.info("DAG sync from %s: revision %s%s", settings.dags_source, result.revision[:12],
-             "" if result.changed else " (unchanged)")
+    from entrypoint.dagsync import sync
+
+    sync.sync_at_start(settings, env)
 
 
-def run_loop(settings: Settings, env: Mapping[str, str],
-             raw_env: Mapping[str, str] | None = None) -> int:
-    if settings.dags_refresh_seconds <= 0:
-        raise ConfigError("sync-dags --loop needs AIRFLOW_ECS_DAGS_REFRESH_SECONDS > 0")
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    period = settings.dags_refresh_seconds
-    failures = 0
-    while not stop.is_set():
-        try:
-            result = sync_once(settings, env, raw_env=raw_env)
-            if result.changed:
-                log.info("DAGs updated to %s", result.revision[:12])
-            failures = 0
-            delay = period
-        except (DagSyncError, ConfigError) as exc:
-            failures += 1
-            # Back off on failures, never longer than the period: staleness is bounded.
-            delay = min(period, 2 ** min(failures, 6))
-            log.warning("DAG sync failed (%d in a row), keeping the last good tree: %s",
-                        failures, exc)
-        stop.wait(delay)
-    return 0
+_LAZY = frozenset({"sync_once", "run_loop", "print_status", "SyncResult"})
 
 
-def print_status(settings: Settings) -> int:
-    status = publish.read_status(settings)
-    if status is None:
-        print(f"no DAG sync recorded under {settings.dags_state_dir}")
-        return 1
-    now = time.time()
-    good = (f"{now - status.last_success:.0f}s ago" if status.last_success else "never")
-    print(f"source: {status.source}")
-    print(f"revision: {status.revision or '-'}")
-    print(f"files: {status.files}")
-    print(f"last good sync: {good}")
-    print(f"consecutive failures: {status.consecutive_failures}")
-    if status.last_error:
-        print(f"last error: {status.last_error}")
-    return 0 if status.last_success else 1
+def __getattr__(name: str) -> Any:
+    # The rest of the package's interface, loaded on first use.
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module("entrypoint.dagsync.sync"), name)
