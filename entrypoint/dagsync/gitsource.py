@@ -121,10 +121,11 @@ def _classify(stderr: str) -> str:
 
 
 def _git(args: list[str], env: Mapping[str, str], timeout: float, what: str,
-         cwd: Path | None = None) -> str:
+         cwd: Path | None = None, stdin: str | None = None) -> str:
     try:
         result = procs.run(["git", *args], env=env, timeout=timeout,
-                           cwd=str(cwd) if cwd else None)
+                           cwd=str(cwd) if cwd else None,
+                           input_bytes=stdin.encode() if stdin is not None else None)
     except subprocess.TimeoutExpired:
         raise DagSyncError(f"{what}: no answer within AIRFLOW_ECS_DAGS_SYNC_TIMEOUT="
                            f"{timeout:g}s") from None
@@ -163,15 +164,67 @@ def fetch_commit(settings: Settings, env: Mapping[str, str], token: str | None,
 
 
 def build_tree(settings: Settings, env: Mapping[str, str], cache: Path, sha: str,
-               tree: Path, token: str | None, ssh_key: str | None) -> None:
-    """Check commit sha out into the empty directory tree."""
+               tree: Path, token: str | None, ssh_key: str | None,
+               previous: tuple[Path, str] | None = None) -> int:
+    """Check commit sha out into the empty directory tree; return the files written.
+
+    With `previous` (the published folder and its commit), only what changed between
+    the two commits is written: every other file is hard-linked from the published
+    tree, as the S3 source does with unchanged objects. A commit touching one file of
+    thousands then costs one file write instead of a full checkout. Git writes each
+    changed file anew (never through a link), so the published tree never changes.
+    """
     timeout = float(settings.dags_sync_timeout)
     with credentials(settings, env, token, ssh_key) as child:
         child = {**child, "GIT_INDEX_FILE": str(tree.parent / f".index-{tree.name}")}
+        git = ["--git-dir", str(cache), "--work-tree", str(tree)]
         try:
-            _git(["--git-dir", str(cache), "--work-tree", str(tree), "read-tree", sha], child,
-                 timeout, "reading the commit")
-            _git(["--git-dir", str(cache), "--work-tree", str(tree), "checkout-index", "-a",
-                  "-f"], child, timeout, "checking out the commit")
+            _git([*git, "read-tree", sha], child, timeout, "reading the commit")
+            changed = _changes(cache, previous[1], sha, settings.dags_git_subdir, child,
+                               timeout) if previous else None
+            if changed is None:
+                _git([*git, "checkout-index", "-a", "-f"], child, timeout,
+                     "checking out the commit")
+                return sum(len(files) for _, _, files in os.walk(tree))
+            _link_unchanged(previous[0], tree, settings.dags_git_subdir, set(changed))
+            written = [path for path, status in changed.items() if status != "D"]
+            if written:
+                _git([*git, "checkout-index", "-f", "-z", "--stdin"], child, timeout,
+                     "checking out the changed files", stdin="\0".join(written) + "\0")
+            return len(written)
         finally:
             Path(child["GIT_INDEX_FILE"]).unlink(missing_ok=True)
+
+
+def _changes(cache: Path, old: str, new: str, subdir: str, child: Mapping[str, str],
+             timeout: float) -> dict[str, str] | None:
+    """{path: A|M|D|T} between two commits under subdir; None when the old commit is
+    gone from the cache (then the tree is checked out in full)."""
+    try:
+        out = _git(["--git-dir", str(cache), "diff-tree", "-r", "-z", "--no-renames",
+                    "--name-status", old, new, "--", subdir or "."], child, timeout,
+                   "comparing with the published commit")
+    except DagSyncError:
+        return None
+    if "\ufffd" in out:
+        return None  # a path that isn't UTF-8: check out in full rather than guess
+    fields = [f for f in out.split("\0") if f]
+    return {fields[i + 1]: fields[i][0] for i in range(0, len(fields) - 1, 2)}
+
+
+def _link_unchanged(published: Path, tree: Path, subdir: str, changed: set[str]) -> None:
+    """Hard-link every published file whose path didn't change into the new tree."""
+    root = tree / subdir if subdir else tree
+    for folder, dirs, files in os.walk(published):
+        relative = Path(folder).relative_to(published)
+        target_dir = root / relative
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for name in [*files, *(d for d in dirs if (Path(folder) / d).is_symlink())]:
+            rel = (relative / name).as_posix()
+            if (f"{subdir}/{rel}" if subdir else rel) in changed:
+                continue
+            source = Path(folder) / name
+            if source.is_symlink():
+                os.symlink(os.readlink(source), target_dir / name)
+            else:
+                os.link(source, target_dir / name)

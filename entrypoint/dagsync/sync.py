@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from entrypoint.config import GIT_SSH_KEY_VAR, GIT_TOKEN_VAR, Settings
 from entrypoint.dagsync import publish
@@ -82,8 +83,10 @@ def _sync_git(settings: Settings, env: Mapping[str, str], raw_env: Mapping[str, 
             and publish.count_files(published) > 0):
         return SyncResult(sha, changed=False, files=status.files or 0)
     tree = publish.new_tree(settings, sha)
+    previous = _published_commit(settings, published, status.revision if status else None)
     try:
-        gitsource.build_tree(settings, env, cache, sha, tree, token, ssh_key)
+        fetched = gitsource.build_tree(settings, env, cache, sha, tree, token, ssh_key,
+                                       previous)
         content = tree / settings.dags_git_subdir if settings.dags_git_subdir else tree
         if not content.is_dir():
             raise DagSyncError(f"AIRFLOW_ECS_DAGS_GIT_SUBDIR={settings.dags_git_subdir!r} is "
@@ -93,7 +96,18 @@ def _sync_git(settings: Settings, env: Mapping[str, str], raw_env: Mapping[str, 
     except BaseException:
         shutil.rmtree(tree, ignore_errors=True)
         raise
-    return SyncResult(sha, changed=True, files=files)
+    return SyncResult(sha, changed=True, files=files, fetched=fetched)
+
+
+def _published_commit(settings: Settings, published, revision: str | None):
+    """(published folder, its commit) when the published tree is known to be at that
+    commit: its folder is named after the revision it was built from."""
+    if published is None or not revision:
+        return None
+    root = published
+    for _ in Path(settings.dags_git_subdir).parts if settings.dags_git_subdir else ():
+        root = root.parent
+    return (published, revision) if root.name.startswith(revision[:16] + "-") else None
 
 
 def _sync_s3(settings: Settings, env: Mapping[str, str], published) -> SyncResult:

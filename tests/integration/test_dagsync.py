@@ -106,6 +106,42 @@ def test_git_branch_moves_tag_sha_force_push_delete_subdir(repo, tmp_path):
     assert tree_files(sub) == {"b.py": "B1", "e.py": "E"}
 
 
+def test_git_refresh_writes_only_what_changed(repo, tmp_path):
+    """A new commit's tree hard-links every unchanged file from the published tree and
+    writes the changed ones anew: the published tree never changes under a reader."""
+    files = {f"team{i % 5}/dag_{i}.py": f"# dag {i}\n" for i in range(200)}
+    repo.commit({**files, "sub/keep.py": "K", "sub/edit.py": "E1", "sub/gone.py": "G"})
+    (repo.work / "sub" / "link.py").symlink_to("keep.py")
+    (repo.work / "run.sh").write_text("#!/bin/sh\n")
+    (repo.work / "run.sh").chmod(0o755)
+    repo.commit({})
+    for subdir in ("", "sub"):
+        s = settings_for(tmp_path / (subdir or "root"), AIRFLOW_ECS_DAGS_SOURCE="git",
+                         AIRFLOW_ECS_DAGS_GIT_URL=f"file://{repo.bare}",
+                         AIRFLOW_ECS_DAGS_GIT_SUBDIR=subdir)
+        dagsync.sync_once(s, {}, first=True, raw_env={})
+    old = {p: (s.dags_dir / p).stat().st_ino for p in ("keep.py", "edit.py", "gone.py")}
+    saved = tmp_path / "edit-as-published"
+    os.link(s.dags_dir / "edit.py", saved)  # the published file's inode
+    repo.commit({"sub/edit.py": "E2", "sub/gone.py": None, "sub/new.py": "N",
+                 "team0/dag_0.py": "# changed outside the subdir\n"})
+    result = dagsync.sync_once(s, {}, raw_env={})
+    assert result.fetched == 2  # edit.py and new.py: the rest is linked
+    assert tree_files(s) == {"keep.py": "K", "edit.py": "E2", "new.py": "N", "link.py": "K"}
+    assert (s.dags_dir / "keep.py").stat().st_ino == old["keep.py"]
+    assert (s.dags_dir / "edit.py").stat().st_ino != old["edit.py"]
+    assert os.readlink(s.dags_dir / "link.py") == "keep.py"
+    assert saved.read_text() == "E1"  # the published file was not written through
+
+    root = settings_for(tmp_path / "root", AIRFLOW_ECS_DAGS_SOURCE="git",
+                        AIRFLOW_ECS_DAGS_GIT_URL=f"file://{repo.bare}")
+    result = dagsync.sync_once(root, {}, raw_env={})
+    assert result.fetched == 3  # sub/edit.py, sub/new.py, team0/dag_0.py
+    assert os.access(root.dags_dir / "run.sh", os.X_OK)
+    assert tree_files(root)["team0/dag_0.py"] == "# changed outside the subdir\n"
+    assert len(tree_files(root)) == 200 + 5
+
+
 def test_git_unknown_ref_unsafe_urls_and_unreachable_host(repo, tmp_path):
     repo.commit({"a.py": "A"})
     bad_ref = settings_for(tmp_path, AIRFLOW_ECS_DAGS_SOURCE="git",
