@@ -179,13 +179,14 @@ def build_tree(settings: Settings, env: Mapping[str, str], cache: Path, sha: str
         child = {**child, "GIT_INDEX_FILE": str(tree.parent / f".index-{tree.name}")}
         git = ["--git-dir", str(cache), "--work-tree", str(tree)]
         try:
-            _git([*git, "read-tree", sha], child, timeout, "reading the commit")
             changed = _changes(cache, previous[1], sha, settings.dags_git_subdir, child,
                                timeout) if previous else None
             if changed is None:
-                _git([*git, "checkout-index", "-a", "-f"], child, timeout,
+                # One process reads the commit and writes its files, as `git clone` does.
+                _git([*git, "read-tree", "-u", "--reset", sha], child, timeout,
                      "checking out the commit")
                 return sum(len(files) for _, _, files in os.walk(tree))
+            _git([*git, "read-tree", sha], child, timeout, "reading the commit")
             _link_unchanged(previous[0], tree, settings.dags_git_subdir, set(changed))
             written = [path for path, status in changed.items() if status != "D"]
             if written:
