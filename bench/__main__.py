@@ -33,7 +33,7 @@ def main(names: list[str]) -> int:
     if unknown:
         print(f"unknown benchmark(s): {', '.join(sorted(unknown))}; have {', '.join(available)}")
         return 2
-    sections = _sections(OUT.read_text()) if OUT.exists() else {}
+    results: dict[str, str] = {}
     for name in wanted:
         module = importlib.import_module(f"bench.{name}")
         print(f"bench: {name} ...", flush=True)
@@ -42,8 +42,11 @@ def main(names: list[str]) -> int:
         stamp = (f"\n_Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, "
                  f"{platform.python_implementation()} {platform.python_version()}, "
                  f"in {time.monotonic() - started:.0f} s._\n\n")
-        sections[name] = body.rstrip() + "\n" + stamp
+        results[name] = body.rstrip() + "\n" + stamp
         print(body, flush=True)
+    # Read just before writing: another benchmark may have finished meanwhile.
+    sections = _sections(OUT.read_text()) if OUT.exists() else {}
+    sections.update(results)
     text = HEADER + "".join(f"<!-- bench:{n} -->\n{sections[n]}" for n in sorted(sections))
     OUT.write_text(text)
     print(f"bench: wrote {OUT}")
