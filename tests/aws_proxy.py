@@ -2,7 +2,9 @@
 
 `fail_next(n, code)` answers the next n requests with an AWS-shaped JSON
 error (`ThrottlingException`, `AccessDeniedException`, ...); `deny(text)`
-answers every request whose body contains text with AccessDeniedException.
+answers every request whose body contains text with AccessDeniedException;
+`deny_path(text)` and `break_path(text, n)` answer requests by path with S3's
+403 AccessDenied, or 5xx for the next n of them.
 Everything else is forwarded to the upstream server unchanged.
 """
 
@@ -21,6 +23,7 @@ class AwsProxy:
         self.failures: list[str] = []
         self.denied: list[str] = []
         self.denied_paths: list[str] = []
+        self.broken_paths: list[tuple[str, int]] = []
         self.requests: list[tuple[str, bytes]] = []
         self.paths: list[tuple[str, str]] = []
         self.lock = threading.Lock()
@@ -39,6 +42,12 @@ class AwsProxy:
         """Answer S3-style 403 AccessDenied to every request whose path contains text."""
         self.denied_paths.append(text)
 
+    def break_path(self, text: str, count: int, status: int = 503) -> None:
+        """Answer the next count requests whose path contains text with an S3-style
+        5xx (SlowDown for 503, InternalError otherwise)."""
+        with self.lock:
+            self.broken_paths.extend([(text, status)] * count)
+
     def close(self) -> None:
         self.server.shutdown()
 
@@ -55,6 +64,15 @@ class AwsProxy:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _s3_error(self, status: int, code: bytes) -> None:
+                body = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>" + code +
+                        b"</Code><Message>injected</Message></Error>")
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
@@ -67,15 +85,15 @@ class AwsProxy:
                     code = "AccessDeniedException"
                 if code:
                     return self._error(code)
+                with proxy.lock:
+                    broken = next((b for b in proxy.broken_paths if b[0] in self.path), None)
+                    if broken:
+                        proxy.broken_paths.remove(broken)
+                if broken:
+                    name = b"SlowDown" if broken[1] == 503 else b"InternalError"
+                    return self._s3_error(broken[1], name)
                 if any(t in self.path for t in proxy.denied_paths):
-                    body = (b"<?xml version='1.0' encoding='UTF-8'?><Error><Code>AccessDenied"
-                            b"</Code><Message>Access Denied</Message></Error>")
-                    self.send_response(403)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                    return None
+                    return self._s3_error(403, b"AccessDenied")
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "content-length")}
                 request = urllib.request.Request(proxy.upstream + self.path, data=body or None,

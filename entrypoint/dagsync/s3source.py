@@ -3,8 +3,9 @@
 One listing of the prefix decides everything: objects whose ETag and size
 match the published tree's manifest are hard-linked from it (published
 trees are never written again, so sharing their files is safe); the others
-are downloaded in parallel by s3fs into the new tree, and their sizes
-checked before the tree is published. Deleted objects are simply not in the
+are downloaded in parallel into the new tree (s3fetch: URLs presigned by
+s3fs, bytes moved by aiohttp), and their sizes checked before the tree is
+published. Deleted objects are simply not in the
 new tree. Every object is copied as it is, `.airflowignore` included.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
 from entrypoint.config import Settings
+from entrypoint.dagsync import s3fetch
 from entrypoint.errors import DagSyncError
 
 MANIFEST = ".airflow-ecs-manifest.json"
@@ -32,8 +34,10 @@ def filesystem(settings: Settings, env: Mapping[str, str]):
     endpoint = env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL")
     if endpoint:
         client_kwargs["endpoint_url"] = endpoint
+    # SigV4 for the presigned GETs too (botocore presigns S3 with SigV2 by default,
+    # which regions opened since 2014 refuse).
     return s3fs.S3FileSystem(client_kwargs=client_kwargs, use_listings_cache=False,
-                             max_concurrency=settings.dags_s3_concurrency)
+                             config_kwargs={"signature_version": "s3v4"})
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -88,33 +92,31 @@ def read_manifest(tree: Path | None) -> dict[str, tuple[str, int]]:
     return {k: (v[0], int(v[1])) for k, v in data.items()}
 
 
-def build_tree(fs, settings: Settings, objects: Mapping[str, tuple[str, int]],
-               previous: Path | None, tree: Path) -> int:
+def build_tree(fs, settings: Settings, env: Mapping[str, str],
+               objects: Mapping[str, tuple[str, int]], previous: Path | None,
+               tree: Path) -> int:
     """Fill tree; return how many objects were downloaded."""
     bucket, prefix = split_uri(settings.dags_s3_uri or "")
     old = read_manifest(previous)
-    remote, local = [], []
+    pairs = []
+    folders: set[Path] = set()
     for key, (etag, size) in objects.items():
         target = tree / key
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            folders.add(target.parent)
         if previous is not None and old.get(key) == (etag, size) and (previous / key).is_file():
             os.link(previous / key, target)
         else:
-            remote.append(f"{bucket}/{prefix}{key}")
-            local.append(str(target))
-    if remote:
-        try:
-            fs.get(remote, local)
-        except PermissionError:
-            raise DagSyncError(f"access denied reading objects under s3://{bucket}/{prefix}: "
-                               "grant the task role s3:GetObject on the prefix") from None
-        except OSError as exc:
-            raise DagSyncError(f"downloading from s3://{bucket}/{prefix} failed: "
-                               f"{type(exc).__name__}: {exc}") from None
+            pairs.append((f"{bucket}/{prefix}{key}", target))
+    s3fetch.fetch(fs, pairs, settings.dags_s3_concurrency, env)
     for key, (_, size) in objects.items():
-        path = tree / key
-        if not path.is_file() or path.stat().st_size != size:
+        try:
+            complete = os.stat(tree / key).st_size == size
+        except OSError:
+            complete = False
+        if not complete:
             raise DagSyncError(f"s3://{bucket}/{prefix}{key} arrived incomplete; not "
                                "publishing this sync")
     (tree / MANIFEST).write_text(json.dumps({k: list(v) for k, v in objects.items()}))
-    return len(remote)
+    return len(pairs)

@@ -121,7 +121,7 @@ def _sync_s3(settings: Settings, env: Mapping[str, str], published) -> SyncResul
         return SyncResult(revision, changed=False, files=status.files or 0)
     tree = publish.new_tree(settings, revision)
     try:
-        fetched = s3source.build_tree(fs, settings, objects, published, tree)
+        fetched = s3source.build_tree(fs, settings, env, objects, published, tree)
         files = publish.check_shrink(settings, tree, published)
         publish.publish(settings, tree)
     except BaseException:

@@ -391,3 +391,50 @@ def test_s3_missing_bucket_and_access_denied(moto, tmp_path):
         assert tree_files(locked) == {"a.py": "a"}  # the last good tree stays
     finally:
         proxy.close()
+
+
+def test_s3_object_errors_retried_denied_and_never_leak_the_signed_url(moto, tmp_path,
+                                                                       monkeypatch):
+    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1")
+    s3.create_bucket(Bucket="flaky", CreateBucketConfiguration={"LocationConstraint":
+                                                                "eu-west-1"})
+    for name in ("a.py", "b.py", "c.py"):
+        s3.put_object(Bucket="flaky", Key=f"dags/{name}", Body=name.encode() * 100)
+    # Temporary credentials: their session token rides in every presigned URL.
+    token = "SESSION-TOKEN-must-not-leak"
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    s = settings_for(tmp_path, AIRFLOW_ECS_DAGS_SOURCE="s3",
+                     AIRFLOW_ECS_DAGS_S3_URI="s3://flaky/dags/")
+    proxy = AwsProxy(moto.url)
+    try:
+        # Transient 5xx answers on one object: retried, and the sync completes.
+        proxy.break_path("/flaky/dags/b.py", 2, 503)
+        proxy.break_path("/flaky/dags/c.py", 1, 500)
+        first = dagsync.sync_once(s, s3_env(proxy.url), raw_env={})
+        assert first.fetched == 3
+        assert tree_files(s) == {name: name * 100 for name in ("a.py", "b.py", "c.py")}
+        gets = [path for method, path in proxy.paths if "b.py" in path]
+        assert len(gets) == 3 and all(token in path for path in gets)  # 2 failed, 1 good
+
+        # An object that keeps failing: the sync fails after the attempts, the last
+        # good tree stays, and the message names the object, never the URL or token.
+        s3.put_object(Bucket="flaky", Key="dags/b.py", Body=b"new")
+        proxy.break_path("/flaky/dags/b.py", 10, 503)
+        with pytest.raises(DagSyncError) as failed:
+            dagsync.sync_once(s, s3_env(proxy.url), raw_env={})
+        assert "s3://flaky/dags/b.py failed 5 times" in str(failed.value)
+        assert "SlowDown" in str(failed.value)
+        proxy.broken_paths.clear()
+
+        # Listing allowed, one object denied: an access-denied error for that object.
+        proxy.deny_path("/flaky/dags/b.py")
+        with pytest.raises(DagSyncError) as denied:
+            dagsync.sync_once(s, s3_env(proxy.url), raw_env={})
+        assert "access denied reading s3://flaky/dags/b.py" in str(denied.value)
+        for error in (failed.value, denied.value):
+            assert token not in str(error) and "X-Amz" not in str(error)
+        assert tree_files(s)["b.py"] == "b.py" * 100  # the last good tree stays
+        status = (s.dags_state_dir / "status.json").read_text()
+        assert token not in status and "X-Amz" not in status
+    finally:
+        proxy.close()
