@@ -13,6 +13,7 @@ PYTEST_ARGS ?=
 IMAGE_PREFIX ?= airflow-ecs/
 TAG ?= $(VERSION)
 BASE_IMAGE ?= debian:trixie-slim
+NO_CACHE ?= 0
 ROLES := scheduler worker webserver
 REVISION := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 # The commit's time, not the wall clock: an unchanged tree rebuilds to the same image IDs.
@@ -44,10 +45,10 @@ base-images: docker ## pull the base images, or build stand-ins from Debian pack
 	  bash scripts/base-images.sh
 
 .PHONY: build
-build: base-images ## build the base and role images (IMAGE_PREFIX, TAG: airflow-ecs/ROLE:VERSION)
+build: base-images ## build the base and role images (IMAGE_PREFIX, TAG: airflow-ecs/ROLE:VERSION; NO_CACHE=1: no layer cache)
 	@IMAGE_PREFIX=$(IMAGE_PREFIX) TAG=$(TAG) BASE_IMAGE=$(BASE_IMAGE) VERSION=$(VERSION) \
 	  REVISION=$(REVISION) CREATED=$(CREATED) CA_BUNDLE=$(CA_BUNDLE) ROLES="$(ROLES)" \
-	  bash scripts/build.sh
+	  NO_CACHE=$(NO_CACHE) bash scripts/build.sh
 
 # --- registry --------------------------------------------------------------------
 # ECR by default: <account>.dkr.ecr.<region>.amazonaws.com/<ECR_PREFIX>ROLE:TAG, logged

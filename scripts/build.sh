@@ -3,7 +3,9 @@
 # The full build output goes to build/logs/; on failure its tail is shown.
 #
 # Environment: IMAGE_PREFIX, TAG, BASE_IMAGE (the Debian image), VERSION, REVISION,
-# CREATED, CA_BUNDLE (a CA bundle for pip behind a TLS-inspecting proxy), ROLES.
+# CREATED, CA_BUNDLE (a CA bundle for pip behind a TLS-inspecting proxy), ROLES,
+# NO_CACHE (1: run every build step afresh, without the layer cache, e.g. to time a
+# cold build).
 set -Eeuo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,8 +48,12 @@ build() {
   echo "build: $name done in $(( SECONDS - started )) s"
 }
 
-common=(--build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION"
-        --build-arg "CREATED=$CREATED")
+common=()
+if [ "${NO_CACHE:-0}" != 0 ]; then
+  common+=(--no-cache)
+fi
+common+=(--build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION"
+         --build-arg "CREATED=$CREATED")
 build "${IMAGE_PREFIX}base:$TAG" build/logs/base.log -f images/base/Dockerfile \
   -t "${IMAGE_PREFIX}base:$TAG" --build-arg "BASE_IMAGE=$BASE_IMAGE" "${common[@]}" .
 for role in $ROLES; do
