@@ -146,10 +146,24 @@ def test_worker_ping_only_this_worker_and_busy_is_healthy(redis_server, tmp_path
             time.sleep(0.2)
         result = health.probe("worker", env)  # its only slot is busy
         assert result.healthy, result.reason
+        # A probe cleans up after itself: no reply queue or binding is left behind.
+        keys = [k.decode() for k in redis.Redis.from_url(broker).keys("*")]
+        assert not [k for k in keys if "reply" in k], keys
     finally:
         worker.kill()
         worker.wait(30)
     assert not wait_healthy(env, want=False, timeout=20).healthy
+
+
+def test_worker_probe_imports_neither_celery_nor_the_otel_sdk(redis_server):
+    broker = redis_server.url(db=9)
+    code = ("import sys; from entrypoint.cli import main; rc = main(['health', 'worker']); "
+            "bad = [m for m in ('celery', 'airflow', 'opentelemetry.sdk.metrics', "
+            "'urllib.request') if sys.modules.get(m)]; print('IMPORTED', bad)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "AIRFLOW__CELERY__BROKER_URL": broker})
+    assert "IMPORTED []" in result.stdout, result.stdout + result.stderr
+    assert "did not answer a ping" in result.stdout + result.stderr  # no worker: unhealthy
 
 
 def test_cli_health_imports_neither_airflow_nor_boto3(jobs, migrated_db):
