@@ -1,4 +1,12 @@
-"""DAGs from git, with GitPython over a persistent bare cache.
+"""DAGs from git: the git command line over a persistent bare cache.
+
+Every step is one git plumbing command (init, fetch, rev-parse, read-tree),
+run through `procs.run`, which reaps the child when a SIGTERM arrives during
+start-up. GitPython (installed anyway, for Airflow's git provider) is not
+used here: it would add nothing but a wrapper around the same commands, its
+import alone costs ~110 ms per `sync-dags` process (a first sync of 2,000
+files takes ~280 ms; see BENCHMARKS.md), and its URL handling is where its
+command-injection CVEs were.
 
 The cache (`<state dir>/repo.git`) makes a refresh a shallow fetch of one
 ref. Each new commit is checked out into a new tree (through a throw-away
@@ -13,7 +21,7 @@ private temporary directory and used with strict host-key checking against
 the configured known_hosts. Both are read again on every sync, so a rotated
 credential works without a restart. URLs that make git run commands
 (`ext::` and other `transport::` forms) or look like options are refused
-(GitPython CVE-2022-24439 and CVE-2023-40267 came through those).
+(GitPython's CVE-2022-24439 and CVE-2023-40267 came through those).
 """
 
 from __future__ import annotations
