@@ -138,7 +138,8 @@ SETTINGS: tuple[Setting, ...] = (
             "github.com ssh-ed25519 AAAA..."),
     Setting("AIRFLOW_ECS_DAGS_S3_URI", "(unset)", "S3 prefix holding the DAGs.",
             "s3://acme-airflow/dags/"),
-    Setting("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", "32", "Parallel S3 downloads per sync.", "64"),
+    Setting("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", "64",
+            "Parallel S3 downloads (open connections) per sync.", "128"),
 )
 DOCUMENTED = {s.name for s in SETTINGS}
 # Set by the entrypoint itself on the role's environment, never by users: the
@@ -179,7 +180,7 @@ class Settings:
     dags_git_username: str = "x-access-token"
     dags_git_known_hosts: str | None = None
     dags_s3_uri: str | None = None
-    dags_s3_concurrency: int = 32
+    dags_s3_concurrency: int = 64
 
 
 class _Reader:
@@ -312,7 +313,7 @@ def load(env: Mapping[str, str]) -> Settings:
         or "x-access-token",
         dags_git_known_hosts=r.text("AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS", None),
         dags_s3_uri=r.text("AIRFLOW_ECS_DAGS_S3_URI", None),
-        dags_s3_concurrency=r.integer("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", 32, 1, 512),
+        dags_s3_concurrency=r.integer("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", 64, 1, 512),
     )
 
     if settings.dags_source == "git" and not settings.dags_git_url:

@@ -27,7 +27,9 @@ EXAMPLE = ROOT / "task-definitions" / "settings" / "example.json"
 NOT_IN_TASKS = {RUNTIME / "ecs"}
 # What each s3fs call issues (s3fs's own code: find -> ListObjectsV2, get -> GetObject).
 S3FS_ACTIONS = {"find": ["s3:ListBucket"], "ls": ["s3:ListBucket"], "get": ["s3:GetObject"],
-                "cat_file": ["s3:GetObject"], "info": ["s3:GetObject"]}
+                "cat_file": ["s3:GetObject"], "info": ["s3:GetObject"],
+                # A URL presigned for get_object (s3fs's default client method), then fetched.
+                "_url": ["s3:GetObject"]}
 # Actions the ECS agent checks against the task role for its task-protection endpoint.
 AGENT_ACTIONS = {"PUT": "ecs:UpdateTaskProtection", "GET": "ecs:GetTaskProtection"}
 
@@ -97,7 +99,7 @@ def s3fs_actions() -> set[str]:
     actions = set()
     for path in runtime_modules():
         text = path.read_text()
-        if "import s3fs" not in text:
+        if "s3fs" not in text:  # the modules that use an S3FileSystem, named `fs`
             continue
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
