@@ -1,4 +1,4 @@
-"""Download many S3 objects at once: presigned by s3fs, fetched by aiohttp.
+"""Download many S3 objects at once: presigned (presign.py), fetched by aiohttp.
 
 Why not `S3FileSystem.get`: every object then goes through botocore's whole
 request pipeline (serialising, signing, the event hooks, parsing every
@@ -8,8 +8,8 @@ on 2,000 objects of 10 KB; `make bench` compares the whole sync with
 `aws s3 sync`). A DAG folder is thousands of small files, so that pipeline
 was the sync's bottleneck. s3fs still does everything that needs care:
 credentials (refreshed task-role credentials included), the bucket's region
-and endpoint, and SigV4 signing, through `S3FileSystem._url`; aiohttp (which
-s3fs already uses underneath) only moves bytes.
+and endpoint, and SigV4 signing (see presign.py); aiohttp (which s3fs
+already uses underneath) only moves bytes.
 
 A URL carries the temporary credentials' session token, so none is ever
 logged or put in an exception: errors name the object as s3://bucket/key.
@@ -27,7 +27,6 @@ from pathlib import Path
 
 from entrypoint.errors import DagSyncError
 
-URL_EXPIRES = 600  # seconds; each URL is made just before its GET
 ATTEMPTS = 5  # per object, for 5xx answers and broken connections
 RETRY_DELAY = 0.2  # seconds before the second attempt, doubling (with jitter) after
 CHUNK = 1 << 16
@@ -56,13 +55,18 @@ def _ssl_context(env: Mapping[str, str]) -> ssl.SSLContext:
 async def _fetch_all(fs, pairs, concurrency: int, env: Mapping[str, str]) -> None:
     import aiohttp
 
+    from entrypoint.dagsync.presign import Presigner
+
+    presigner = Presigner(fs)
     limit = asyncio.Semaphore(concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency, ssl=_ssl_context(env))
     timeout = aiohttp.ClientTimeout(sock_connect=CONNECT_TIMEOUT, sock_read=READ_TIMEOUT)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                      auto_decompress=False) as session:
-        tasks = [asyncio.ensure_future(_fetch_one(fs, session, limit, remote, local))
-                 for remote, local in pairs]
+        # The first object alone: its URL teaches the presigner the bucket's endpoint.
+        await _fetch_one(presigner, session, limit, *pairs[0])
+        tasks = [asyncio.ensure_future(_fetch_one(presigner, session, limit, remote, local))
+                 for remote, local in pairs[1:]]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -71,14 +75,15 @@ async def _fetch_all(fs, pairs, concurrency: int, env: Mapping[str, str]) -> Non
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _fetch_one(fs, session, limit: asyncio.Semaphore, remote: str, local: Path) -> None:
+async def _fetch_one(presigner, session, limit: asyncio.Semaphore, remote: str,
+                     local: Path) -> None:
     import tenacity
 
     async with limit:
         try:
             # The first attempt outside tenacity: its per-call bookkeeping cost as much
             # CPU as a GET, and nearly every object succeeds at once.
-            return await _get(fs, session, remote, local)
+            return await _get(presigner, session, remote, local)
         except Retryable:
             await asyncio.sleep(RETRY_DELAY)
         retrying = tenacity.AsyncRetrying(
@@ -90,18 +95,18 @@ async def _fetch_one(fs, session, limit: asyncio.Semaphore, remote: str, local: 
         try:
             async for attempt in retrying:
                 with attempt:
-                    await _get(fs, session, remote, local)
+                    await _get(presigner, session, remote, local)
         except Retryable as exc:
             raise DagSyncError(f"downloading s3://{remote} failed {ATTEMPTS} times, last: "
                                f"{exc}") from None
 
 
-async def _get(fs, session, remote: str, local: Path) -> None:
+async def _get(presigner, session, remote: str, local: Path) -> None:
     import aiohttp
     from yarl import URL
 
     try:
-        url = await fs._url(remote, expires=URL_EXPIRES)
+        url = await presigner.url(remote)
     except PermissionError:
         raise DagSyncError(f"access denied signing s3://{remote}: check the task role's "
                            "credentials") from None

@@ -95,6 +95,12 @@ def boto3_actions() -> set[str]:
     return actions
 
 
+def _names_fs(node: ast.expr) -> bool:
+    """`fs` or `<anything>.fs`: the S3FileSystem."""
+    return (isinstance(node, ast.Name) and node.id == "fs") or \
+        (isinstance(node, ast.Attribute) and node.attr == "fs")
+
+
 def s3fs_actions() -> set[str]:
     actions = set()
     for path in runtime_modules():
@@ -103,7 +109,7 @@ def s3fs_actions() -> set[str]:
             continue
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
-                    isinstance(node.func.value, ast.Name) and node.func.value.id == "fs":
+                    _names_fs(node.func.value):
                 assert node.func.attr in S3FS_ACTIONS, \
                     f"{path}: fs.{node.func.attr}: add the S3 actions it issues to the table"
                 actions.update(S3FS_ACTIONS[node.func.attr])
