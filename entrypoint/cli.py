@@ -24,7 +24,7 @@ from entrypoint.log import log, redact
 
 
 def _role(value: str) -> str:
-    from entrypoint.roles import parse_role
+    from entrypoint.rolenames import parse_role
 
     try:
         return parse_role(value)

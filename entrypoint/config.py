@@ -18,21 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.errors import ConfigError
+from entrypoint.rolenames import GROUPABLE_ROLES, ROLES  # noqa: F401 - re-exported
+
+# Set by the entrypoint itself on the role's environment, never by users: the
+# mark by which `airflow-ecs health` finds the resolved values (running_env).
+from entrypoint.running_env import MARKER as ROLE_ENV_MARKER
 
 PREFIX = "AIRFLOW_ECS_"
 
-ROLES = (
-    "scheduler",
-    "dag-processor",
-    "triggerer",
-    "webserver",
-    "worker",
-    "flower",
-    "migrate",
-    "metrics",
-)
-# Roles that may be combined with "+" into a process group under supervisord.
-GROUPABLE_ROLES = ("scheduler", "dag-processor", "triggerer", "webserver", "worker", "flower")
 DAG_SOURCES = ("image", "git", "s3")
 
 # Names of secret-valued variables, read from the resolved environment.
@@ -142,9 +135,6 @@ SETTINGS: tuple[Setting, ...] = (
             "Parallel S3 downloads (open connections) per sync.", "128"),
 )
 DOCUMENTED = {s.name for s in SETTINGS}
-# Set by the entrypoint itself on the role's environment, never by users: the
-# mark by which `airflow-ecs health` finds the resolved values (running_env).
-ROLE_ENV_MARKER = "AIRFLOW_ECS_ROLE_ENV"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from entrypoint.errors import ConfigError
 from entrypoint.log import mask_url, redact
@@ -38,8 +38,7 @@ JOBS = {
 DEFAULT_THRESHOLD = 30.0
 
 
-@dataclass(frozen=True)
-class HealthResult:
+class HealthResult(NamedTuple):
     healthy: bool
     reason: str
 
@@ -198,6 +197,8 @@ def celery_ping(env: Mapping[str, str]) -> HealthResult:
 
 
 def _dag_sync(env: Mapping[str, str]) -> HealthResult | None:
+    if env.get("AIRFLOW_ECS_DAGS_SOURCE", "image").strip() in ("", "image"):
+        return None  # DAGs baked into the image: nothing to report, nothing to import
     from entrypoint import config
     from entrypoint.dagsync import publish
 

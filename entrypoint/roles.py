@@ -17,6 +17,7 @@ from entrypoint import config, defaults
 from entrypoint.config import Settings
 from entrypoint.errors import ConfigError
 from entrypoint.log import log
+from entrypoint.rolenames import parse_role  # noqa: F401 - part of this module's API
 
 COMMANDS: dict[str, tuple[str, ...]] = {
     "scheduler": ("airflow", "scheduler"),
@@ -27,23 +28,6 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "flower": ("airflow", "celery", "flower"),
 }
 SYNC_LOOP = ("airflow-ecs", "sync-dags", "--loop")
-
-
-def parse_role(value: str) -> str:
-    """Validate ROLE (or a '+'-joined group); return it in canonical form."""
-    parts = [p.strip() for p in value.split("+")]
-    if len(parts) == 1:
-        if parts[0] not in config.ROLES:
-            raise ValueError(f"unknown role {value!r}; choose one of {', '.join(config.ROLES)} "
-                             "or a '+'-joined group such as scheduler+dag-processor+triggerer")
-        return parts[0]
-    for part in parts:
-        if part not in config.GROUPABLE_ROLES:
-            raise ValueError(f"{part!r} can't be part of a process group; groups combine "
-                             f"{', '.join(config.GROUPABLE_ROLES)}")
-    if len(set(parts)) != len(parts):
-        raise ValueError(f"role group {value!r} names a role twice")
-    return "+".join(parts)
 
 
 @dataclass(frozen=True)

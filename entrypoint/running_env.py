@@ -16,7 +16,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from entrypoint.config import ROLE_ENV_MARKER as MARKER
+# Set by the entrypoint on the role's processes; config.py knows it as ROLE_ENV_MARKER.
+# Defined here so a probe doesn't import the configuration module.
+MARKER = "AIRFLOW_ECS_ROLE_ENV"
 
 
 def mark(env: Mapping[str, str]) -> dict[str, str]:
