@@ -32,6 +32,7 @@ RETRY_DELAY = 0.2  # seconds before the second attempt, doubling (with jitter) a
 CHUNK = 1 << 16
 CONNECT_TIMEOUT = 10  # seconds, as botocore's connect_timeout
 READ_TIMEOUT = 60  # seconds without a byte, as botocore's read_timeout
+RESERVED_FDS = 64  # descriptors left for everything but the downloads
 
 
 class Retryable(Exception):
@@ -44,7 +45,27 @@ def fetch(fs, pairs: Sequence[tuple[str, Path]], concurrency: int,
     from fsspec.asyn import sync
 
     if pairs:
-        sync(fs.loop, _fetch_all, fs, pairs, concurrency, env)
+        sync(fs.loop, _fetch_all, fs, pairs, usable_concurrency(concurrency), env)
+
+
+def usable_concurrency(wanted: int) -> int:
+    """wanted, or less when the open-file limit can't hold it.
+
+    Each download in flight holds a socket and a file; RESERVED descriptors are
+    left for everything else. Fargate's default limit (65535) never lowers the
+    default; a host with Docker's older 1024 does, and says so once."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or wanted * 2 + RESERVED_FDS <= soft:
+        return wanted
+    usable = max(1, (soft - RESERVED_FDS) // 2)
+    from entrypoint.log import log
+
+    log.warning("AIRFLOW_ECS_DAGS_S3_CONCURRENCY=%d lowered to %d: the open-file "
+                         "limit is %d (raise the container's nofile ulimit, or lower the "
+                         "setting)", wanted, usable, soft)
+    return usable
 
 
 def _ssl_context(env: Mapping[str, str]) -> ssl.SSLContext | bool:
