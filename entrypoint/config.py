@@ -131,9 +131,9 @@ SETTINGS: tuple[Setting, ...] = (
             "github.com ssh-ed25519 AAAA..."),
     Setting("AIRFLOW_ECS_DAGS_S3_URI", "(unset)", "S3 prefix holding the DAGs.",
             "s3://acme-airflow/dags/"),
-    Setting("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", "256",
+    Setting("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", "64",
             "Parallel S3 downloads (open connections) per sync, at most half the "
-            "open-file limit.", "64"),
+            "open-file limit.", "128"),
 )
 DOCUMENTED = {s.name for s in SETTINGS}
 
@@ -171,7 +171,7 @@ class Settings:
     dags_git_username: str = "x-access-token"
     dags_git_known_hosts: str | None = None
     dags_s3_uri: str | None = None
-    dags_s3_concurrency: int = 256
+    dags_s3_concurrency: int = 64
 
 
 class _Reader:
@@ -304,7 +304,7 @@ def load(env: Mapping[str, str]) -> Settings:
         or "x-access-token",
         dags_git_known_hosts=r.text("AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS", None),
         dags_s3_uri=r.text("AIRFLOW_ECS_DAGS_S3_URI", None),
-        dags_s3_concurrency=r.integer("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", 256, 1, 1024),
+        dags_s3_concurrency=r.integer("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", 64, 1, 1024),
     )
 
     if settings.dags_source == "git" and not settings.dags_git_url:

@@ -52,8 +52,8 @@ def usable_concurrency(wanted: int) -> int:
     """wanted, or less when the open-file limit can't hold it.
 
     Each download in flight holds a socket and a file; RESERVED descriptors are
-    left for everything else. Fargate's default limit (65535) never lowers the
-    default; a host with Docker's older 1024 does, and says so once."""
+    left for everything else. The default (64) fits even a 1024 limit; a larger
+    setting on a host with a low limit is lowered, with a warning."""
     import resource
 
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
