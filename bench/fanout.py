@@ -46,6 +46,7 @@ DAG_ID = "example_fanout"
 TASKS = 21  # 20 mapped "work" tasks and "gather"
 RUNS = 5
 RUN_TIMEOUT = 600
+IDLE_SECONDS = 30  # CPU of the idle stack is measured over this long after the runs
 VERSION = re.search(r'(?m)^version = "(.*)"', (ROOT / "pyproject.toml").read_text()).group(1)
 SERVICES = ("migrate", "scheduler", "webserver", "worker-1", "worker-2")
 
@@ -122,6 +123,28 @@ def override_file(directory: Path, values: dict[str, str]) -> Path:
     return path
 
 
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds used so far by each container of the bench's compose project."""
+    import docker
+
+    client = docker.from_env()
+    try:
+        out = {}
+        for container in client.containers.list(
+                filters={"label": f"com.docker.compose.project={PROJECT}"}):
+            service = container.labels.get("com.docker.compose.service", container.name)
+            usage = container.stats(stream=False)["cpu_stats"]["cpu_usage"]["total_usage"]
+            out[service] = usage / 1e9
+        return out
+    finally:
+        client.close()
+
+
+def cpu_since(before: dict[str, float]) -> dict[str, float]:
+    after = cpu_seconds()
+    return {name: after[name] - before.get(name, 0.0) for name in sorted(after)}
+
+
 def epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
@@ -174,8 +197,16 @@ def measure(name: str, port: int, override: Path | None) -> dict:
     stack.down()
     try:
         startup = stack.up()
-        records, parsed = fanout_runs(login(port))
-        return {"name": name, "startup": startup, "parsed": parsed, "runs": records}
+        api = login(port)
+        before, started = cpu_seconds(), time.monotonic()
+        records, parsed = fanout_runs(api)
+        busy, busy_wall = cpu_since(before), time.monotonic() - started
+        time.sleep(5)  # the last run's stragglers (log uploads, heartbeats) settle
+        before = cpu_seconds()
+        time.sleep(IDLE_SECONDS)
+        idle = cpu_since(before)
+        return {"name": name, "startup": startup, "parsed": parsed, "runs": records,
+                "busy": busy, "busy_wall": busy_wall, "idle": idle}
     finally:
         stack.down()
 
@@ -224,6 +255,17 @@ def run() -> str:
                   f"{firsts[0]:.1f} s{' (its slowest)' if slowest[0] else ''}, Airflow's "
                   f"defaults {firsts[1]:.1f} s{' (its slowest)' if slowest[1] else ''}, "
                   f"{firsts[1] / firsts[0]:.2f}x; the goal is judged on the medians.")
+    services = sorted(set(results[0]["busy"]) | set(results[1]["busy"]))
+    cpu_rows = []
+    for result in results:
+        busy = " | ".join(f"{result['busy'].get(s, 0):.1f} s" for s in services)
+        idle = " | ".join(f"{100 * result['idle'].get(s, 0) / IDLE_SECONDS:.1f}%"
+                          for s in services)
+        cpu_rows.append(f"| {result['name']}: CPU during the runs ({result['busy_wall']:.0f} s, "
+                        f"DAG wait included) | {busy} | {sum(result['busy'].values()):.1f} s |")
+        cpu_rows.append(f"| {result['name']}: CPU while idle ({IDLE_SECONDS} s after the runs), "
+                        f"share of one CPU | {idle} | "
+                        f"{100 * sum(result['idle'].values()) / IDLE_SECONDS:.1f}% |")
     setting_rows = [f"| `{n}` | `{ours[n]}` | `{values[n]}` |" for n in values]
     ratio = median(results[1]) / median(results[0])
     no_loss = all(lost(r) == 0 and all(x["retried"] == 0 and x["count"] == TASKS
@@ -252,6 +294,13 @@ def run() -> str:
         *rows,
         "",
         *totals,
+        "",
+        "CPU by service (Docker's accounting; the scheduler service runs scheduler, "
+        "dag-processor and triggerer):",
+        "",
+        "| | " + " | ".join(services) + " | all |",
+        "| --- |" + " --- |" * (len(services) + 1),
+        *cpu_rows,
         "",
         f"Ours {ratio:.2f}x as fast as Airflow's defaults (median {median(results[0]):.1f} s "
         f"against {median(results[1]):.1f} s; goal: at least 2x): "
