@@ -47,9 +47,9 @@ def tuned(settings: Settings) -> list[Default]:
                 "with Airflow's 5 s a third of short tasks hold their worker slot ~5 s after "
                 "finishing; a 20-task fan-out went from 7.4 s to 3.2 s"),
         Default("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "0.25",
-                "Airflow's 1 s pause after an idle scheduler loop delays every run start and "
-                "every downstream task by up to 1 s; at 0.25 s the 20-task fan-out ran 15% "
-                "faster, for ~6% of a CPU more while idle (measured, BENCHMARKS.md)"),
+                "Airflow's 1 s pause after an idle scheduler loop delays each run's start and "
+                "each wave of downstream tasks by up to 1 s; the shorter pause costs the idle "
+                "scheduler a few % of a CPU (BENCHMARKS.md shows its idle CPU)"),
         Default("AIRFLOW__CELERY__WORKER_CONCURRENCY", "4",
                 "Airflow's 16 slots don't fit a 2 GB Fargate task (4 slots used ~0.9 GB RSS)"),
         Default("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", "120",
