@@ -8,7 +8,7 @@ from fsspec.asyn import sync
 
 from entrypoint.config import load
 from entrypoint.dagsync import s3source
-from entrypoint.dagsync.presign import Presigner
+from entrypoint.dagsync.presign import Presigner, quote_key
 
 KEYS = ["prefix/plain.py", "prefix/with space/ünïcode dag.py", "prefix/a~b+c=d&e.py",
         "prefix/per%41cent.py", "prefix/question?.py", "prefix/#hash;semi,comma.py",
@@ -69,3 +69,31 @@ def test_unusual_first_url_keeps_every_url_on_botocore(frozen_clock, monkeypatch
         url = sync(fs.loop, presigner.url, "b/" + key)
         assert url == f"https://example.invalid/b/{key}?Signature=x"
     assert presigner._base is None
+
+
+def test_rotated_credentials_and_a_new_day_sign_like_botocore(frozen_clock, monkeypatch):
+    """The signing key is derived again when the secret or the date changes."""
+    from botocore.auth import S3SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import ReadOnlyCredentials
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    fs = s3source.filesystem(load({}), {"AWS_REGION": "eu-west-1"})
+    presigner = Presigner(fs)
+    sync(fs.loop, presigner.url, "dags-bucket/" + KEYS[0])
+    assert presigner._base is not None
+
+    def botocores(credentials, key):
+        request = AWSRequest(method="GET", url=presigner._base + key)
+        S3SigV4QueryAuth(credentials, "s3", "eu-west-1", expires=600).add_auth(request)
+        return request.url
+
+    first = ReadOnlyCredentials("AKIDONE", "secret-one", None)
+    second = ReadOnlyCredentials("AKIDTWO", "secret-two", "token")
+    for credentials in (first, second, first):
+        assert presigner._sign(credentials, quote_key(KEYS[1])) == botocores(
+            credentials, quote_key(KEYS[1]))
+    tomorrow = datetime.datetime(2026, 11, 26, 0, 0, 1)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: tomorrow)
+    assert presigner._sign(first, "prefix/x.py") == botocores(first, "prefix/x.py")
