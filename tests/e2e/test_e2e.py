@@ -129,6 +129,10 @@ def test_task_logs_outlive_their_worker(stack):
     ti = stack.api("GET", f"/dags/sleep_task/dagRuns/{run_id}/taskInstances/sleep")
     worker = ti["hostname"]
     assert worker in ("worker1", "worker2")
+    # Removed as ECS removes a task (SIGTERM, then the stop timeout): the worker's
+    # supervisor uploads the log just after it reports the task's state, and a warm
+    # shutdown waits for that; a SIGKILL in that window would lose the log.
+    docker("stop", "-t", "120", container_id(stack, worker), timeout=180)
     stack.remove(worker)
     try:
         keys = [o["Key"] for o in stack.aws("s3").list_objects_v2(
