@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.errors import ConfigError
-from entrypoint.rolenames import GROUPABLE_ROLES, ROLES  # noqa: F401 - re-exported
 
 # Set by the entrypoint itself on the role's environment, never by users: the
 # mark by which `airflow-ecs health` finds the resolved values (running_env).

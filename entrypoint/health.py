@@ -167,27 +167,27 @@ def celery_ping(env: Mapping[str, str]) -> HealthResult:
     "celery", fanout, JSON), so the probe talks to the mailbox through kombu
     directly: the same messages on the wire, without importing Celery's app
     machinery (a third of the probe's CPU)."""
-    import sys
-
-    # redis-py imports the OpenTelemetry SDK whenever it is installed (Airflow
-    # installs it) to offer metrics this short-lived process never records; that
-    # import was a quarter of the probe's CPU. Marking it absent is the state
-    # redis-py handles when the SDK is not installed.
-    sys.modules.setdefault("opentelemetry.sdk.metrics", None)  # type: ignore[assignment]
-    from kombu import Connection
-    from kombu.pidbox import Mailbox
+    from entrypoint.optional_imports import absent
 
     broker = env.get("AIRFLOW__CELERY__BROKER_URL", "")
     if not broker:
         raise ConfigError("required setting: AIRFLOW__CELERY__BROKER_URL")
     name = worker_name()
     options = {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT, "max_retries": 1}
-    started = time.monotonic()
-    with Connection(broker, connect_timeout=TIMEOUT, transport_options=options) as conn:
-        mailbox = Mailbox("celery", type="fanout", accept=["json"])(conn)
-        # What Celery's app.control.ping(destination=[name]) sends and collects.
-        replies = mailbox._broadcast("ping", destination=[name], reply=True,
-                                     timeout=TIMEOUT) or []
+    # redis-py imports the OpenTelemetry SDK whenever it is installed (Airflow
+    # installs it) to offer metrics this short-lived process never records; that
+    # import was a quarter of the probe's CPU. kombu loads redis-py when the
+    # connection is made, so the whole ping runs inside the block.
+    with absent("opentelemetry.sdk.metrics"):
+        from kombu import Connection
+        from kombu.pidbox import Mailbox
+
+        started = time.monotonic()
+        with Connection(broker, connect_timeout=TIMEOUT, transport_options=options) as conn:
+            mailbox = Mailbox("celery", type="fanout", accept=["json"])(conn)
+            # What Celery's app.control.ping(destination=[name]) sends and collects.
+            replies = mailbox._broadcast("ping", destination=[name], reply=True,
+                                         timeout=TIMEOUT) or []
     for reply in replies:
         if name in reply:
             return HealthResult(True, f"worker: {name} answered a ping in "

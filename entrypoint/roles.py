@@ -17,7 +17,6 @@ from entrypoint import config, defaults
 from entrypoint.config import Settings
 from entrypoint.errors import ConfigError
 from entrypoint.log import log
-from entrypoint.rolenames import parse_role  # noqa: F401 - part of this module's API
 
 COMMANDS: dict[str, tuple[str, ...]] = {
     "scheduler": ("airflow", "scheduler"),

@@ -62,9 +62,9 @@ def usable_concurrency(wanted: int) -> int:
     usable = max(1, (soft - RESERVED_FDS) // 2)
     from entrypoint.log import log
 
-    log.warning("AIRFLOW_ECS_DAGS_S3_CONCURRENCY=%d lowered to %d: the open-file "
-                         "limit is %d (raise the container's nofile ulimit, or lower the "
-                         "setting)", wanted, usable, soft)
+    log.warning("AIRFLOW_ECS_DAGS_S3_CONCURRENCY=%d lowered to %d: the open-file limit is "
+                "%d (raise the container's nofile ulimit, or lower the setting)",
+                wanted, usable, soft)
     return usable
 
 

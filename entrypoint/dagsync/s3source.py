@@ -20,37 +20,18 @@ from pathlib import Path, PurePosixPath
 from entrypoint.config import Settings
 from entrypoint.dagsync import s3fetch
 from entrypoint.errors import DagSyncError
+from entrypoint.optional_imports import absent
 
 MANIFEST = ".airflow-ecs-manifest.json"
 
 
-def _import_s3fs():
-    """Import s3fs and aiobotocore as if httpx were not installed.
-
-    aiobotocore imports httpx, its optional second HTTP backend, whenever it is
-    installed (Airflow installs it), though s3fs only ever uses aiohttp: that
-    import was a sixth of a 2,000-object first sync's CPU (profiled; `make bench`
-    measures the whole sync). A None entry in sys.modules is how Python spells
-    "not installed", which aiobotocore handles; the entries are removed again
-    afterwards, so anything else in this process still imports httpx.
-    """
-    import sys
-
-    absent = [name for name in ("httpx2", "httpx") if name not in sys.modules]
-    for name in absent:
-        sys.modules[name] = None  # type: ignore[assignment]
-    try:
+def filesystem(settings: Settings, env: Mapping[str, str]):
+    # aiobotocore imports httpx, its optional second HTTP backend, whenever it is
+    # installed, though s3fs only uses aiohttp: a sixth of a 2,000-object first
+    # sync's CPU (profiled; `make bench` measures the whole sync).
+    with absent("httpx2", "httpx"):
         import s3fs
         from aiobotocore.session import AioSession
-    finally:
-        for name in absent:
-            if name in sys.modules and sys.modules[name] is None:
-                del sys.modules[name]
-    return s3fs, AioSession
-
-
-def filesystem(settings: Settings, env: Mapping[str, str]):
-    s3fs, AioSession = _import_s3fs()
 
     client_kwargs = {}
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")

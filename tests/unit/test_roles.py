@@ -8,15 +8,16 @@ import pytest
 
 from entrypoint import config, defaults, roles
 from entrypoint.errors import ConfigError
+from entrypoint.rolenames import parse_role
 
 
 @pytest.mark.parametrize("value", ["scheduler", "worker", "migrate", "webserver"])
 def test_single_roles(value):
-    assert roles.parse_role(value) == value
+    assert parse_role(value) == value
 
 
 def test_group_is_canonical():
-    assert roles.parse_role("scheduler + dag-processor+triggerer") == \
+    assert parse_role("scheduler + dag-processor+triggerer") == \
         "scheduler+dag-processor+triggerer"
 
 
@@ -27,7 +28,7 @@ def test_group_is_canonical():
 ])
 def test_bad_roles(value, message):
     with pytest.raises(ValueError, match=message):
-        roles.parse_role(value)
+        parse_role(value)
 
 
 def test_single_role_execs_airflow_with_extra_args():
