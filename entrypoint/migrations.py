@@ -8,8 +8,10 @@ result against Airflow's own answer.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import re
+import time
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -60,18 +62,56 @@ def current_revisions(connection) -> set[str]:
     return {row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
 
 
+MIGRATE_LOCK = 0x41454353  # our PostgreSQL advisory lock key ("AECS"), not one of Airflow's
+LOCK_POLL = 0.5  # seconds between attempts: a SIGTERM is never stuck behind a blocking call
+
+
 def run_migrations(settings: Settings, env: Mapping[str, str]) -> None:
     """`airflow db migrate`; a failure raises MigrationError, never swallowed.
 
-    Safe when several containers run it at once: Airflow holds a global
-    advisory lock in the database for the whole migration.
+    Safe when several containers run it at once: on PostgreSQL they take turns
+    under an advisory lock of ours. Airflow's own migration lock does not cover
+    everything `db migrate` does on a fresh database: two at once failed with a
+    duplicate `default_pool` row (seen in the test that starts two together).
     """
-    log.info("running airflow db migrate")
-    result = procs.run(["airflow", "db", "migrate"], env=env, timeout=max(settings.wait_timeout,
-                                                                           600))
+    with _one_at_a_time(env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").strip()):
+        log.info("running airflow db migrate")
+        result = procs.run(["airflow", "db", "migrate"], env=env,
+                           timeout=max(settings.wait_timeout, 600))
     if result.returncode != 0:
         output = (result.stdout + result.stderr).decode(errors="replace")
         tail = "\n".join(output.strip().splitlines()[-15:])
         raise MigrationError(f"airflow db migrate exited {result.returncode}:\n"
                              f"{redact(tail)}")
     log.info("the database schema is at Airflow's head migration")
+
+
+@contextlib.contextmanager
+def _one_at_a_time(db_url: str):
+    if not db_url.startswith(("postgresql", "postgres")):
+        yield  # other databases: Airflow's own lock only
+        return
+    from sqlalchemy import text
+
+    from entrypoint.waits import _engine
+
+    engine = _engine(db_url)
+    try:
+        with engine.connect() as connection:
+            waited = False
+            while not connection.execute(text("SELECT pg_try_advisory_lock(:key)"),
+                                         {"key": MIGRATE_LOCK}).scalar():
+                if not waited:
+                    log.info("another container is migrating the database; waiting for it")
+                    waited = True
+                connection.commit()
+                time.sleep(LOCK_POLL)
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"),
+                                   {"key": MIGRATE_LOCK})
+                connection.commit()
+    finally:
+        engine.dispose()
