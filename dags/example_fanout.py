@@ -12,15 +12,18 @@ from airflow.sdk import dag, task
 @dag(dag_id="example_fanout", schedule=None, start_date=datetime(2026, 1, 1), catchup=False,
      default_args={"retries": 2}, tags=["airflow-ecs", "example"])
 def example_fanout():
+    # Each task returns one value: one XCom per task. (A task annotated `-> dict`
+    # gets multiple_outputs, which pushes every key as an XCom of its own too:
+    # three execution-API writes per task instead of one.)
     @task
-    def work(n: int) -> dict:
-        return {"n": n, "host": socket.gethostname()}
+    def work(n: int) -> str:
+        return socket.gethostname()
 
     @task
-    def gather(results: list[dict]) -> int:
-        hosts = sorted({r["host"] for r in results})
-        print(f"{len(results)} tasks ran on {len(hosts)} worker(s): {', '.join(hosts)}")
-        return len(results)
+    def gather(hosts: list[str]) -> int:
+        names = sorted(set(hosts))
+        print(f"{len(hosts)} tasks ran on {len(names)} worker(s): {', '.join(names)}")
+        return len(hosts)
 
     gather(work.expand(n=list(range(20))))
 
