@@ -17,6 +17,9 @@ the whole timeout even when the running tasks finish early, and always exits
 with status 1, so every scale-in would take the full stop timeout and look
 like a failure.
 
+In a worker it also makes Airflow's task supervisor notice a task process's
+exit at once (entrypoint.task_exit), so a finished task frees its slot.
+
 Airflow loads this module (through `[celery] celery_config_options`)
 wherever it builds its Celery app, scheduler and worker alike, so importing
 Airflow here is fine; the shutdown hook only fires in a worker.
@@ -29,9 +32,9 @@ import signal
 import threading
 
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import worker_init, worker_ready, worker_shutting_down
 
-from entrypoint import protection
+from entrypoint import protection, task_exit
 
 STOP_MARGIN_SECONDS = 10
 
@@ -60,6 +63,12 @@ def _escalate_at_deadline(sig: str = "", how: str = "", exitcode: int = 0, **_: 
     _timer = threading.Timer(deadline, os.kill, args=(os.getpid(), signal.SIGQUIT))
     _timer.daemon = True
     _timer.start()
+
+
+@worker_init.connect
+def _free_slots_on_task_exit(**_: object) -> None:
+    # In the main process, before the pool forks: every pool process inherits it.
+    task_exit.install()
 
 
 @worker_ready.connect

@@ -68,6 +68,17 @@ def test_celery_executor_imports_and_dependencies_are_consistent():
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+def test_task_exit_fix_applies_to_the_airflow_in_the_image():
+    """Expected exit code 0: the worker's fix to Airflow's task supervisor finds the shape it
+    was written for (it changes nothing, and says so, when Airflow changes)."""
+    result = run_in("worker", "-c", "from entrypoint import task_exit; "
+                    "from airflow.sdk.execution_time.supervisor import WatchedSubprocess as W; "
+                    "assert task_exit.install(); print(W._service_subprocess.__module__)",
+                    entrypoint="python3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "entrypoint.task_exit"
+
+
 def test_tini_is_pid_1():
     """Expected exit code 0; PID 1's command is tini."""
     result = run_in("base", "exec", "--", "python3", "-c",
