@@ -167,7 +167,7 @@ def celery_ping(env: Mapping[str, str]) -> HealthResult:
     "celery", fanout, JSON), so the probe talks to the mailbox through kombu
     directly: the same messages on the wire, without importing Celery's app
     machinery (a third of the probe's CPU)."""
-    from entrypoint.optional_imports import absent
+    from entrypoint.optional_imports import absent, kombu_without_plugins
 
     broker = env.get("AIRFLOW__CELERY__BROKER_URL", "")
     if not broker:
@@ -176,9 +176,12 @@ def celery_ping(env: Mapping[str, str]) -> HealthResult:
     options = {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT, "max_retries": 1}
     # redis-py imports the OpenTelemetry SDK whenever it is installed (Airflow
     # installs it) to offer metrics this short-lived process never records; that
-    # import was a quarter of the probe's CPU. kombu loads redis-py when the
-    # connection is made, so the whole ping runs inside the block.
-    with absent("opentelemetry.sdk.metrics"):
+    # import was a quarter of the probe's CPU. kombu registers a YAML serializer
+    # when PyYAML is installed, and looks for plugins; a JSON ping needs neither.
+    # kombu loads redis-py when the connection is made, so the whole ping runs
+    # inside the block.
+    with absent("opentelemetry.sdk.metrics", "opentelemetry.metrics", "yaml", "msgpack"), \
+            kombu_without_plugins():
         from kombu import Connection
         from kombu.pidbox import Mailbox
 

@@ -155,14 +155,17 @@ def test_worker_ping_only_this_worker_and_busy_is_healthy(redis_server, tmp_path
     assert not wait_healthy(env, want=False, timeout=20).healthy
 
 
-def test_worker_probe_imports_neither_celery_nor_the_otel_sdk(redis_server):
+def test_worker_probe_imports_neither_celery_nor_otel_nor_yaml(redis_server):
     broker = redis_server.url(db=9)
     code = ("import sys; from entrypoint.cli import main; rc = main(['health', 'worker']); "
             "bad = [m for m in ('celery', 'airflow', 'opentelemetry.sdk.metrics', "
-            "'urllib.request') if sys.modules.get(m)]; print('IMPORTED', bad)")
+            "'opentelemetry.metrics', 'yaml', 'urllib.request') if sys.modules.get(m)]; "
+            "from kombu.utils import compat; "
+            "print('IMPORTED', bad, 'PLUGINS', compat.entrypoints.__name__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, "AIRFLOW__CELERY__BROKER_URL": broker})
-    assert "IMPORTED []" in result.stdout, result.stdout + result.stderr
+    # kombu's plugin search is given back once the probe has imported kombu.
+    assert "IMPORTED [] PLUGINS entrypoints" in result.stdout, result.stdout + result.stderr
     assert "did not answer a ping" in result.stdout + result.stderr  # no worker: unhealthy
 
 
