@@ -6,11 +6,12 @@ a start-up with nothing to resolve pay only for what they use.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from entrypoint import __version__
 from entrypoint.errors import (
@@ -22,8 +23,13 @@ from entrypoint.errors import (
 )
 from entrypoint.log import log, redact
 
+if TYPE_CHECKING:
+    import argparse
+
 
 def _role(value: str) -> str:
+    import argparse
+
     from entrypoint.rolenames import parse_role
 
     try:
@@ -33,6 +39,8 @@ def _role(value: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse  # here: the health probe's fast path doesn't need it
+
     parser = argparse.ArgumentParser(
         prog="airflow-ecs",
         description="Entrypoint runtime of the airflow-ecs images: resolve secrets, sync DAGs, "
@@ -87,8 +95,23 @@ def _strip_dashes(args: list[str]) -> list[str]:
     return args[1:] if args and args[0] == "--" else args
 
 
+def _health_args(argv: Sequence[str]) -> SimpleNamespace | None:
+    """`health ROLE` without building the whole parser: ECS and Docker run the probe
+    every 30 s in every container, and the parser is a tenth of a scheduler probe's
+    CPU. Anything else (options, a bad role) goes through the parser and its errors."""
+    if len(argv) != 2 or argv[0] != "health" or argv[1].startswith("-"):
+        return None
+    from entrypoint.rolenames import parse_role
+
+    try:
+        return SimpleNamespace(command="health", role=parse_role(argv[1]))
+    except ValueError:
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _health_args(argv) or build_parser().parse_args(argv)
     if args.command not in ("run", "exec", "health"):
         # run and exec install them inside the start-up sequence; health is short.
         from entrypoint import procs
@@ -110,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-def _dispatch(args: argparse.Namespace) -> int:
+def _dispatch(args: argparse.Namespace | SimpleNamespace) -> int:
     if args.command == "run":
         from entrypoint.startup import start
 

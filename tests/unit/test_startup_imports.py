@@ -42,3 +42,20 @@ print(httpx.__name__)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.split() == ["S3FileSystem", "False", "True", "httpx"]
+
+
+def test_health_probe_skips_the_argument_parser_but_not_its_errors():
+    """`health ROLE` is parsed without argparse (the probe runs every 30 s); any other
+    form, a bad role included, still gets the parser's usage error (exit 2)."""
+    code = ("import sys; from entrypoint.cli import main; rc = main(['health', 'worker']); "
+            "print('RC', rc, 'argparse' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin"})
+    assert "RC 1 False" in result.stdout, result.stdout + result.stderr
+    assert "required setting: AIRFLOW__CELERY__BROKER_URL" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "entrypoint", "health", "nope"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown role 'nope'" in bad.stderr, bad.stderr
+    extra = subprocess.run([sys.executable, "-m", "entrypoint", "health", "worker", "x"],
+                           capture_output=True, text=True)
+    assert extra.returncode == 2 and "unrecognized arguments: x" in extra.stderr, extra.stderr
