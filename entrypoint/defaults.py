@@ -43,9 +43,6 @@ def tuned(settings: Settings) -> list[Default]:
                 "the folder the image bakes and the DAG sync publishes (AIRFLOW_ECS_DAGS_DIR)"),
         Default("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", refresh,
                 "Airflow's 300 s makes new DAG files wait up to five minutes"),
-        Default("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "1",
-                "with Airflow's 5 s a third of short tasks hold their worker slot ~5 s after "
-                "finishing; a 20-task fan-out went from 7.4 s to 3.2 s"),
         Default("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "0.25",
                 "Airflow's 1 s pause after an idle scheduler loop delays each run's start and "
                 "each wave of downstream tasks by up to 1 s; the shorter pause costs the idle "
@@ -63,7 +60,11 @@ def tuned(settings: Settings) -> list[Default]:
         Default("AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS", "entrypoint.celery_config.CELERY_CONFIG",
                 "Airflow's Celery config plus the shutdown deadline: a task still running "
                 "AIRFLOW_ECS_STOP_TIMEOUT - 10 s after SIGTERM has its message restored to the "
-                "queue before ECS kills the container"),
+                "queue before ECS kills the container; and a finished task frees its worker "
+                "slot the moment its process exits, where Airflow's supervisor could hold it "
+                "for [workers] min_heartbeat_interval (5 s; a third of short tasks did). That "
+                "fix lets Airflow's 5 s heartbeat stay: at 1 s every running task would call "
+                "the API every second"),
         Default("AIRFLOW__API__PORT", str(settings.api_port),
                 "the port of the webserver role (AIRFLOW_ECS_API_PORT)"),
         Default("AIRFLOW__LOGGING__COLORED_CONSOLE_LOG", "False",
