@@ -18,7 +18,9 @@ with status 1, so every scale-in would take the full stop timeout and look
 like a failure.
 
 In a worker it also makes Airflow's task supervisor notice a task process's
-exit at once (entrypoint.task_exit), so a finished task frees its slot.
+exit at once (entrypoint.task_exit), so a finished task frees its slot, and
+skips the heartbeat it sent right after starting a task
+(entrypoint.first_heartbeat).
 
 Airflow loads this module (through `[celery] celery_config_options`)
 wherever it builds its Celery app, scheduler and worker alike, so importing
@@ -34,7 +36,7 @@ import threading
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 from celery.signals import worker_init, worker_ready, worker_shutting_down
 
-from entrypoint import protection, task_exit
+from entrypoint import first_heartbeat, protection, task_exit
 
 STOP_MARGIN_SECONDS = 10
 
@@ -66,9 +68,10 @@ def _escalate_at_deadline(sig: str = "", how: str = "", exitcode: int = 0, **_: 
 
 
 @worker_init.connect
-def _free_slots_on_task_exit(**_: object) -> None:
-    # In the main process, before the pool forks: every pool process inherits it.
+def _correct_task_supervisor(**_: object) -> None:
+    # In the main process, before the pool forks: every pool process inherits them.
     task_exit.install()
+    first_heartbeat.install()
 
 
 @worker_ready.connect

@@ -68,15 +68,17 @@ def test_celery_executor_imports_and_dependencies_are_consistent():
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-def test_task_exit_fix_applies_to_the_airflow_in_the_image():
-    """Expected exit code 0: the worker's fix to Airflow's task supervisor finds the shape it
-    was written for (it changes nothing, and says so, when Airflow changes)."""
-    result = run_in("worker", "-c", "from entrypoint import task_exit; "
-                    "from airflow.sdk.execution_time.supervisor import WatchedSubprocess as W; "
-                    "assert task_exit.install(); print(W._service_subprocess.__module__)",
-                    entrypoint="python3")
+def test_supervisor_fixes_apply_to_the_airflow_in_the_image():
+    """Expected exit code 0: the worker's fixes to Airflow's task supervisor find the shape
+    they were written for (each changes nothing, and says so, when Airflow changes), and
+    the worker's Celery configuration installs them when the worker starts."""
+    script = ("from entrypoint import celery_config; "
+              "from celery.signals import worker_init; worker_init.send(sender=None); "
+              "from airflow.sdk.execution_time.supervisor import ActivitySubprocess as A; "
+              "print(A._service_subprocess.__module__, A._on_child_started.__module__)")
+    result = run_in("worker", "-c", script, entrypoint="python3")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "entrypoint.task_exit"
+    assert result.stdout.strip().splitlines()[-1] == "entrypoint.task_exit entrypoint.first_heartbeat"
 
 
 def test_tini_is_pid_1():
