@@ -21,6 +21,9 @@ def example_fanout():
 
     @task
     def gather(hosts: list[str]) -> int:
+        # `hosts` is read lazily: iterating over it asks for the values one by one (20
+        # execution-API requests); a slice fetches them all in one.
+        hosts = hosts[:]
         names = sorted(set(hosts))
         print(f"{len(hosts)} tasks ran on {len(names)} worker(s): {', '.join(names)}")
         return len(hosts)
