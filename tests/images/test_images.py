@@ -78,7 +78,8 @@ def test_supervisor_fixes_apply_to_the_airflow_in_the_image():
               "print(A._service_subprocess.__module__, A._on_child_started.__module__)")
     result = run_in("worker", "-c", script, entrypoint="python3")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "entrypoint.task_exit entrypoint.first_heartbeat"
+    modules = result.stdout.strip().splitlines()[-1]
+    assert modules == "entrypoint.task_exit entrypoint.first_heartbeat"
 
 
 def test_tini_is_pid_1():
