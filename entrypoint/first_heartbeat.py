@@ -18,32 +18,18 @@ still has the shape this was written against.
 
 from __future__ import annotations
 
-import logging
-
 from entrypoint import method_patch
 
-log = logging.getLogger(__name__)
-
+_SUPERVISOR = "airflow.sdk.execution_time.supervisor"
 _PARAMETERS = ("self", "ti", "dag_rel_path", "bundle_info", "sentry_integration")
-_FIELDS = ("_last_heartbeat_attempt", "_last_successful_heartbeat")
 
 
 def install() -> bool:
     """Patch Airflow's task supervisor; True when the fix is (already) in place."""
-    try:
-        import attrs
-        from airflow.sdk.execution_time.supervisor import ActivitySubprocess
-    except ImportError as exc:
-        log.warning("first heartbeat: Airflow's task supervisor not importable (%s); "
-                    "unchanged", exc)
-        return False
-    fields = attrs.fields_dict(ActivitySubprocess)
-    if any(name not in fields for name in _FIELDS):
-        log.warning("first heartbeat: ActivitySubprocess has no %s; unchanged",
-                    " or ".join(_FIELDS))
-        return False
-    return method_patch.replace(ActivitySubprocess, "_on_child_started", _PARAMETERS,
-                                _counting_start_as_heartbeat, "first heartbeat")
+    return method_patch.replace(_SUPERVISOR, "ActivitySubprocess", "_on_child_started",
+                                _PARAMETERS, _counting_start_as_heartbeat, "first heartbeat",
+                                attributes=("_last_heartbeat_attempt",
+                                            "_last_successful_heartbeat"))
 
 
 def _counting_start_as_heartbeat(original):

@@ -22,24 +22,16 @@ was written against; otherwise it logs why and changes nothing.
 
 from __future__ import annotations
 
-import logging
-
 from entrypoint import method_patch
 
-log = logging.getLogger(__name__)
-
+_SUPERVISOR = "airflow.sdk.execution_time.supervisor"
 _PARAMETERS = ("self", "max_wait_time", "raise_on_timeout", "expect_signal")
 
 
 def install() -> bool:
     """Patch Airflow's task supervisor; True when the fix is (already) in place."""
-    try:
-        from airflow.sdk.execution_time.supervisor import WatchedSubprocess
-    except ImportError as exc:
-        log.warning("task exit: Airflow's task supervisor not importable (%s); unchanged", exc)
-        return False
-    return method_patch.replace(WatchedSubprocess, "_service_subprocess", _PARAMETERS,
-                                _waiting_on_exit, "task exit")
+    return method_patch.replace(_SUPERVISOR, "WatchedSubprocess", "_service_subprocess",
+                                _PARAMETERS, _waiting_on_exit, "task exit")
 
 
 def _waiting_on_exit(original):
