@@ -63,6 +63,23 @@ DOMAINS = ("ingest", "transform", "reports", "ml", "maintenance")
 MANIFEST_PREFIX = ".airflow-ecs"
 
 
+def scratch_root() -> str | None:
+    """Where the synced trees and SeaweedFS's data go: a tmpfs when there is one.
+
+    On a disk, creating files shortly after other files were deleted can cost many
+    times the usual system CPU (on the machine behind BENCHMARKS.md, 2,000 files of
+    10 KB took 1.6 s just after a deletion and 0.09 s six seconds later), and it
+    would fall on whichever tool ran next. BENCH_SCRATCH overrides the choice."""
+    if os.environ.get("BENCH_SCRATCH"):
+        return os.environ["BENCH_SCRATCH"]
+    try:
+        with open("/proc/mounts") as mounts:
+            tmpfs = {line.split()[1] for line in mounts if line.split()[2] == "tmpfs"}
+    except OSError:
+        return None
+    return "/dev/shm" if "/dev/shm" in tmpfs and os.access("/dev/shm", os.W_OK) else None
+
+
 # --- the DAG files -------------------------------------------------------------------------
 def relative_path(i: int) -> str:
     return f"team_{i % 20:02d}/{DOMAINS[(i // 20) % len(DOMAINS)]}/dag_{i:04d}.py"
@@ -207,7 +224,7 @@ class SeaweedFS:
         words = subprocess.run([str(WEED), "version"], capture_output=True, text=True,
                                check=True).stdout.split()
         self.version = next((w for w in words if w[:1].isdigit() and "." in w), "?")
-        self.workdir = Path(tempfile.mkdtemp(prefix="bench-seaweedfs-"))
+        self.workdir = Path(tempfile.mkdtemp(prefix="bench-seaweedfs-", dir=scratch_root()))
         ports: list[int] = []
         while len(ports) < 8:
             port = free_port()
@@ -656,13 +673,14 @@ def bench_git(work: Path) -> dict:
 
 # --- the report ----------------------------------------------------------------------------
 def run() -> str:
-    work = Path(tempfile.mkdtemp(prefix="bench-dagsync-"))
+    work = Path(tempfile.mkdtemp(prefix="bench-dagsync-", dir=scratch_root()))
     # The in-process passes would log every published tree. (Importing the logger sets
     # it up, at level INFO: import it before lowering the level.)
     from entrypoint.log import log as logger
 
     level = logger.level
     logger.setLevel(logging.WARNING)
+    work_root = str(work.parent)
     try:
         s3, counts, extra = bench_s3(work)
         gits = bench_git(work)
@@ -782,7 +800,12 @@ def run() -> str:
         "made). Wall and client CPU (children included) are medians; \"÷ plain\" is wall time "
         "over the plain alternative's (the row at 1.00), measured in the same run, on a "
         f"machine with {os.cpu_count()} CPUs shared by the client and the servers. Every "
-        "successful run's tree was compared with the source.",
+        "successful run's tree was compared with the source. The trees, the git repositories "
+        f"and SeaweedFS's data were written under {work_root}"
+        + (" (a tmpfs: on this machine's disk, creating 2,000 files just after a deletion "
+           "cost 1.6 s of system CPU against 0.09 s a few seconds later, falling at random "
+           "on either tool)."
+           if work_root == "/dev/shm" else "."),
         "",
         f"### S3: one local SeaweedFS server, directly and with {lag} added to every request; "
         f"medians of {S3_FIRST_RUNS} first syncs and {S3_REFRESH_RUNS} refreshes",
