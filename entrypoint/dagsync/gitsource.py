@@ -78,9 +78,8 @@ def credentials(settings: Settings, env: Mapping[str, str], token: str | None,
     child = {k: v for k, v in env.items() if not k.startswith(("AIRFLOW", "GIT_"))}
     child.update({"GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
                   "GIT_ASKPASS": "/bin/false", "SSH_ASKPASS": "/bin/false"})
-    workdir = Path(tempfile.mkdtemp(prefix="airflow-ecs-git-"))
+    workdir: Path | None = None  # private, for the SSH key files only
     try:
-        os.chmod(workdir, 0o700)
         if token:
             mask(token)
             # The empty value first clears any helper from the user's or repository's
@@ -95,6 +94,8 @@ def credentials(settings: Settings, env: Mapping[str, str], token: str | None,
             if not settings.dags_git_known_hosts:
                 raise ConfigError("required setting: AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS with an "
                                   "SSH key (the host key lines, e.g. from ssh-keyscan)")
+            workdir = Path(tempfile.mkdtemp(prefix="airflow-ecs-git-"))
+            os.chmod(workdir, 0o700)
             key = workdir / "id"
             fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
@@ -106,7 +107,8 @@ def credentials(settings: Settings, env: Mapping[str, str], token: str | None,
                 f"-o UserKnownHostsFile={known} -o BatchMode=yes")
         yield child
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _classify(stderr: str) -> str:
@@ -154,11 +156,14 @@ def fetch_commit(settings: Settings, env: Mapping[str, str], token: str | None,
     timeout = float(settings.dags_sync_timeout)
     where = mask_url(url)
     with credentials(settings, env, token, ssh_key) as child:
+        git_dir = ["--git-dir", str(cache)]
         if not (cache / "HEAD").exists():
             shutil.rmtree(cache, ignore_errors=True)
             cache.parent.mkdir(parents=True, exist_ok=True)
             _git(["init", "--quiet", "--bare", str(cache)], child, timeout, "git init")
-        git_dir = ["--git-dir", str(cache)]
+            # A new cache has nothing to pack or prune: skip fetch's maintenance run (a
+            # child process). Later fetches keep it, as packs pile up one per fetch.
+            git_dir += ["-c", "maintenance.auto=false"]
         # The URL is passed per call, never stored in the cache's config.
         depth = [f"--depth={settings.dags_git_depth}"] if settings.dags_git_depth else []
         ref = settings.dags_git_ref
@@ -173,8 +178,9 @@ def fetch_commit(settings: Settings, env: Mapping[str, str], token: str | None,
 
 def build_tree(settings: Settings, env: Mapping[str, str], cache: Path, sha: str,
                tree: Path, token: str | None, ssh_key: str | None,
-               previous: tuple[Path, str] | None = None) -> int:
-    """Check commit sha out into the empty directory tree; return the files written.
+               previous: tuple[Path, str] | None = None) -> int | None:
+    """Check commit sha out into the empty directory tree; return the files written,
+    or None when every file of the commit was (a full checkout).
 
     With `previous` (the published folder and its commit), only what changed between
     the two commits is written: every other file is hard-linked from the published
@@ -193,7 +199,7 @@ def build_tree(settings: Settings, env: Mapping[str, str], cache: Path, sha: str
                 # One process reads the commit and writes its files, as `git clone` does.
                 _git([*git, "read-tree", "-u", "--reset", sha], child, timeout,
                      "checking out the commit")
-                return sum(len(files) for _, _, files in os.walk(tree))
+                return None
             _git([*git, "read-tree", sha], child, timeout, "reading the commit")
             _link_unchanged(previous[0], tree, settings.dags_git_subdir, set(changed))
             written = [path for path, status in changed.items() if status != "D"]

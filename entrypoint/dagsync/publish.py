@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -92,7 +91,7 @@ def publish(settings: Settings, tree: Path) -> None:
                 f"AIRFLOW_ECS_DAGS_DIR={link} is a real directory with files in it; synced DAGs "
                 "are published as a symlink there. Point AIRFLOW_ECS_DAGS_DIR at a path in a "
                 "writable volume, e.g. /opt/airflow/dags-data/dags")
-    temporary = link.parent / f".{link.name}.{uuid.uuid4().hex}"
+    temporary = link.parent / f".{link.name}.{os.urandom(16).hex()}"
     os.symlink(tree, temporary)
     try:
         os.replace(temporary, link)

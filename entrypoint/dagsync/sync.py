@@ -92,6 +92,8 @@ def _sync_git(settings: Settings, env: Mapping[str, str], raw_env: Mapping[str, 
             raise DagSyncError(f"AIRFLOW_ECS_DAGS_GIT_SUBDIR={settings.dags_git_subdir!r} is "
                                f"not a folder at commit {sha[:12]}")
         files = publish.check_shrink(settings, content, published)
+        if fetched is None:  # a full checkout wrote every file of the commit
+            fetched = publish.count_files(tree) if content != tree else files
         publish.publish(settings, content)
     except BaseException:
         shutil.rmtree(tree, ignore_errors=True)

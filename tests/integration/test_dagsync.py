@@ -119,7 +119,9 @@ def test_git_refresh_writes_only_what_changed(repo, tmp_path):
         s = settings_for(tmp_path / (subdir or "root"), AIRFLOW_ECS_DAGS_SOURCE="git",
                          AIRFLOW_ECS_DAGS_GIT_URL=f"file://{repo.bare}",
                          AIRFLOW_ECS_DAGS_GIT_SUBDIR=subdir)
-        dagsync.sync_once(s, {}, first=True, raw_env={})
+        first = dagsync.sync_once(s, {}, first=True, raw_env={})
+        # A first sync checks the whole commit out; the subdir's files are published.
+        assert (first.fetched, first.files) == (205, 4 if subdir else 205)
     old = {p: (s.dags_dir / p).stat().st_ino for p in ("keep.py", "edit.py", "gone.py")}
     saved = tmp_path / "edit-as-published"
     os.link(s.dags_dir / "edit.py", saved)  # the published file's inode
