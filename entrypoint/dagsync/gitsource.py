@@ -187,6 +187,8 @@ def build_tree(settings: Settings, env: Mapping[str, str], cache: Path, sha: str
     tree, as the S3 source does with unchanged objects. A commit touching one file of
     thousands then costs one file write instead of a full checkout. Git writes each
     changed file anew (never through a link), so the published tree never changes.
+    With submodules the tree is always checked out in full: a changed gitlink says
+    nothing about which of the submodule's files changed.
     """
     timeout = float(settings.dags_sync_timeout)
     with credentials(settings, env, token, ssh_key) as child:
@@ -194,11 +196,20 @@ def build_tree(settings: Settings, env: Mapping[str, str], cache: Path, sha: str
         git = ["--git-dir", str(cache), "--work-tree", str(tree)]
         try:
             changed = _changes(cache, previous[1], sha, settings.dags_git_subdir, child,
-                               timeout) if previous else None
+                               timeout) if previous and not settings.dags_git_submodules else None
             if changed is None:
                 # One process reads the commit and writes its files, as `git clone` does.
                 _git([*git, "read-tree", "-u", "--reset", sha], child, timeout,
                      "checking out the commit")
+                if settings.dags_git_submodules:
+                    from entrypoint.dagsync import submodules
+
+                    depth = ([f"--depth={settings.dags_git_depth}"]
+                             if settings.dags_git_depth else [])
+                    submodules.check_out(
+                        lambda args, env, what: _git(args, env, timeout, what), validate_url,
+                        cache, sha, settings.dags_git_url or "", tree, child, depth,
+                        settings.dags_git_subdir)
                 return None
             _git([*git, "read-tree", sha], child, timeout, "reading the commit")
             _link_unchanged(previous[0], tree, settings.dags_git_subdir, set(changed))

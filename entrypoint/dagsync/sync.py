@@ -74,9 +74,6 @@ def _sync_git(settings: Settings, env: Mapping[str, str], raw_env: Mapping[str, 
 
     token = _credential(GIT_TOKEN_VAR, env, raw_env)
     ssh_key = _credential(GIT_SSH_KEY_VAR, env, raw_env)
-    if settings.dags_git_submodules:
-        raise ConfigError("AIRFLOW_ECS_DAGS_GIT_SUBMODULES=true is not supported by this "
-                          "version; vendor the submodules' DAGs into the repository")
     cache, sha = gitsource.fetch_commit(settings, env, token, ssh_key)
     status = publish.read_status(settings)
     if (published is not None and status and status.revision == sha
