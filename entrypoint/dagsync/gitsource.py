@@ -38,7 +38,7 @@ from pathlib import Path
 from entrypoint import procs
 from entrypoint.config import Settings
 from entrypoint.errors import ConfigError, DagSyncError
-from entrypoint.log import mask, mask_url, redact
+from entrypoint.log import log, mask, mask_url, redact
 
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _TRANSPORT_HELPER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
@@ -130,6 +130,19 @@ def _classify(stderr: str) -> str:
     return "git failed"
 
 
+class GitError(DagSyncError):
+    """A git command failed; `reason` is what _classify made of its stderr."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# Failures that a new cache can't change: retrying them from scratch would only repeat them.
+_NOT_THE_CACHE = ("unreachable host", "unreachable host (DNS lookup failed)", "bad credentials",
+                  "SSH host key not in AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS", "repository not found")
+
+
 def _git(args: list[str], env: Mapping[str, str], timeout: float, what: str,
          cwd: Path | None = None, stdin: str | None = None) -> str:
     try:
@@ -141,8 +154,12 @@ def _git(args: list[str], env: Mapping[str, str], timeout: float, what: str,
                            f"{timeout:g}s") from None
     if result.returncode != 0:
         stderr = redact(result.stderr.decode(errors="replace")).strip()
-        last = "\n".join(line for line in stderr.splitlines()[-4:])
-        raise DagSyncError(f"{what}: {_classify(stderr)}: {last}")
+        lines = stderr.splitlines()
+        # git's own verdicts, without the advice it prints after them
+        last = "\n".join(([line for line in lines if line.startswith(("fatal:", "error:"))]
+                          or lines)[-4:])
+        reason = _classify(stderr)
+        raise GitError(f"{what}: {reason}: {last}", reason)
     return result.stdout.decode(errors="replace").strip()
 
 
@@ -153,27 +170,42 @@ def fetch_commit(settings: Settings, env: Mapping[str, str], token: str | None,
     validate_url(url)
     validate_ref(settings.dags_git_ref)
     cache = settings.dags_state_dir / "repo.git"
-    timeout = float(settings.dags_sync_timeout)
-    where = mask_url(url)
     with credentials(settings, env, token, ssh_key) as child:
-        git_dir = ["--git-dir", str(cache)]
-        if not (cache / "HEAD").exists():
-            shutil.rmtree(cache, ignore_errors=True)
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            _git(["init", "--quiet", "--bare", str(cache)], child, timeout, "git init")
-            # A new cache has nothing to pack or prune: skip fetch's maintenance run (a
-            # child process). Later fetches keep it, as packs pile up one per fetch.
-            git_dir += ["-c", "maintenance.auto=false"]
-        # The URL is passed per call, never stored in the cache's config.
-        depth = [f"--depth={settings.dags_git_depth}"] if settings.dags_git_depth else []
-        ref = settings.dags_git_ref
-        _git([*git_dir, "fetch", "--quiet", "--no-tags", *depth, "--", url,
-              f"+{ref}:refs/airflow-ecs/sync" if not _SHA.match(ref) else ref],
-             child, timeout, f"fetching {ref} from {where}")
-        target = "refs/airflow-ecs/sync" if not _SHA.match(ref) else "FETCH_HEAD"
-        sha = _git([*git_dir, "rev-parse", "--verify", f"{target}^{{commit}}"], child, timeout,
-                   f"resolving {ref}")
-    return cache, sha
+        if (cache / "HEAD").exists():
+            try:
+                return cache, _fetch(settings, child, cache, url, new_cache=False)
+            except GitError as exc:
+                if exc.reason in _NOT_THE_CACHE:
+                    raise
+                # A sync killed mid-fetch can leave a lock file behind (every later fetch
+                # then fails), a damaged pack can make objects vanish: start over, once.
+                log.warning("git fetch into the cache failed (%s); fetching again into a new "
+                            "cache", exc)
+        shutil.rmtree(cache, ignore_errors=True)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        _git(["init", "--quiet", "--bare", str(cache)], child,
+             float(settings.dags_sync_timeout), "git init")
+        return cache, _fetch(settings, child, cache, url, new_cache=True)
+
+
+def _fetch(settings: Settings, child: Mapping[str, str], cache: Path, url: str,
+           new_cache: bool) -> str:
+    """Fetch the ref into the cache; return its commit sha."""
+    timeout = float(settings.dags_sync_timeout)
+    git_dir = ["--git-dir", str(cache)]
+    if new_cache:
+        # A new cache has nothing to pack or prune: skip fetch's maintenance run (a child
+        # process). Later fetches keep it, as packs pile up one per fetch.
+        git_dir += ["-c", "maintenance.auto=false"]
+    # The URL is passed per call, never stored in the cache's config.
+    depth = [f"--depth={settings.dags_git_depth}"] if settings.dags_git_depth else []
+    ref = settings.dags_git_ref
+    _git([*git_dir, "fetch", "--quiet", "--no-tags", *depth, "--", url,
+          f"+{ref}:refs/airflow-ecs/sync" if not _SHA.match(ref) else ref],
+         child, timeout, f"fetching {ref} from {mask_url(url)}")
+    target = "refs/airflow-ecs/sync" if not _SHA.match(ref) else "FETCH_HEAD"
+    return _git([*git_dir, "rev-parse", "--verify", f"{target}^{{commit}}"], child, timeout,
+                f"resolving {ref}")
 
 
 def build_tree(settings: Settings, env: Mapping[str, str], cache: Path, sha: str,

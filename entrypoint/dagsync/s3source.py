@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 
@@ -104,6 +105,16 @@ def read_manifest(tree: Path | None) -> dict[str, tuple[str, int]]:
     return {k: (v[0], int(v[1])) for k, v in data.items()}
 
 
+def _has(path: Path, size: int) -> bool:
+    """Whether path is a regular file of that size (a published file lost or edited by
+    hand is fetched again rather than linked)."""
+    try:
+        found = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(found.st_mode) and found.st_size == size
+
+
 def build_tree(fs, settings: Settings, env: Mapping[str, str],
                objects: Mapping[str, tuple[str, int]], previous: Path | None,
                tree: Path) -> int:
@@ -117,7 +128,7 @@ def build_tree(fs, settings: Settings, env: Mapping[str, str],
         if target.parent not in folders:
             target.parent.mkdir(parents=True, exist_ok=True)
             folders.add(target.parent)
-        if previous is not None and old.get(key) == (etag, size) and (previous / key).is_file():
+        if previous is not None and old.get(key) == (etag, size) and _has(previous / key, size):
             os.link(previous / key, target)
         else:
             pairs.append((f"{bucket}/{prefix}{key}", target))

@@ -76,11 +76,12 @@ def _sync_git(settings: Settings, env: Mapping[str, str], raw_env: Mapping[str, 
     ssh_key = _credential(GIT_SSH_KEY_VAR, env, raw_env)
     cache, sha = gitsource.fetch_commit(settings, env, token, ssh_key)
     status = publish.read_status(settings)
-    if (published is not None and status and status.revision == sha
-            and publish.count_files(published) > 0):
+    intact = status is not None and _intact(published, status, status.revision or "")
+    if intact and status.revision == sha:
         return SyncResult(sha, changed=False, files=status.files or 0)
     tree = publish.new_tree(settings, sha)
-    previous = _published_commit(settings, published, status.revision if status else None)
+    # Unchanged files are linked from the published tree only while it is intact.
+    previous = _published_commit(settings, published, status.revision) if intact else None
     try:
         fetched = gitsource.build_tree(settings, env, cache, sha, tree, token, ssh_key,
                                        previous)
@@ -96,6 +97,13 @@ def _sync_git(settings: Settings, env: Mapping[str, str], raw_env: Mapping[str, 
         shutil.rmtree(tree, ignore_errors=True)
         raise
     return SyncResult(sha, changed=True, files=files, fetched=fetched)
+
+
+def _intact(published: Path | None, status: publish.Status | None, revision: str) -> bool:
+    """Whether the published tree is the revision's, as built: a tree whose files were
+    deleted by hand (or lost) is built again rather than kept."""
+    return (published is not None and status is not None and status.revision == revision
+            and (status.files or 0) > 0 and publish.count_files(published) == status.files)
 
 
 def _published_commit(settings: Settings, published, revision: str | None):
@@ -116,7 +124,7 @@ def _sync_s3(settings: Settings, env: Mapping[str, str], published) -> SyncResul
     objects = s3source.listing(fs, settings)
     revision = s3source.revision(objects)
     status = publish.read_status(settings)
-    if published is not None and status and status.revision == revision:
+    if _intact(published, status, revision):
         return SyncResult(revision, changed=False, files=status.files or 0)
     tree = publish.new_tree(settings, revision)
     try:

@@ -4,6 +4,7 @@ moto's S3, including atomicity under concurrent readers and refusal to shrink.""
 import hashlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -142,6 +143,73 @@ def test_git_refresh_writes_only_what_changed(repo, tmp_path):
     assert os.access(root.dags_dir / "run.sh", os.X_OK)
     assert tree_files(root)["team0/dag_0.py"] == "# changed outside the subdir\n"
     assert len(tree_files(root)) == 200 + 5
+
+
+def test_git_cache_left_locked_or_damaged_is_rebuilt(repo, tmp_path, caplog):
+    """A fetch killed halfway leaves a lock file that fails every later fetch, and a
+    damaged pack loses objects: the cache is started over, once, with a warning."""
+    repo.commit({"a.py": "A1"})
+    s = settings_for(tmp_path, AIRFLOW_ECS_DAGS_SOURCE="git",
+                     AIRFLOW_ECS_DAGS_GIT_URL=f"file://{repo.bare}")
+    dagsync.sync_once(s, {}, first=True, raw_env={})
+    cache = s.dags_state_dir / "repo.git"
+    (cache / "shallow.lock").touch()
+    second = repo.commit({"a.py": "A2"})
+    assert dagsync.sync_once(s, {}, raw_env={}).revision == second
+    assert tree_files(s) == {"a.py": "A2"}
+    assert "shallow.lock" in caplog.text and "fetching again into a new cache" in caplog.text
+    assert not (cache / "shallow.lock").exists()
+
+    for pack in (cache / "objects" / "pack").glob("*.pack"):
+        os.truncate(pack, 100)
+    third = repo.commit({"a.py": "A3"})
+    assert dagsync.sync_once(s, {}, raw_env={}).revision == third
+    assert tree_files(s) == {"a.py": "A3"}
+
+
+def test_git_tree_damaged_by_hand_is_rebuilt(repo, tmp_path):
+    repo.commit({"a.py": "A", "b.py": "B"})
+    s = settings_for(tmp_path, AIRFLOW_ECS_DAGS_SOURCE="git",
+                     AIRFLOW_ECS_DAGS_GIT_URL=f"file://{repo.bare}")
+    dagsync.sync_once(s, {}, first=True, raw_env={})
+    (s.dags_dir / "b.py").unlink()
+    assert dagsync.sync_once(s, {}, raw_env={}).changed
+    assert tree_files(s) == {"a.py": "A", "b.py": "B"}
+    assert not dagsync.sync_once(s, {}, raw_env={}).changed
+
+    # Damaged, then a new commit: unchanged files are not linked from the damaged tree.
+    (s.dags_dir / "a.py").unlink()
+    repo.commit({"b.py": "B2"})
+    assert dagsync.sync_once(s, {}, raw_env={}).changed
+    assert tree_files(s) == {"a.py": "A", "b.py": "B2"}
+
+
+def test_git_slow_remote_times_out_and_keeps_the_last_tree(repo, tmp_path):
+    """A remote that accepts and never answers: the sync gives up after
+    AIRFLOW_ECS_DAGS_SYNC_TIMEOUT, publishes nothing and leaves no git process."""
+    good = repo.commit({"a.py": "A"})
+    s = settings_for(tmp_path, AIRFLOW_ECS_DAGS_SOURCE="git",
+                     AIRFLOW_ECS_DAGS_GIT_URL=f"file://{repo.bare}")
+    dagsync.sync_once(s, {}, first=True, raw_env={})
+    silent = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(silent.accept()), daemon=True).start()
+    try:
+        port = silent.getsockname()[1]
+        slow = settings_for(tmp_path, AIRFLOW_ECS_DAGS_SOURCE="git",
+                            AIRFLOW_ECS_DAGS_GIT_URL=f"git://127.0.0.1:{port}/dags.git",
+                            AIRFLOW_ECS_DAGS_SYNC_TIMEOUT="1")
+        started = time.monotonic()
+        with pytest.raises(DagSyncError, match="no answer within AIRFLOW_ECS_DAGS_SYNC_TIMEOUT=1s"):
+            dagsync.sync_once(slow, {}, raw_env={})
+        assert time.monotonic() - started < 10
+        assert accepted  # git did connect, and got no answer
+    finally:
+        silent.close()
+    assert tree_files(s) == {"a.py": "A"}
+    assert publish.read_status(s).revision == good
+    leftover = subprocess.run(["pgrep", "-f", f"127.0.0.1:{port}"], capture_output=True)
+    assert leftover.returncode == 1, leftover.stdout
 
 
 def test_git_unknown_ref_unsafe_urls_and_unreachable_host(repo, tmp_path):
@@ -366,6 +434,17 @@ def test_s3_incremental_deletes_names_and_2000_files(moto, tmp_path):
         object_gets = [path for method, path in proxy.paths
                        if method == "GET" and "list-type=2" not in path]
         assert len(object_gets) == 1 and "d0007.py" in object_gets[0]
+
+        # Files of the published tree lost or edited by hand: nothing changed in S3, yet
+        # the tree is built again, the two files fetched anew and the rest linked.
+        (s.dags_dir / "many" / "d0009.py").unlink()
+        (s.dags_dir / "many" / "d0010.py").write_bytes(b"edited by hand")
+        (s.dags_dir / "many" / "d0011.py").unlink()
+        (s.dags_dir / "many" / "d0011.py").write_bytes(b"x" * 101)
+        repaired = dagsync.sync_once(s, s3_env(proxy.url), raw_env={})
+        assert repaired.changed and repaired.fetched == 3
+        for name in ("d0009.py", "d0010.py", "d0011.py"):
+            assert (s.dags_dir / "many" / name).read_bytes() == b"x" * 100
     finally:
         proxy.close()
 
