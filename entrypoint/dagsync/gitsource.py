@@ -4,8 +4,8 @@ Every step is one git plumbing command (init, fetch, rev-parse, read-tree),
 run through `procs.run`, which reaps the child when a SIGTERM arrives during
 start-up. GitPython (installed anyway, for Airflow's git provider) is not
 used here: it would add nothing but a wrapper around the same commands, its
-import alone costs ~110 ms per `sync-dags` process (a first sync of 2,000
-files takes ~280 ms; see BENCHMARKS.md), and its URL handling is where its
+import alone costs ~50 ms per process (a whole first sync of 2,000 files adds
+~105 ms to a container's start; see BENCHMARKS.md), and its URL handling is where its
 command-injection CVEs were.
 
 The cache (`<state dir>/repo.git`) makes a refresh a shallow fetch of one
