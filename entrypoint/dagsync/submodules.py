@@ -23,13 +23,16 @@ from entrypoint.errors import ConfigError, DagSyncError
 MAX_DEPTH = 5
 GITLINK_MODE = "160000"
 
-# (args, env, what, stdin) -> stdout: gitsource's runner of one git command.
+# (args, env, what) -> stdout: gitsource's runner of one git command.
 Git = Callable[..., str]
 
 
 def resolve_url(base: str, url: str) -> str:
     """A `.gitmodules` URL made absolute against the URL of the repository naming it:
-    `./x` below it, each `../` one path component up, as git resolves them."""
+    `./x` below it, each `../` one path component up, as git resolves them.
+
+    Written here because git's resolver is internal to `git submodule` (no plumbing
+    command exposes it), which needs a work tree the published trees don't have."""
     if not url.startswith(("./", "../")):
         return url
     base = base.rstrip("/")
