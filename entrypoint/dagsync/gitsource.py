@@ -111,36 +111,36 @@ def credentials(settings: Settings, env: Mapping[str, str], token: str | None,
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _classify(stderr: str) -> str:
+# What git's stderr says went wrong, checked in order: (phrases, reason, whether the
+# remote or the credentials refused: a new cache would only repeat such a failure).
+_REASONS = (
+    (("could not resolve host", "name or service not known"),
+     "unreachable host (DNS lookup failed)", True),
+    (("connection refused", "timed out", "couldn't connect"), "unreachable host", True),
+    (("authentication failed", "could not read username", "401", "403", "permission denied",
+      "could not read password"), "bad credentials", True),
+    (("host key verification failed",),
+     "SSH host key not in AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS", True),
+    (("couldn't find remote ref", "not our ref", "unknown revision"), "unknown ref", False),
+    (("not found", "does not appear to be a git repository"), "repository not found", True),
+)
+
+
+def _classify(stderr: str) -> tuple[str, bool]:
+    """(reason, whether the remote or the credentials refused) for a git stderr."""
     text = stderr.lower()
-    if "could not resolve host" in text or "name or service not known" in text:
-        return "unreachable host (DNS lookup failed)"
-    if "connection refused" in text or "timed out" in text or "couldn't connect" in text:
-        return "unreachable host"
-    if ("authentication failed" in text or "could not read username" in text
-            or "401" in text or "403" in text or "permission denied" in text
-            or "could not read password" in text):
-        return "bad credentials"
-    if "host key verification failed" in text:
-        return "SSH host key not in AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS"
-    if "couldn't find remote ref" in text or "not our ref" in text or "unknown revision" in text:
-        return "unknown ref"
-    if "not found" in text or "does not appear to be a git repository" in text:
-        return "repository not found"
-    return "git failed"
+    for phrases, reason, remote in _REASONS:
+        if any(phrase in text for phrase in phrases):
+            return reason, remote
+    return "git failed", False
 
 
 class GitError(DagSyncError):
-    """A git command failed; `reason` is what _classify made of its stderr."""
+    """A git command failed; `remote` when the remote or the credentials refused it."""
 
-    def __init__(self, message: str, reason: str) -> None:
+    def __init__(self, message: str, remote: bool) -> None:
         super().__init__(message)
-        self.reason = reason
-
-
-# Failures that a new cache can't change: retrying them from scratch would only repeat them.
-_NOT_THE_CACHE = ("unreachable host", "unreachable host (DNS lookup failed)", "bad credentials",
-                  "SSH host key not in AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS", "repository not found")
+        self.remote = remote
 
 
 def _git(args: list[str], env: Mapping[str, str], timeout: float, what: str,
@@ -158,8 +158,8 @@ def _git(args: list[str], env: Mapping[str, str], timeout: float, what: str,
         # git's own verdicts, without the advice it prints after them
         last = "\n".join(([line for line in lines if line.startswith(("fatal:", "error:"))]
                           or lines)[-4:])
-        reason = _classify(stderr)
-        raise GitError(f"{what}: {reason}: {last}", reason)
+        reason, remote = _classify(stderr)
+        raise GitError(f"{what}: {reason}: {last}", remote)
     return result.stdout.decode(errors="replace").strip()
 
 
@@ -175,7 +175,7 @@ def fetch_commit(settings: Settings, env: Mapping[str, str], token: str | None,
             try:
                 return cache, _fetch(settings, child, cache, url, new_cache=False)
             except GitError as exc:
-                if exc.reason in _NOT_THE_CACHE:
+                if exc.remote:
                     raise
                 # A sync killed mid-fetch can leave a lock file behind (every later fetch
                 # then fails), a damaged pack can make objects vanish: start over, once.
@@ -188,6 +188,10 @@ def fetch_commit(settings: Settings, env: Mapping[str, str], token: str | None,
         return cache, _fetch(settings, child, cache, url, new_cache=True)
 
 
+def _depth(settings: Settings) -> list[str]:
+    return [f"--depth={settings.dags_git_depth}"] if settings.dags_git_depth else []
+
+
 def _fetch(settings: Settings, child: Mapping[str, str], cache: Path, url: str,
            new_cache: bool) -> str:
     """Fetch the ref into the cache; return its commit sha."""
@@ -198,9 +202,8 @@ def _fetch(settings: Settings, child: Mapping[str, str], cache: Path, url: str,
         # process). Later fetches keep it, as packs pile up one per fetch.
         git_dir += ["-c", "maintenance.auto=false"]
     # The URL is passed per call, never stored in the cache's config.
-    depth = [f"--depth={settings.dags_git_depth}"] if settings.dags_git_depth else []
     ref = settings.dags_git_ref
-    _git([*git_dir, "fetch", "--quiet", "--no-tags", *depth, "--", url,
+    _git([*git_dir, "fetch", "--quiet", "--no-tags", *_depth(settings), "--", url,
           f"+{ref}:refs/airflow-ecs/sync" if not _SHA.match(ref) else ref],
          child, timeout, f"fetching {ref} from {mask_url(url)}")
     target = "refs/airflow-ecs/sync" if not _SHA.match(ref) else "FETCH_HEAD"
@@ -236,11 +239,9 @@ def build_tree(settings: Settings, env: Mapping[str, str], cache: Path, sha: str
                 if settings.dags_git_submodules:
                     from entrypoint.dagsync import submodules
 
-                    depth = ([f"--depth={settings.dags_git_depth}"]
-                             if settings.dags_git_depth else [])
                     submodules.check_out(
                         lambda args, env, what: _git(args, env, timeout, what), validate_url,
-                        cache, sha, settings.dags_git_url or "", tree, child, depth,
+                        cache, sha, settings.dags_git_url or "", tree, child, _depth(settings),
                         settings.dags_git_subdir)
                 return None
             _git([*git, "read-tree", sha], child, timeout, "reading the commit")
