@@ -62,8 +62,10 @@ def count_files(tree: Path) -> int:
     return sum(len(files) for _, _, files in os.walk(tree))
 
 
-def check_shrink(settings: Settings, new: Path, published: Path | None) -> int:
-    """Refuse an empty tree, or one that lost more than half of the files."""
+def check_shrink(settings: Settings, new: Path, published: Path | None,
+                 published_files: int | None = None) -> int:
+    """Refuse an empty tree, or one that lost more than half of the files (published_files:
+    the published tree's count, when the caller has just counted it)."""
     files = count_files(new)
     if settings.dags_allow_shrink:
         return files
@@ -71,7 +73,7 @@ def check_shrink(settings: Settings, new: Path, published: Path | None) -> int:
         raise DagSyncError("the source holds no files; refusing to publish an empty DAG folder "
                            "(set AIRFLOW_ECS_DAGS_ALLOW_SHRINK=true if that is intended)")
     if published is not None:
-        before = count_files(published)
+        before = count_files(published) if published_files is None else published_files
         if before and files < before / 2:
             raise DagSyncError(
                 f"the new tree has {files} files where the published one has {before}; refusing "

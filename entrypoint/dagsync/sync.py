@@ -89,7 +89,8 @@ def _sync_git(settings: Settings, env: Mapping[str, str], raw_env: Mapping[str, 
         if not content.is_dir():
             raise DagSyncError(f"AIRFLOW_ECS_DAGS_GIT_SUBDIR={settings.dags_git_subdir!r} is "
                                f"not a folder at commit {sha[:12]}")
-        files = publish.check_shrink(settings, content, published)
+        files = publish.check_shrink(settings, content, published,
+                                     status.files if intact else None)
         if fetched is None:  # a full checkout wrote every file of the commit
             fetched = publish.count_files(tree) if content != tree else files
         publish.publish(settings, content)
