@@ -222,8 +222,6 @@ def build_tree(settings: Settings, env: Mapping[str, str], cache: Path, sha: str
     tree, as the S3 source does with unchanged objects. A commit touching one file of
     thousands then costs one file write instead of a full checkout. Git writes each
     changed file anew (never through a link), so the published tree never changes.
-    With submodules the tree is always checked out in full: a changed gitlink says
-    nothing about which of the submodule's files changed.
     """
     timeout = float(settings.dags_sync_timeout)
     with credentials(settings, env, token, ssh_key) as child:
@@ -231,7 +229,7 @@ def build_tree(settings: Settings, env: Mapping[str, str], cache: Path, sha: str
         git = ["--git-dir", str(cache), "--work-tree", str(tree)]
         try:
             changed = _changes(cache, previous[1], sha, settings.dags_git_subdir, child,
-                               timeout) if previous and not settings.dags_git_submodules else None
+                               timeout) if previous else None
             if changed is None:
                 # One process reads the commit and writes its files, as `git clone` does.
                 _git([*git, "read-tree", "-u", "--reset", sha], child, timeout,

@@ -80,8 +80,11 @@ def _sync_git(settings: Settings, env: Mapping[str, str], raw_env: Mapping[str, 
     if intact and status.revision == sha:
         return SyncResult(sha, changed=False, files=status.files or 0)
     tree = publish.new_tree(settings, sha)
-    # Unchanged files are linked from the published tree only while it is intact.
-    previous = _published_commit(settings, published, status.revision) if intact else None
+    # Unchanged files are linked from the published tree only while it is intact, and
+    # never with submodules: a changed gitlink says nothing about which of the
+    # submodule's files changed.
+    previous = (_published_commit(settings, published, status.revision)
+                if intact and not settings.dags_git_submodules else None)
     try:
         fetched = gitsource.build_tree(settings, env, cache, sha, tree, token, ssh_key,
                                        previous)
