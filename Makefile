@@ -26,7 +26,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: requirements/dev.lock pyproject.toml
-	@command -v uv >/dev/null || python3 -m pip install --quiet uv
+	@bash scripts/machine-deps.sh uv
 	uv venv --quiet --allow-existing --python 3.11 $(VENV)
 	VIRTUAL_ENV=$(VENV) uv pip install --quiet --compile-bytecode -r requirements/dev.lock
 	VIRTUAL_ENV=$(VENV) uv pip install --quiet --no-deps -e .
@@ -107,11 +107,13 @@ up: build compose-plugin secrets ## start the local stack (Redis, Postgres, sche
 .PHONY: down
 down: ## stop the local stack (VOLUMES=1 also removes its database and Redis data)
 	@if docker compose version >/dev/null 2>&1; then \
+	  $(COMPOSE) rm --stop --force --volumes >/dev/null; \
 	  $(COMPOSE) down --remove-orphans $(if $(VOLUMES),--volumes,); fi
 
 .PHONY: logs
-logs: ## follow the local stack's logs (SERVICE=name for one service)
-	$(COMPOSE) logs --follow --tail 100 $(SERVICE)
+logs: ## follow the local stack's logs (SERVICE=name for one service; Ctrl-C stops)
+	@status=0; $(COMPOSE) logs --follow --tail 100 $(SERVICE) || status=$$?; \
+	  [ "$$status" = 130 ] || exit "$$status"
 
 .PHONY: demo
 demo: ## trigger example_fanout through the REST API and show which worker ran each task
@@ -128,18 +130,28 @@ task-definitions: venv ## render and validate the ECS task, service, scaling and
 deploy: venv ## register the task definitions, run the migrate task, then create or update the services (SETTINGS=file)
 	$(VENV)/bin/airflow-ecs deploy --settings $(SETTINGS)
 
+.PHONY: machine-deps
+machine-deps: ## install the Debian packages the tests need (as root on Debian; elsewhere says what to install)
+	@bash scripts/machine-deps.sh test lint uv
+
+# testcontainers can't pull its Ryuk reaper image where no registry answers (the tests
+# remove their containers themselves), and on a machine that looks like a container it
+# would reach published ports through the bridge gateway instead of 127.0.0.1.
+TEST_ENV := TESTCONTAINERS_RYUK_DISABLED=true TESTCONTAINERS_CONNECTION_MODE=docker_host
+
 .PHONY: test
-test: venv base-images ## run every test: unit, integration, images and end-to-end
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTEST) -p no:cacheprovider -ra $(PYTEST_ARGS) tests
+test: machine-deps venv base-images compose-plugin ## run every test: unit, integration, images and end-to-end (installs what they need)
+	$(TEST_ENV) PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTEST) -p no:cacheprovider -ra $(PYTEST_ARGS) tests
 
 .PHONY: test-fast
-test-fast: venv ## unit and integration tests only (no images)
-	PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTEST) -p no:cacheprovider -ra -m "not images and not e2e" $(PYTEST_ARGS) tests
+test-fast: machine-deps venv ## unit and integration tests only (no images)
+	$(TEST_ENV) PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTEST) -p no:cacheprovider -ra -m "not images and not e2e" $(PYTEST_ARGS) tests
 
 .PHONY: lint
 lint: venv ## ruff on Python, hadolint on Dockerfiles, shellcheck on shell scripts
 	$(VENV)/bin/ruff check .
 	@files=$$(git ls-files '*Dockerfile*'); if [ -n "$$files" ]; then $(VENV)/bin/hadolint $$files; fi
+	@bash scripts/machine-deps.sh lint
 	@files=$$(git ls-files '*.sh' .ci/run); if [ -n "$$files" ]; then shellcheck $$files; fi
 
 .PHONY: lock

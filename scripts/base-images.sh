@@ -34,9 +34,7 @@ elif pull_or_false "$DEBIAN_IMAGE"; then
   echo "base-images: pulled $DEBIAN_IMAGE"
 else
   echo "base-images: $DEBIAN_IMAGE cannot be pulled; building a stand-in from Debian $DEBIAN_SUITE packages (debootstrap)"
-  if ! command -v debootstrap >/dev/null 2>&1; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
-  fi
+  bash scripts/machine-deps.sh images
   root=$(mktemp -d /tmp/debian-rootfs.XXXXXX)
   trap 'rm -rf "$root"' EXIT
   debootstrap --variant=minbase "$DEBIAN_SUITE" "$root" "$DEBIAN_MIRROR" >/tmp/debootstrap.log 2>&1 \

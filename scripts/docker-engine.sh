@@ -12,10 +12,7 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   exit 1
 fi
 if ! command -v dockerd >/dev/null 2>&1; then
-  echo "docker-engine: installing Debian's docker.io"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends docker.io >/dev/null
+  bash "$(dirname "$0")/machine-deps.sh" docker
 fi
 # A dockerd killed with its machine's session leaves its pid file behind, and a
 # new one refuses to start while it is there.

@@ -19,6 +19,18 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "eu-west-1")
 os.environ.pop("AWS_PROFILE", None)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A skipped test is a failure here: `make test` installs everything a test needs,
+    so a test that can't run points at a broken setup, and must not count as green."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped, which counts as a failure: {reason}"
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     server = start_redis(password="redis-test-pw")

@@ -212,7 +212,8 @@ def test_postgres_refuses_to_start_without_a_password():
 def local_registry(tmp_path):
     binary = shutil.which("docker-registry")
     if not binary:
-        pytest.skip("Debian's docker-registry package is not installed (.ci/run installs it)")
+        pytest.fail("Debian's docker-registry package is not installed; `make test` installs it "
+                    "(scripts/machine-deps.sh test)")
     port = free_port()
     config = tmp_path / "registry.yml"
     config.write_text(f"version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {tmp_path}/data\n"

@@ -36,7 +36,7 @@ class Sshd:
     def __init__(self, root: Path):
         if not os.access(SSHD, os.X_OK):
             pytest.fail(f"{SSHD} not found: install Debian's openssh-server package "
-                        "(apt-get install --no-install-recommends openssh-server)",
+                        "(make test installs it: scripts/machine-deps.sh test)",
                         pytrace=False)
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
