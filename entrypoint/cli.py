@@ -38,6 +38,42 @@ def _role(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+# The subcommands of build_parser(); any other first word is a command to run after the
+# start-up sequence (see official_form).
+OUR_COMMANDS = ("run", "exec", "secrets", "wait", "health", "check", "sync-dags", "render",
+                "deploy")
+
+
+def official_form(argv: Sequence[str]) -> list[str]:
+    """Read a command line the way the official apache/airflow image does.
+
+    Every official image (apache/airflow, docker-library's postgres) takes the program
+    to run as its command: `docker run IMAGE bash`, `IMAGE airflow dags list`, and
+    apache/airflow also `IMAGE scheduler` or `IMAGE celery worker` for its roles and
+    `IMAGE dags list` for any Airflow subcommand. So a task definition written for
+    apache/airflow runs unchanged on these images:
+    - our own commands and options are ours;
+    - Airflow's role commands (rolenames.COMMANDS) start the matching role, with the
+      rest of the line as the role's extra arguments (`db migrate` with none);
+    - a program on PATH (or a path) runs after the start-up sequence, as `exec --`;
+    - anything else is an Airflow subcommand, run as `airflow ARGS...` after it.
+    """
+    argv = list(argv)
+    if not argv or argv[0] in OUR_COMMANDS or argv[0].startswith("-"):
+        return argv
+    from entrypoint.rolenames import COMMANDS
+
+    for role, command in COMMANDS.items():
+        words = list(command[1:])
+        if argv[:len(words)] == words and (role != "migrate" or len(argv) == len(words)):
+            return ["run", role, "--", *argv[len(words):]]
+    import shutil
+
+    if "/" in argv[0] or shutil.which(argv[0]):
+        return ["exec", "--", *argv]
+    return ["exec", "--", "airflow", *argv]
+
+
 def build_parser() -> argparse.ArgumentParser:
     import argparse  # here: the health probe's fast path doesn't need it
 
@@ -45,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="airflow-ecs",
         description="Entrypoint runtime of the airflow-ecs images: resolve secrets, sync DAGs, "
         "wait for Redis and the metadata DB, then run an Airflow role.",
+        epilog="As with the official apache/airflow image, a first word that is none of these "
+        "commands runs after the start-up sequence: Airflow's role commands (scheduler, "
+        "api-server, dag-processor, triggerer, celery worker, celery flower, db migrate) "
+        "start the matching role; a program on PATH runs as itself (airflow dags list, "
+        "bash, python -c ...); any other word is an Airflow subcommand (dags list).",
     )
     parser.add_argument("--version", action="version", version=f"airflow-ecs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -111,7 +152,7 @@ def _health_args(argv: Sequence[str]) -> SimpleNamespace | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _health_args(argv) or build_parser().parse_args(argv)
+    args = _health_args(argv) or build_parser().parse_args(official_form(argv))
     if args.command not in ("run", "exec", "health"):
         # run and exec install them inside the start-up sequence; health is short.
         from entrypoint import procs
@@ -144,7 +185,7 @@ def _dispatch(args: argparse.Namespace | SimpleNamespace) -> int:
         from entrypoint.startup import start
 
         command = _strip_dashes(args.argv)
-        if not command:
+        if not command or not command[0]:
             raise ConfigError("usage: airflow-ecs exec -- CMD [ARGS...] (no command given)")
         start("exec", command=command)
         return EXIT_OK

@@ -20,6 +20,7 @@ from entrypoint import procs
 from entrypoint.config import Settings
 from entrypoint.errors import MigrationError
 from entrypoint.log import log, redact
+from entrypoint.rolenames import COMMANDS
 
 _REVISION = re.compile(r'^revision\s*=\s*["\'](\w+)["\']', re.M)
 _DOWN = re.compile(r"^down_revision\s*=\s*(.+)$", re.M)
@@ -76,7 +77,7 @@ def run_migrations(settings: Settings, env: Mapping[str, str]) -> None:
     """
     with _one_at_a_time(env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").strip()):
         log.info("running airflow db migrate")
-        result = procs.run(["airflow", "db", "migrate"], env=env,
+        result = procs.run(list(COMMANDS["migrate"]), env=env,
                            timeout=max(settings.wait_timeout, 600))
     if result.returncode != 0:
         output = (result.stdout + result.stderr).decode(errors="replace")

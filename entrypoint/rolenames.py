@@ -16,6 +16,18 @@ ROLES = (
     "migrate",
     "metrics",
 )
+# The Airflow command each long-running role execs. The official apache/airflow image
+# takes the same words (without "airflow") as its command, so `docker run IMAGE
+# scheduler` or `celery worker` start the matching role here too (entrypoint.cli).
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "scheduler": ("airflow", "scheduler"),
+    "dag-processor": ("airflow", "dag-processor"),
+    "triggerer": ("airflow", "triggerer"),
+    "webserver": ("airflow", "api-server"),
+    "worker": ("airflow", "celery", "worker"),
+    "flower": ("airflow", "celery", "flower"),
+    "migrate": ("airflow", "db", "migrate"),
+}
 # Roles that may be combined with "+" into a process group under supervisord.
 GROUPABLE_ROLES = ("scheduler", "dag-processor", "triggerer", "webserver", "worker", "flower")
 

@@ -17,15 +17,8 @@ from entrypoint import config, defaults
 from entrypoint.config import Settings
 from entrypoint.errors import ConfigError
 from entrypoint.log import log
+from entrypoint.rolenames import COMMANDS
 
-COMMANDS: dict[str, tuple[str, ...]] = {
-    "scheduler": ("airflow", "scheduler"),
-    "dag-processor": ("airflow", "dag-processor"),
-    "triggerer": ("airflow", "triggerer"),
-    "webserver": ("airflow", "api-server"),
-    "worker": ("airflow", "celery", "worker"),
-    "flower": ("airflow", "celery", "flower"),
-}
 SYNC_LOOP = ("airflow-ecs", "sync-dags", "--loop")
 
 
