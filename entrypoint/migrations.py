@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import re
+import sys
 import time
 from collections.abc import Mapping
 from functools import lru_cache
@@ -20,7 +21,6 @@ from entrypoint import procs
 from entrypoint.config import Settings
 from entrypoint.errors import MigrationError
 from entrypoint.log import log, redact
-from entrypoint.rolenames import COMMANDS
 
 _REVISION = re.compile(r'^revision\s*=\s*["\'](\w+)["\']', re.M)
 _DOWN = re.compile(r"^down_revision\s*=\s*(.+)$", re.M)
@@ -77,7 +77,9 @@ def run_migrations(settings: Settings, env: Mapping[str, str]) -> None:
     """
     with _one_at_a_time(env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").strip()):
         log.info("running airflow db migrate")
-        result = procs.run(list(COMMANDS["migrate"]), env=env,
+        # COMMANDS["migrate"], through a wrapper that keeps PostgreSQL's log clean on a
+        # fresh database (entrypoint.airflow_migrate says how).
+        result = procs.run([sys.executable, "-m", "entrypoint.airflow_migrate"], env=env,
                            timeout=max(settings.wait_timeout, 600))
     if result.returncode != 0:
         output = (result.stdout + result.stderr).decode(errors="replace")

@@ -130,7 +130,7 @@ class PostgresServer(Server):
         self.proc = subprocess.Popen(
             [_pg_bin("postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.port),
              "-k", str(self.workdir), "-c", "fsync=off", "-c", "max_connections=200"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=self._demote(),
+            stdout=subprocess.DEVNULL, stderr=self.log_path.open("ab"), preexec_fn=self._demote(),
         )
         wait_port(self.port, 30)
         # The port opens before the server accepts logins; poll with a real login.
@@ -147,6 +147,11 @@ class PostgresServer(Server):
                 raise TimeoutError("postgres did not accept logins")
             time.sleep(0.1)
         return self
+
+    @property
+    def log_path(self) -> Path:
+        """The server's own log (its stderr): what an operator would read."""
+        return self.workdir / "postgres.log"
 
     def psql(self, sql: str, database: str | None = None) -> str:
         env = dict(os.environ, PGPASSWORD=self.password)
