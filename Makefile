@@ -109,6 +109,7 @@ down: ## stop the local stack (VOLUMES=1 also removes its database and Redis dat
 	@if docker compose version >/dev/null 2>&1; then \
 	  $(COMPOSE) rm --stop --force --volumes >/dev/null; \
 	  $(COMPOSE) down --remove-orphans $(if $(VOLUMES),--volumes,); fi
+	@if docker info >/dev/null 2>&1; then bash scripts/prune-images.sh; fi
 
 .PHONY: logs
 logs: ## follow the local stack's logs (SERVICE=name for one service; Ctrl-C stops)

@@ -54,9 +54,17 @@ if [ "${NO_CACHE:-0}" != 0 ]; then
 fi
 common+=(--build-arg "VERSION=$VERSION" --build-arg "REVISION=$REVISION"
          --build-arg "CREATED=$CREATED")
+# The build stage is built and tagged first: the legacy builder would otherwise leave
+# it as a dangling image at every build; the full build then reuses its layers.
+build "${IMAGE_PREFIX}base-build:$TAG" build/logs/base-build.log -f images/base/Dockerfile \
+  --target app -t "${IMAGE_PREFIX}base-build:$TAG" --build-arg "BASE_IMAGE=$BASE_IMAGE" \
+  "${common[@]}" .
 build "${IMAGE_PREFIX}base:$TAG" build/logs/base.log -f images/base/Dockerfile \
   -t "${IMAGE_PREFIX}base:$TAG" --build-arg "BASE_IMAGE=$BASE_IMAGE" "${common[@]}" .
 for role in $ROLES; do
   build "${IMAGE_PREFIX}$role:$TAG" "build/logs/$role.log" -t "${IMAGE_PREFIX}$role:$TAG" \
     --build-arg "BASE_IMAGE=${IMAGE_PREFIX}base:$TAG" "${common[@]}" "images/$role"
 done
+# The images these builds replaced under the same tags, unless a container still runs
+# one (make down removes those).
+bash scripts/prune-images.sh
