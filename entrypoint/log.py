@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from urllib.parse import urlsplit, urlunsplit
 
 _MASK = "****"
 _masked: set[str] = set()
@@ -25,34 +24,87 @@ def mask(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    for value in sorted(_masked, key=len, reverse=True):
-        if value in text:
-            text = text.replace(value, _MASK)
-    return text
+    """TEXT with every registered secret value and every password in a URL masked.
+
+    Never raises: a message about a failure must not fail itself.
+    """
+    try:
+        text = str(text)
+        for value in sorted(_masked, key=len, reverse=True):
+            if value in text:
+                text = text.replace(value, _MASK)
+        return _TOKEN.sub(lambda m: _mask_token(m[0]), text)
+    except Exception:  # noqa: BLE001 - see the docstring; nothing of the text is shown then
+        return _MASK
 
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s]*)@")
+# Masking works on the raw string, not on urllib.parse's reading of it: a password
+# with an unescaped '/', '?', '#' or '@' makes urlsplit put part of it in the path
+# or query (redis://:pa/ss@host/0 has the "password" "pa"), and a malformed URL
+# (a bad port, an unclosed '[') makes urlsplit raise. The rules below take the
+# credentials to end at the last '@', which hides the whole password whatever it
+# holds; a path that itself contains '@' is masked too far, which only costs
+# readability.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_QUERY_SECRET = re.compile(
+    r"(?i)([?&;](?:password|passwd|pwd|sslpassword|token|access_token|secret)=)[^&#;\s]*")
+_TOKEN = re.compile(r"\S*[@=]\S*")  # whitespace-separated words that may hold credentials
+
+
+def _mask_userinfo(rest: str, scp_like: bool) -> str:
+    """REST (what follows 'scheme://', or a scp-like 'user:pw@host:path') with the
+    password between the first ':' and the last '@' of the credentials masked."""
+    if scp_like:
+        # user:TOKEN@host:repo.git - the credentials end at the last '@' before the
+        # host's ':' (git@host:org/repo.git has no password: nothing to mask).
+        at = rest.rfind("@", 0, rest.rfind(":"))
+        if at < 0:
+            at = rest.rfind("@")
+    else:
+        at = rest.rfind("@")
+    if at < 0:
+        return rest
+    colon = rest.find(":", 0, at)
+    if colon < 0:
+        return rest
+    return rest[:colon + 1] + _MASK + rest[at:]
+
+
+def _mask_token(token: str) -> str:
+    token = _QUERY_SECRET.sub(lambda m: m[1] + _MASK, token)
+    if "@" not in token:
+        return token
+    scheme = _SCHEME.search(token)
+    if scheme:
+        return token[:scheme.end()] + _mask_userinfo(token[scheme.end():], scp_like=False)
+    return _mask_userinfo(token, scp_like=True)
 
 
 def mask_url(url: str) -> str:
-    """Return URL with any password replaced, for progress and error lines."""
+    """URL with its password masked, for progress and error lines.
+
+    Any scheme, a scp-like git address (user:TOKEN@host:repo.git), and URLs that
+    don't parse (an unescaped '/' or '@' in the password, a bad port) alike; a
+    password in the query (?password=...) too. Never raises.
+    """
     try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        userinfo = f"{parts.username or ''}:{_MASK}@"
-        return urlunsplit((parts.scheme, userinfo + host, parts.path, parts.query, ""))
-    except ValueError:
-        return _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{_MASK}@", url)
+        url = str(url)
+        url = _QUERY_SECRET.sub(lambda m: m[1] + _MASK, url)
+        scheme = _SCHEME.search(url)
+        if scheme:
+            return url[:scheme.end()] + _mask_userinfo(url[scheme.end():], scp_like=False)
+        return _mask_userinfo(url, scp_like=True)
+    except Exception:  # noqa: BLE001 - see the docstring; nothing of the URL is shown then
+        return _MASK
 
 
 class _RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        record.msg = _USERINFO.sub(lambda m: f"{m['scheme']}{m['user']}:{_MASK}@", redact(message))
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string must not hide the line
+            message = str(record.msg)
+        record.msg = redact(message)
         record.args = None
         return True
 
