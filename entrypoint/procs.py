@@ -74,3 +74,63 @@ def install_signal_handlers() -> None:
 def restore_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def run_group(argv: Sequence[str], env: Mapping[str, str] | None = None,
+              timeout: float | None = None, cwd: str | None = None,
+              input_bytes: bytes | None = None) -> subprocess.CompletedProcess:
+    """As `run`, for a child that starts helpers of its own (git starts `git remote-http`
+    and `ssh`, which carry its credentials in their environment): the child leads a new
+    process group, and the whole group is stopped when the child ends, times out, or a
+    SIGTERM interrupts the wait, so no helper outlives it."""
+    proc = subprocess.Popen(
+        list(argv), env=dict(env) if env is not None else None, cwd=cwd,
+        stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    with _lock:
+        _groups.add(proc)
+    try:
+        out, err = proc.communicate(input=input_bytes, timeout=timeout)
+    finally:
+        try:
+            stop_group(proc)
+        finally:
+            with _lock:
+                _groups.discard(proc)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+_groups: set[subprocess.Popen] = set()
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 1.0) -> None:
+    """Stop every process of the group proc leads: TERM, then KILL after grace seconds
+    for whatever is left (the group outlives its leader while any helper runs)."""
+    import os
+
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    # The leader's id stays the group's id while any member lives, so this reaches only
+    # the leader's own helpers.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr, proc.stdin):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+
+
+def terminate_groups() -> None:
+    """Stop every group started by `run_group` that is still running."""
+    with _lock:
+        groups = list(_groups)
+    for proc in groups:
+        stop_group(proc)
