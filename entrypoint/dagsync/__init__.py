@@ -28,6 +28,32 @@ def sync_at_start(settings: Settings, env: Mapping[str, str]) -> None:
     sync.sync_at_start(settings, env)
 
 
+def problems(settings: Settings) -> list[str]:
+    """What the sync would refuse in the DAG-sync settings beyond what config.load checks
+    (a git URL carrying a password, a ref git won't take, an S3 URI that isn't UTF-8): one
+    line each, for `airflow-ecs check`. The sync runs the same checks before each pass."""
+    from entrypoint.errors import ConfigError
+
+    checks = []
+    if settings.dags_source == "git":
+        from entrypoint.dagsync import gitsource
+
+        checks = [lambda: gitsource.validate_url(settings.dags_git_url or ""),
+                  lambda: gitsource.validate_ref(settings.dags_git_ref),
+                  lambda: gitsource.validate_subdir(settings.dags_git_subdir)]
+    elif settings.dags_source == "s3":
+        from entrypoint.dagsync import s3source
+
+        checks = [lambda: s3source.validate_uri(settings.dags_s3_uri or "")]
+    found = []
+    for check in checks:
+        try:
+            check()
+        except ConfigError as exc:
+            found.extend(exc.problems)
+    return found
+
+
 _LAZY = frozenset({"sync_once", "run_loop", "print_status", "SyncResult"})
 
 

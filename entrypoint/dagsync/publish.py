@@ -12,7 +12,9 @@ period, so a task that opened a file of the old tree can finish reading it.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from entrypoint.config import Settings
 from entrypoint.errors import DagSyncError
-from entrypoint.log import log, redact
+from entrypoint.log import log, mask_url, redact
 
 STATUS_FILE = "status.json"
 TREES = "trees"
@@ -37,25 +39,82 @@ class Status:
     files: int = 0
 
 
+# A password in a URL: scheme://user:PASSWORD@ or scp-like user:PASSWORD@host:path.
+_PASSWORD = re.compile(r"(?P<head>(?:[A-Za-z][A-Za-z0-9+.-]*://)?[^\s'\"@/:]*):"
+                       r"(?P<pw>[^\s'\"@/]*)@")
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+
+
+def display_url(url: str) -> str:
+    """url as it may appear in a message: any password masked, in every URL form."""
+    return scrub(url)
+
+
+def scrub(text: str) -> str:
+    """text (a message, an error, git's stderr) with every secret masked: the values
+    registered with the log module, and the password of any URL, in any form."""
+    text = _URL.sub(lambda m: mask_url(m.group(0)), redact(text))
+    # The forms mask_url may not parse (scp-like user:password@host:path), and what is
+    # left of a URL it could not split.
+    return _PASSWORD.sub(lambda m: f"{m['head']}:****@" if m["pw"] != "****" else m[0], text)
+
+
 def trees_dir(settings: Settings) -> Path:
     return settings.dags_state_dir / TREES
 
 
 def new_tree(settings: Settings, revision: str) -> Path:
     base = trees_dir(settings)
-    base.mkdir(parents=True, exist_ok=True)
-    path = base / f"{revision[:16]}-{time.time_ns()}"
-    path.mkdir()
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        path = base / f"{revision[:16]}-{time.time_ns()}"
+        path.mkdir()
+    except OSError as exc:
+        raise DagSyncError(f"cannot create a DAG tree under AIRFLOW_ECS_DAGS_STATE_DIR="
+                           f"{settings.dags_state_dir}: {exc.strerror}; point it at a "
+                           "writable volume") from None
     return path
 
 
 def current_tree(settings: Settings) -> Path | None:
+    """The published tree, when it is one this sync built: a link pointing anywhere else
+    (edited by hand, or a state directory moved) is never read from, nor linked from."""
     link = settings.dags_dir
     if not link.is_symlink():
         return None
     target = Path(os.readlink(link))
     target = target if target.is_absolute() else link.parent / target
-    return target if target.is_dir() else None
+    if not target.is_dir():
+        return None
+    base = os.path.realpath(trees_dir(settings))
+    real = os.path.realpath(target)
+    return target if real.startswith(base + os.sep) else None
+
+
+def inside(root: Path, path: str) -> bool:
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return real == real_root or real.startswith(real_root + os.sep)
+
+
+def drop_escaping_links(root: Path) -> list[str]:
+    """Remove every symbolic link under root whose target is outside root (an absolute
+    link, or one climbing out with `..`, directly or through other links); return their
+    paths, relative to root. What stays resolves inside the published tree, so a reader
+    of the DAG folder never reaches the host's files through it."""
+    dropped = []
+    folders = [str(root)]
+    while folders:
+        folder = folders.pop()
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_symlink():
+                    if not inside(root, entry.path):
+                        os.unlink(entry.path)
+                        dropped.append(os.path.relpath(entry.path, root))
+                elif entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+    return sorted(dropped)
 
 
 def count_files(tree: Path) -> int:
@@ -70,8 +129,9 @@ def check_shrink(settings: Settings, new: Path, published: Path | None,
     if settings.dags_allow_shrink:
         return files
     if files == 0:
-        raise DagSyncError("the source holds no files; refusing to publish an empty DAG folder "
-                           "(set AIRFLOW_ECS_DAGS_ALLOW_SHRINK=true if that is intended)")
+        raise DagSyncError(f"{_source(settings)} holds no files; refusing to publish an empty "
+                           "DAG folder (set AIRFLOW_ECS_DAGS_ALLOW_SHRINK=true if that is "
+                           "intended)")
     if published is not None:
         before = count_files(published) if published_files is None else published_files
         if before and files < before / 2:
@@ -82,9 +142,22 @@ def check_shrink(settings: Settings, new: Path, published: Path | None,
     return files
 
 
+def _source(settings: Settings) -> str:
+    if settings.dags_source == "s3":
+        return f"AIRFLOW_ECS_DAGS_S3_URI={scrub(settings.dags_s3_uri or '')}"
+    url = f"AIRFLOW_ECS_DAGS_GIT_URL={display_url(settings.dags_git_url or '')}"
+    if settings.dags_git_subdir:
+        return f"folder AIRFLOW_ECS_DAGS_GIT_SUBDIR={settings.dags_git_subdir!r} of {url}"
+    return url
+
+
 def publish(settings: Settings, tree: Path) -> None:
     link = settings.dags_dir
-    link.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        link.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DagSyncError(f"cannot create the folder of AIRFLOW_ECS_DAGS_DIR={link}: "
+                           f"{exc.strerror}; point it at a path in a writable volume") from None
     if link.exists() and not link.is_symlink():
         if link.is_dir() and not any(link.iterdir()):
             link.rmdir()
@@ -94,12 +167,13 @@ def publish(settings: Settings, tree: Path) -> None:
                 "are published as a symlink there. Point AIRFLOW_ECS_DAGS_DIR at a path in a "
                 "writable volume, e.g. /opt/airflow/dags-data/dags")
     temporary = link.parent / f".{link.name}.{os.urandom(16).hex()}"
-    os.symlink(tree, temporary)
     try:
+        os.symlink(tree, temporary)
         os.replace(temporary, link)
     except OSError as exc:
         temporary.unlink(missing_ok=True)
-        raise DagSyncError(f"could not publish the DAG tree at {link}: {exc.strerror}") from None
+        raise DagSyncError(f"could not publish the DAG tree at AIRFLOW_ECS_DAGS_DIR={link}: "
+                           f"{exc.strerror}; its folder must be writable") from None
 
 
 def remove_old_trees(settings: Settings, keep: Path | None) -> None:
@@ -108,6 +182,8 @@ def remove_old_trees(settings: Settings, keep: Path | None) -> None:
         return
     cutoff = time.time() - settings.dags_keep_seconds
     for tree in base.iterdir():
+        if tree.name.endswith(SIDECAR) or tree.name.startswith("."):
+            continue
         if keep is not None and keep.resolve().is_relative_to(tree.resolve()):
             continue
         try:
@@ -115,29 +191,104 @@ def remove_old_trees(settings: Settings, keep: Path | None) -> None:
                 shutil.rmtree(tree, ignore_errors=True)
         except FileNotFoundError:
             continue
+    for state in base.glob("*" + SIDECAR):
+        if not (base / state.name[:-len(SIDECAR)]).exists():
+            state.unlink(missing_ok=True)
+
+
+SIDECAR = ".manifest.json"
+
+
+def sidecar(tree: Path) -> Path:
+    """Where the sync keeps its own state about a tree: beside it, never in it (the
+    published tree holds the source's files and nothing else)."""
+    return tree.with_name(tree.name + SIDECAR)
+
+
+def discard(tree: Path) -> None:
+    """Remove a tree that will not be published, and its state."""
+    shutil.rmtree(tree, ignore_errors=True)
+    sidecar(tree).unlink(missing_ok=True)
 
 
 def status_path(settings: Settings) -> Path:
     return settings.dags_state_dir / STATUS_FILE
 
 
-def read_status(settings: Settings) -> Status | None:
+def _number(value) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
     try:
-        data = json.loads(status_path(settings).read_text())
-    except (OSError, ValueError):
-        return None
-    return Status(**{k: data.get(k) for k in Status.__dataclass_fields__})
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+# Each field's check: a status file edited by hand, truncated or from another program
+# must never make a reader fail on a field of the wrong type.
+_FIELDS = {
+    "source": lambda v: isinstance(v, str),
+    "revision": lambda v: v is None or isinstance(v, str),
+    "last_success": lambda v: v is None or _number(v),
+    "last_attempt": lambda v: v is None or _number(v),
+    "last_error": lambda v: v is None or isinstance(v, str),
+    "consecutive_failures": lambda v: _number(v) and isinstance(v, int) and v >= 0,
+    "files": lambda v: _number(v) and isinstance(v, int) and v >= 0,
+}
+
+
+def load_status(settings: Settings) -> tuple[Status | None, str | None]:
+    """(status, None); (None, None) when no sync was recorded; (None, what is wrong)
+    when the status file can't be read or is not a status (the next sync rewrites it)."""
+    path = status_path(settings)
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        return None, f"cannot read the DAG sync status {path}: {exc.strerror}"
+    except (ValueError, RecursionError):
+        data = None
+    defaults = asdict(Status(source="?"))
+    if isinstance(data, dict):
+        data = {k: data.get(k, defaults[k]) for k in Status.__dataclass_fields__}
+        bad = sorted(k for k, check in _FIELDS.items() if not check(data[k]))
+        if not bad:
+            return Status(**data), None
+        why = f"field {', '.join(bad)} of the wrong type"
+    else:
+        why = "not a JSON object"
+    return None, (f"the DAG sync status {path} is corrupt ({why}); the next sync rewrites "
+                  "it (or delete it)")
+
+
+def read_status(settings: Settings) -> Status | None:
+    """The recorded status, or None (nothing recorded, or a corrupt file: named in a
+    warning)."""
+    status, problem = load_status(settings)
+    if problem:
+        log.warning("%s", problem)
+    return status
 
 
 def write_status(settings: Settings, status: Status) -> None:
+    """Write the status, mode 0600: its last error can name hosts, paths and users."""
     path = status_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
     data = asdict(status)
     if data["last_error"]:
-        data["last_error"] = redact(data["last_error"])
-    temporary.write_text(json.dumps(data))
-    os.replace(temporary, path)
+        data["last_error"] = scrub(data["last_error"])
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary.unlink(missing_ok=True)
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(json.dumps(data))
+        os.replace(temporary, path)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        raise DagSyncError(f"cannot write the DAG sync status {path}: {exc.strerror}; "
+                           "AIRFLOW_ECS_DAGS_STATE_DIR must be a writable folder") from None
 
 
 def record(settings: Settings, source: str, revision: str | None, files: int,

@@ -18,9 +18,11 @@ logged or put in an exception: errors name the object as s3://bucket/key.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import os
 import ssl
+import time
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,13 +41,48 @@ class Retryable(Exception):
     """A transient failure (5xx, throttling, a broken connection)."""
 
 
-def fetch(fs, pairs: Sequence[tuple[str, Path]], concurrency: int,
-          env: Mapping[str, str]) -> None:
-    """Download every (bucket/key, local path) pair; raise DagSyncError on failure."""
-    from fsspec.asyn import sync
+CANCEL_GRACE = 0.5  # seconds given to cancelled requests to close their connections
 
+
+class Deadline:
+    """The end of one sync (AIRFLOW_ECS_DAGS_SYNC_TIMEOUT after it started): every request
+    of the sync, listing, downloads and retries included, ends by then."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        return max(0.0, self.end - time.monotonic())
+
+
+def run(loop, coro, deadline: Deadline, what: str):
+    """Run coro on s3fs's event loop (its own thread) until the deadline.
+
+    Not fsspec's `sync`, whose timeout leaves the coroutine running when it expires and is
+    checked once a second. Here the wait ends at the deadline, or as soon as a SIGTERM
+    handler raises in this (main) thread; either way the coroutine is cancelled, so no
+    request outlives the sync."""
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        done, _ = concurrent.futures.wait([future], timeout=deadline.remaining())
+        if not done:
+            raise DagSyncError(f"{what}: not done within AIRFLOW_ECS_DAGS_SYNC_TIMEOUT="
+                               f"{deadline.seconds:g}s (is the S3 endpoint reachable? raise "
+                               "the timeout for a very large first sync)")
+        return future.result()
+    finally:
+        if not future.done():
+            future.cancel()
+            concurrent.futures.wait([future], timeout=CANCEL_GRACE)
+
+
+def fetch(fs, pairs: Sequence[tuple[str, Path]], concurrency: int,
+          env: Mapping[str, str], deadline: Deadline) -> None:
+    """Download every (bucket/key, local path) pair; raise DagSyncError on failure."""
     if pairs:
-        sync(fs.loop, _fetch_all, fs, pairs, usable_concurrency(concurrency), env)
+        run(fs.loop, _fetch_all(fs, pairs, usable_concurrency(concurrency), env), deadline,
+            f"downloading {len(pairs)} objects")
 
 
 def usable_concurrency(wanted: int) -> int:
@@ -156,6 +193,9 @@ async def _get(presigner, session, remote: str, local: Path) -> None:
     except (TimeoutError, aiohttp.ClientError, ConnectionError) as exc:
         # No str(exc): some aiohttp errors quote the (presigned) URL.
         raise Retryable(type(exc).__name__) from None
+    except (OSError, ValueError) as exc:  # writing the file: a full disk, say
+        raise DagSyncError(f"writing s3://{remote} to {local} failed: "
+                           f"{getattr(exc, 'strerror', None) or type(exc).__name__}") from None
     if expected is not None and written != expected:
         os.unlink(local)
         raise Retryable(f"got {written} of {expected} bytes")

@@ -9,8 +9,10 @@ The steps are git plumbing, as for the superproject: `git submodule` needs a
 work tree with a `.git` per submodule, which the published trees never carry.
 Each URL from `.gitmodules` is checked like AIRFLOW_ECS_DAGS_GIT_URL (a
 repository's content must not make git run commands) and fetched with the same
-credentials; relative URLs (`../lib.git`) are resolved against the URL of the
-repository that names them, as git does.
+credentials, under git's transport policy for submodules (a `file://` URL only
+where the git config allows it, e.g. `protocol.file.allow=always`); relative
+URLs (`../lib.git`) are resolved against the URL of the repository that names
+them, as git does.
 """
 
 from __future__ import annotations
@@ -103,9 +105,13 @@ def check_out(git: Git, validate: Callable[[str], None], cache: Path, sha: str, 
             validate(sub_url)
         except ConfigError as exc:
             raise DagSyncError(f"submodule {path!r} (.gitmodules of commit {sha[:12]}): "
-                               f"{exc}") from None
+                               f"{'; '.join(exc.problems)}") from None
+        # As `git submodule` fetches: with GIT_PROTOCOL_FROM_USER=0, so git's own transport
+        # policy applies (protocol.allow, protocol.<name>.allow): file:// and other
+        # "user" transports only where the user's git config allows them.
         git(["--git-dir", str(cache), "fetch", "--quiet", "--no-tags", *depth, "--", sub_url,
-             commit], env, f"fetching submodule {path!r} at {commit[:12]}")
+             commit], {**env, "GIT_PROTOCOL_FROM_USER": "0"},
+            f"fetching submodule {path!r} at {commit[:12]}")
         target = tree / path
         target.mkdir(parents=True, exist_ok=True)
         index = tree.parent / f".index-{tree.name}-{level}"
