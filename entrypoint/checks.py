@@ -13,7 +13,14 @@ import re
 from collections.abc import Callable, Mapping
 
 from entrypoint.config import ADMIN_PASSWORD_VAR, Settings
-from entrypoint.urls import problems_in_url
+from entrypoint.log import mask_url
+from entrypoint.urls import (
+    BROKER_SCHEMES,
+    DB_SCHEMES,
+    RESULT_SCHEMES,
+    parse,
+    problems_in_url,
+)
 
 FERNET_KEY = "AIRFLOW__CORE__FERNET_KEY"
 JWT_SECRET = "AIRFLOW__API_AUTH__JWT_SECRET"
@@ -119,12 +126,16 @@ def _looks_unresolved(value: str) -> str | None:
     return None
 
 
+# The URL schemes each variable may use.
+URL_SCHEMES = {DB_URL: DB_SCHEMES, BROKER_URL: BROKER_SCHEMES, RESULT_BACKEND: RESULT_SCHEMES}
+
+
 def _url_passwords(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
     problems = []
     for name in (DB_URL, BROKER_URL, RESULT_BACKEND):
         value = env.get(name, "").strip()
         if value and not _looks_unresolved(value):
-            problems.extend(problems_in_url(name, value))
+            problems.extend(problems_in_url(name, value, URL_SCHEMES[name]))
     return problems
 
 
@@ -157,13 +168,20 @@ def _execution_api_url(roles: list[str], settings: Settings, env: Mapping[str, s
     if not value or _looks_unresolved(value):
         return []
     problems = []
+    # The URL is shown with its password masked: it may carry credentials.
+    shown = mask_url(value)
     if not re.match(r"^https?://[^/]+", value):
-        problems.append(f"invalid setting: {EXECUTION_API_URL}={value!r} must be an http(s) URL, "
+        problems.append(f"invalid setting: {EXECUTION_API_URL}={shown!r} must be an http(s) URL, "
                         f"{_HOW_TO_SET[EXECUTION_API_URL]}")
     elif not value.endswith("/execution/"):
-        fixed = re.sub(r"/+(execution)?/*$", "", value) + "/execution/"
-        problems.append(f"invalid setting: {EXECUTION_API_URL}={value!r} must end in "
+        fixed = mask_url(re.sub(r"/+(execution)?/*$", "", value) + "/execution/")
+        problems.append(f"invalid setting: {EXECUTION_API_URL}={shown!r} must end in "
                         f"'/execution/' (workers otherwise fail every task), e.g. {fixed}")
+    else:
+        try:
+            parse(value)
+        except ValueError as exc:
+            problems.append(f"invalid setting: {EXECUTION_API_URL}: {exc}")
     return problems
 
 

@@ -19,15 +19,26 @@ but stays healthy (a git outage must not make ECS kill every container).
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 from entrypoint.errors import ConfigError
 from entrypoint.log import mask_url, redact
 
-TIMEOUT = 5.0
+TIMEOUT = 5.0  # one probe's network exchange at most (connect, TLS, auth, query)
+# The whole `health` command, every member of a group included, answers within this:
+# the images' HEALTHCHECK gives it 15 s, and the interpreter's start-up counts too.
+BUDGET = 10.0
+# How long past its deadline a step may overrun before the alarm stops it.
+GRACE = 0.5
+
+DB_URL = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+BROKER_URL = "AIRFLOW__CELERY__BROKER_URL"
 
 # Job types in Airflow's `job` table, and the [section] option of each threshold.
 JOBS = {
@@ -43,6 +54,121 @@ class HealthResult(NamedTuple):
     reason: str
 
 
+# --- bounds -----------------------------------------------------------------------------------
+class DeadlinePassed(BaseException):
+    """The alarm of `deadline_alarm` went off.
+
+    A BaseException, like `Terminated`, so that no library's `except Exception`
+    swallows it and goes on waiting.
+    """
+
+
+@contextlib.contextmanager
+def deadline_alarm(seconds: float) -> Iterator[None]:
+    """Raise DeadlinePassed in the main thread once `seconds` have passed.
+
+    A backstop behind each step's own timeout: a library that makes several
+    network calls in a row (connect, AUTH, a query) bounds each one but not
+    their sum. SIGALRM interrupts any wait in Python code (socket calls,
+    select); the PostgreSQL probes below wait in Python for that reason. Signals
+    reach the main thread only: elsewhere, or when an alarm is already set, this
+    does nothing and the steps' own timeouts are the bound.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getitimer(signal.ITIMER_REAL)[0] > 0):
+        yield
+        return
+
+    def expire(_signum, _frame) -> None:
+        raise DeadlinePassed(f"no answer within {seconds:.1f}s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, max(seconds, 0.01))
+    try:
+        yield
+    finally:
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+
+
+def time_left(deadline: float, cap: float = TIMEOUT) -> float:
+    """Seconds a step may take before `deadline` (time.monotonic()), at most `cap`."""
+    left = min(cap, deadline - time.monotonic())
+    if left <= 0:
+        raise TimeoutError("no time left before the deadline")
+    return left
+
+
+# --- PostgreSQL, bounded ----------------------------------------------------------------------
+def postgres_params(url: str) -> dict[str, str | int]:
+    """libpq keywords for a SQLAlchemy PostgreSQL URL, whatever its driver (+psycopg2,
+    +psycopg): the host, port, credentials and database, and the query's options
+    (sslmode, sslrootcert, options...) as libpq reads them."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    from entrypoint.urls import parse
+
+    endpoint = parse(url)
+    params: dict[str, str | int] = dict(parse_qsl(urlsplit(url).query))
+    params.update(host=endpoint.host, port=endpoint.port)
+    if endpoint.username:
+        params["user"] = endpoint.username
+    if endpoint.password is not None:
+        params["password"] = endpoint.password
+    if endpoint.path.strip("/"):
+        params["dbname"] = endpoint.path.strip("/")
+    return params
+
+
+def postgres_query(params: Mapping[str, str | int], sql: str, args: object = None,
+                   timeout: float = TIMEOUT) -> list[tuple]:
+    """Rows of one query, connect, TLS, auth and query all within `timeout` seconds.
+
+    psycopg2 in asynchronous mode, waited on with poll() here: a blocking libpq
+    call neither honours a deadline of its own once connected (a half-open
+    connection during a failover blocks in recv() for as long as TCP keeps it)
+    nor lets a signal handler run (libpq retries the interrupted call), so
+    SIGTERM would wait behind it. Raises TimeoutError naming the step that got
+    no answer, or psycopg2's errors.
+    """
+    import select
+
+    import psycopg2
+    import psycopg2.extensions as ext
+
+    deadline = time.monotonic() + timeout
+    target = f"{params.get('host')}:{params.get('port')}"
+
+    def wait(conn, step: str) -> None:
+        while True:
+            state = conn.poll()
+            if state == ext.POLL_OK:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no answer from {target} within {timeout:.1f}s ({step}): "
+                                   "the server accepted the connection but does not respond "
+                                   "(a failover in progress, an overloaded server, or a "
+                                   "firewall dropping packets)")
+            poller = select.poll()
+            poller.register(conn.fileno(), select.POLLIN if state == ext.POLL_READ
+                            else select.POLLOUT)
+            poller.poll(left * 1000)
+
+    conn = psycopg2.connect(**params, async_=True)
+    try:
+        wait(conn, "connecting")
+        cursor = conn.cursor()
+        cursor.execute(sql, args)
+        wait(conn, "running a query")
+        return cursor.fetchall() if cursor.description else []
+    finally:
+        conn.close()
+
+
+# --- the probe --------------------------------------------------------------------------------
 def hostname() -> str:
     """This host's name as Airflow records it (airflow.utils.net.getfqdn, its default)."""
     name = socket.gethostname()
@@ -56,94 +182,123 @@ def hostname() -> str:
     return name
 
 
-def probe(role: str, env: Mapping[str, str]) -> HealthResult:
-    results = [_probe_one(member, env) for member in role.split("+")]
-    dags = _dag_sync(env)
-    if dags is not None:
-        results.append(dags)
+def probe(role: str, env: Mapping[str, str], budget: float = BUDGET) -> HealthResult:
+    """Every member of role (and the DAG sync), all within `budget` seconds."""
+    deadline = time.monotonic() + budget
+    results: list[HealthResult] = []
+    try:
+        with deadline_alarm(budget + GRACE):
+            results = _probe_members(role.split("+"), env, deadline)
+            dags = _dag_sync(env)
+            if dags is not None:
+                results.append(dags)
+    except DeadlinePassed:
+        results.append(HealthResult(False, f"{role}: no answer within {budget:g}s"))
     healthy = all(r.healthy for r in results)
     return HealthResult(healthy, "; ".join(r.reason for r in results))
 
 
-def _probe_one(role: str, env: Mapping[str, str]) -> HealthResult:
+def _guarded(members: Sequence[str], run) -> list[HealthResult]:
+    """run()'s results, or one unhealthy result per member naming what went wrong."""
+    label = "+".join(members)
     try:
-        if role in JOBS:
-            return job_heartbeat(role, env)
-        if role == "webserver":
-            port = env.get("AIRFLOW_ECS_API_PORT", "8080")
-            return http_ok("webserver", f"http://127.0.0.1:{port}/api/v2/monitor/health")
-        if role == "flower":
-            port = env.get("AIRFLOW__CELERY__FLOWER_PORT", "5555")
-            return http_ok("flower", f"http://127.0.0.1:{port}/healthcheck")
-        if role == "worker":
-            return celery_ping(env)
-        return HealthResult(False, f"{role}: no health probe for this role")
+        return run()
     except ConfigError as exc:
-        return HealthResult(False, f"{role}: {exc.problems[0]}")
+        return [HealthResult(False, f"{label}: {exc.problems[0]}")]
     except Exception as exc:  # noqa: BLE001 - a probe reports, it never crashes
-        return HealthResult(False, f"{role}: {type(exc).__name__}: {redact(str(exc))[:200]}")
+        return [HealthResult(False, f"{label}: {type(exc).__name__}: {redact(str(exc))[:300]}")]
 
 
-_HEARTBEAT_AGE = (
-    "SELECT EXTRACT(EPOCH FROM (CURRENT_TIMESTAMP - latest_heartbeat)) FROM job "
-    "WHERE job_type = %(job_type)s AND hostname = %(host)s AND state = 'running' "
-    "ORDER BY latest_heartbeat DESC LIMIT 1")
+def _probe_members(members: Sequence[str], env: Mapping[str, str],
+                   deadline: float) -> list[HealthResult]:
+    results: list[HealthResult] = []
+    jobs = [m for m in members if m in JOBS]
+    if jobs:  # one query for every job of a group: one connection's time, not three
+        results.extend(_guarded(jobs, lambda: job_heartbeats(jobs, env, deadline)))
+    for member in members:
+        if member not in JOBS:
+            results.extend(_guarded([member], lambda m=member: [_probe_other(m, env, deadline)]))
+    return results
 
 
-def _heartbeat_age(url: str, job_type: str, host: str) -> float | None:
-    """Seconds since the freshest heartbeat, by the database's clock; None if no such job.
+def _probe_other(role: str, env: Mapping[str, str], deadline: float) -> HealthResult:
+    if role == "webserver":
+        port = env.get("AIRFLOW_ECS_API_PORT", "8080")
+        return http_ok("webserver", f"http://127.0.0.1:{port}/api/v2/monitor/health",
+                       time_left(deadline))
+    if role == "flower":
+        port = env.get("AIRFLOW__CELERY__FLOWER_PORT", "5555")
+        return http_ok("flower", f"http://127.0.0.1:{port}/healthcheck", time_left(deadline))
+    if role == "worker":
+        return celery_ping(env, deadline)
+    return HealthResult(False, f"{role}: no health probe for this role")
+
+
+def _url_setting(env: Mapping[str, str], name: str, schemes: Sequence[str]) -> str:
+    """The URL in variable name; ConfigError naming it when it is missing or malformed."""
+    from entrypoint.urls import problems_in_url
+
+    url = env.get(name, "").strip()
+    if not url:
+        raise ConfigError(f"required setting: {name}")
+    problems = problems_in_url(name, url, schemes)
+    if problems:
+        raise ConfigError(problems)
+    return url
+
+
+_HEARTBEAT_AGES = (
+    "SELECT job_type, EXTRACT(EPOCH FROM (CURRENT_TIMESTAMP - max(latest_heartbeat))) "
+    "FROM job WHERE job_type = ANY(%(job_types)s) AND hostname = %(host)s "
+    "AND state = 'running' GROUP BY job_type")
+
+
+def _heartbeat_ages(url: str, job_types: list[str], host: str,
+                    timeout: float) -> dict[str, float]:
+    """Seconds since each job type's freshest heartbeat, by the database's clock.
 
     PostgreSQL is queried with psycopg2 directly: importing SQLAlchemy alone costs
     about 0.2 s of CPU, on every probe of every task, every 30 s.
     """
-    from entrypoint.urls import parse
+    rows = postgres_query(postgres_params(url), _HEARTBEAT_AGES,
+                          {"job_types": job_types, "host": host}, timeout)
+    return {job_type: float(age) for job_type, age in rows if age is not None}
 
-    endpoint = parse(url)
-    if endpoint.scheme not in ("postgresql", "postgres"):
-        raise ConfigError("the health probe reads job heartbeats from PostgreSQL; "
-                          f"{endpoint.scheme} is not supported")
-    import psycopg2
 
-    connection = psycopg2.connect(host=endpoint.host, port=endpoint.port,
-                                  user=endpoint.username, password=endpoint.password,
-                                  dbname=endpoint.path.lstrip("/") or None,
-                                  connect_timeout=int(TIMEOUT),
-                                  application_name="airflow-ecs-health")
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(_HEARTBEAT_AGE, {"job_type": job_type, "host": host})
-            row = cursor.fetchone()
-    finally:
-        connection.close()
-    return None if row is None else float(row[0])
+def job_heartbeats(roles: Sequence[str], env: Mapping[str, str],
+                   deadline: float) -> list[HealthResult]:
+    url = _url_setting(env, DB_URL, ("postgresql",))
+    host = hostname()
+    ages = _heartbeat_ages(url, [JOBS[role][0] for role in roles], host, time_left(deadline))
+    results = []
+    for role in roles:
+        job_type, threshold_var = JOBS[role]
+        try:
+            threshold = float(env.get(threshold_var) or DEFAULT_THRESHOLD)
+        except ValueError:
+            threshold = DEFAULT_THRESHOLD
+        age = ages.get(job_type)
+        if age is None:
+            results.append(HealthResult(False, f"{role}: no running {job_type} on {host}"))
+        elif age > threshold:
+            results.append(HealthResult(False, f"{role}: last heartbeat {age:.0f}s ago "
+                                               f"(threshold {threshold:g}s)"))
+        else:
+            results.append(HealthResult(True, f"{role}: heartbeat {age:.0f}s ago"))
+    return results
 
 
 def job_heartbeat(role: str, env: Mapping[str, str]) -> HealthResult:
-    job_type, threshold_var = JOBS[role]
-    url = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "")
-    if not url:
-        raise ConfigError("required setting: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN")
-    try:
-        threshold = float(env.get(threshold_var) or DEFAULT_THRESHOLD)
-    except ValueError:
-        threshold = DEFAULT_THRESHOLD
-    host = hostname()
-    age = _heartbeat_age(url, job_type, host)
-    if age is None:
-        return HealthResult(False, f"{role}: no running {job_type} on {host}")
-    if age > threshold:
-        return HealthResult(False, f"{role}: last heartbeat {age:.0f}s ago (threshold "
-                                   f"{threshold:g}s)")
-    return HealthResult(True, f"{role}: heartbeat {age:.0f}s ago")
+    return job_heartbeats([role], env, time.monotonic() + TIMEOUT)[0]
 
 
-def http_ok(role: str, url: str) -> HealthResult:
+def http_ok(role: str, url: str, timeout: float = TIMEOUT) -> HealthResult:
     # Imported here: urllib.request (http.client, email) is a fifth of a worker probe.
     import urllib.error
     import urllib.request
 
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:  # noqa: S310 - fixed http URL
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - fixed http URL
             code = response.status
     except urllib.error.HTTPError as exc:
         code = exc.code
@@ -160,7 +315,7 @@ def worker_name() -> str:
     return f"celery@{socket.gethostname()}"
 
 
-def celery_ping(env: Mapping[str, str]) -> HealthResult:
+def celery_ping(env: Mapping[str, str], deadline: float | None = None) -> HealthResult:
     """Ping this worker only, through the broker, as `celery inspect ping -d` does.
 
     Celery's control API is a thin layer over kombu's pidbox mailbox (namespace
@@ -168,12 +323,13 @@ def celery_ping(env: Mapping[str, str]) -> HealthResult:
     directly: the same messages on the wire, without importing Celery's app
     machinery (a third of the probe's CPU)."""
     from entrypoint.optional_imports import absent, kombu_without_plugins
+    from entrypoint.urls import BROKER_SCHEMES
 
-    broker = env.get("AIRFLOW__CELERY__BROKER_URL", "")
-    if not broker:
-        raise ConfigError("required setting: AIRFLOW__CELERY__BROKER_URL")
+    broker = _url_setting(env, BROKER_URL, BROKER_SCHEMES)
     name = worker_name()
-    options = {"socket_timeout": TIMEOUT, "socket_connect_timeout": TIMEOUT, "max_retries": 1}
+    timeout = time_left(deadline if deadline is not None else time.monotonic() + TIMEOUT)
+    # Every step within what is left; deadline_alarm bounds their sum.
+    options = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "max_retries": 1}
     # redis-py imports the OpenTelemetry SDK whenever it is installed (Airflow
     # installs it) to offer metrics this short-lived process never records; that
     # import was a quarter of the probe's CPU. kombu registers a YAML serializer
@@ -186,17 +342,24 @@ def celery_ping(env: Mapping[str, str]) -> HealthResult:
         from kombu.pidbox import Mailbox
 
         started = time.monotonic()
-        with Connection(broker, connect_timeout=TIMEOUT, transport_options=options) as conn:
+        with Connection(broker, connect_timeout=timeout, transport_options=options) as conn:
             mailbox = Mailbox("celery", type="fanout", accept=["json"])(conn)
-            # What Celery's app.control.ping(destination=[name]) sends and collects.
-            replies = mailbox._broadcast("ping", destination=[name], reply=True,
-                                         timeout=TIMEOUT) or []
+            # What Celery's app.control.ping(destination=[name]) sends and collects,
+            # through the mailbox's call Celery itself uses (private to kombu).
+            broadcast = getattr(mailbox, "_broadcast", None)
+            if broadcast is not None:
+                replies = broadcast("ping", destination=[name], reply=True,
+                                    timeout=timeout) or []
+    if broadcast is None:  # a kombu without it: Celery's public API, at Celery's cost
+        from celery import Celery
+
+        replies = Celery(broker=broker).control.ping(destination=[name], timeout=timeout) or []
     for reply in replies:
         if name in reply:
             return HealthResult(True, f"worker: {name} answered a ping in "
                                       f"{time.monotonic() - started:.2f}s")
     return HealthResult(False, f"worker: {name} did not answer a ping through "
-                               f"{mask_url(broker)} within {TIMEOUT:g}s")
+                               f"{mask_url(broker)} within {timeout:.1f}s")
 
 
 def _dag_sync(env: Mapping[str, str]) -> HealthResult | None:

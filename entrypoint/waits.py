@@ -6,6 +6,14 @@ revision, an HTTP answer), within one overall deadline
 and one progress line per failed attempt naming the target with passwords
 masked. Errors that waiting can't fix (a wrong password, a TLS mismatch, a
 database that doesn't exist) fail at once instead of using up the deadline.
+
+The deadline holds end to end: every attempt's connect, TLS, auth and query
+share a budget capped at the time left, the back-off never sleeps past it, and
+an alarm stops an attempt that overruns it anyway (health.deadline_alarm).
+PostgreSQL is probed with psycopg2 in asynchronous mode, whatever driver the
+URL names (they all speak libpq's options), so a server that accepts the
+connection and never answers is given up on at the deadline, and a SIGTERM
+is honoured at once.
 """
 
 from __future__ import annotations
@@ -18,13 +26,25 @@ from entrypoint import migrations
 from entrypoint.checks import BROKER_URL, DB_URL, EXECUTION_API_URL
 from entrypoint.config import Settings
 from entrypoint.errors import ConfigError, MigrationError, WaitTimeout
-from entrypoint.log import log, mask_url
-from entrypoint.urls import parse
+from entrypoint.health import (
+    GRACE,
+    DeadlinePassed,
+    deadline_alarm,
+    postgres_params,
+    postgres_query,
+)
+from entrypoint.log import log, mask_url, redact
+from entrypoint.urls import BROKER_SCHEMES, DB_SCHEMES, parse, problems_in_url
 
 REDIS_ROLES = {"scheduler", "worker", "flower", "metrics"}
 DB_ROLES = {"scheduler", "dag-processor", "triggerer", "webserver", "worker", "migrate"}
 SCHEMA_ROLES = {"scheduler", "dag-processor", "triggerer", "webserver", "worker"}
-SOCKET_TIMEOUT = 2.0  # short, so a SIGTERM never waits long behind a blocked connect
+# One attempt's budget (connect, TLS, auth and the query together), or the time left
+# if less: long enough for a loaded server in another zone, short enough that an
+# attempt stuck on a half-open connection is retried on a new one soon.
+ATTEMPT_TIMEOUT = 5.0
+# The back-off leaves at least this much for a last attempt, and none starts with less.
+MIN_ATTEMPT = 0.25
 
 
 class NotReady(Exception):
@@ -64,25 +84,48 @@ def needs(role: str) -> tuple[bool, bool, bool, bool]:
 def wait_for_dependencies(role: str, settings: Settings, env: Mapping[str, str]) -> None:
     redis_needed, db_needed, schema_needed, api_needed = needs(role)
     deadline = Deadline(settings.wait_timeout)
-    broker = env.get(BROKER_URL, "").strip()
-    db_url = env.get(DB_URL, "").strip()
-    if redis_needed and broker.startswith(("redis://", "rediss://")):
-        _wait("Redis", mask_url(broker), lambda: probe_redis(broker), deadline)
+    broker = env.get(BROKER_URL, "").strip() if redis_needed else ""
+    db_url = env.get(DB_URL, "").strip() if db_needed or schema_needed else ""
+    api = env.get(EXECUTION_API_URL, "").strip() if api_needed else ""
+    _check_urls(broker, db_url, api)
+    if broker.startswith(("redis://", "rediss://")):
+        _wait("Redis", mask_url(broker), lambda timeout: probe_redis(broker, timeout), deadline)
     if db_needed and db_url:
-        _wait("the metadata database", _db_target(db_url), lambda: probe_db(db_url), deadline)
+        _wait("the metadata database", _db_target(db_url),
+              lambda timeout: probe_db(db_url, timeout), deadline)
     if schema_needed and db_url:
         if settings.db_migrate:
             migrations.run_migrations(settings, env)
         else:
             _wait("the migrations", "the schema at Airflow's head revision",
-                  lambda: probe_schema(db_url), deadline,
+                  lambda timeout: probe_schema(db_url, timeout), deadline,
                   hint="run the migrate role (airflow-ecs run migrate) before the other roles, "
                        "or set AIRFLOW_ECS_DB_MIGRATE=true on one of them")
-    api = env.get(EXECUTION_API_URL, "").strip()
-    if api_needed and api:
-        _wait("the execution API", api, lambda: probe_execution_api(api), deadline,
+    if api:
+        _wait("the execution API", mask_url(api),
+              lambda timeout: probe_execution_api(api, timeout), deadline,
               hint="workers report task state to the api-server: check that the webserver "
                    "runs and that this task can reach it")
+
+
+def _check_urls(broker: str, db_url: str, api: str) -> None:
+    """ConfigError naming every malformed URL about to be probed: a library given one
+    fails in its own words, which may quote part of the password."""
+    problems = []
+    if broker:
+        problems += problems_in_url(BROKER_URL, broker, BROKER_SCHEMES)
+    if db_url:
+        problems += problems_in_url(DB_URL, db_url, DB_SCHEMES)
+    if api:
+        if not api.startswith(("http://", "https://")):
+            problems.append(f"invalid setting: {EXECUTION_API_URL} must be an http(s) URL")
+        else:
+            try:
+                parse(api)
+            except ValueError as exc:
+                problems.append(f"invalid setting: {EXECUTION_API_URL}: {exc}")
+    if problems:
+        raise ConfigError(problems)
 
 
 def _db_target(url: str) -> str:
@@ -92,8 +135,9 @@ def _db_target(url: str) -> str:
         return "the database URL"
 
 
-def _wait(what: str, target: str, probe: Callable[[], None], deadline: Deadline,
+def _wait(what: str, target: str, probe: Callable[[float], None], deadline: Deadline,
           hint: str = "") -> None:
+    """Run probe(seconds it may take) until it passes, within deadline."""
     import tenacity  # imported here: a start-up with nothing to wait for doesn't pay for it
 
     attempts = 0
@@ -106,23 +150,28 @@ def _wait(what: str, target: str, probe: Callable[[], None], deadline: Deadline,
         log.info("waiting for %s at %s (attempt %d, %.0fs of %.0fs): %s", what, target,
                  state.attempt_number, deadline.elapsed, deadline.seconds, last)
 
-    def count(_state) -> None:
+    def attempt() -> None:
         nonlocal attempts
         attempts += 1
+        probe(max(min(ATTEMPT_TIMEOUT, deadline.remaining), 0.01))
 
+    backoff = tenacity.wait_exponential_jitter(multiplier=0.5, max=10, jitter=1)
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(NotReady),
-        wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=10, jitter=1),
-        stop=tenacity.stop_after_delay(max(deadline.remaining, 0.0)),
-        before=count,
+        # Never sleep past the deadline: what is left goes to a last attempt.
+        wait=lambda state: max(0.0, min(backoff(state), deadline.remaining - MIN_ATTEMPT)),
+        stop=lambda _state: deadline.remaining < MIN_ATTEMPT,
         before_sleep=before_sleep,
         reraise=True,
     )
     try:
-        retrying(probe)
+        with deadline_alarm(deadline.remaining + GRACE):
+            retrying(attempt)
     except Refused as exc:
         raise WaitTimeout(f"{what} at {target} refused us: {exc}") from None
-    except NotReady as exc:
+    except (NotReady, DeadlinePassed) as exc:
+        if isinstance(exc, DeadlinePassed):
+            exc = NotReady(f"no answer before the deadline ({exc})")
         raise WaitTimeout(
             f"{what} at {target} was not ready after {deadline.elapsed:.0f}s "
             f"(AIRFLOW_ECS_WAIT_TIMEOUT={deadline.seconds:g}, {attempts} attempt(s)); "
@@ -131,14 +180,14 @@ def _wait(what: str, target: str, probe: Callable[[], None], deadline: Deadline,
 
 
 # --- probes -----------------------------------------------------------------------------------
-def probe_redis(url: str) -> None:
+def probe_redis(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
     import ssl
 
     import redis
 
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=SOCKET_TIMEOUT,
-                                      socket_timeout=SOCKET_TIMEOUT, retry_on_timeout=False)
+        client = redis.Redis.from_url(url, socket_connect_timeout=timeout,
+                                      socket_timeout=timeout, retry_on_timeout=False)
     except ValueError as exc:
         raise ConfigError(f"invalid setting: {BROKER_URL}: {exc}") from None
     try:
@@ -178,12 +227,27 @@ def probe_redis(url: str) -> None:
         client.close()
 
 
-def _engine(url: str):
+def _is_postgres(url: str) -> bool:
+    return url.split("://", 1)[0].lower().split("+")[0] in ("postgresql", "postgres")
+
+
+def _engine(url: str, timeout: float = ATTEMPT_TIMEOUT):
+    """A SQLAlchemy engine with connect (and, for MySQL, read and write) timeouts.
+
+    The probes use it for the databases other than PostgreSQL; the migration lock
+    (migrations.py) for PostgreSQL too.
+    """
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
-    connect_args = {"connect_timeout": int(SOCKET_TIMEOUT) + 1} if url.startswith(
-        ("postgresql", "postgres", "mysql")) else {}
+    seconds = max(int(timeout), 2)  # whole seconds; libpq takes less than 2 as 2
+    if url.startswith("mysql"):
+        connect_args = {"connect_timeout": seconds, "read_timeout": seconds,
+                        "write_timeout": seconds}
+    elif _is_postgres(url):
+        connect_args = {"connect_timeout": seconds}
+    else:
+        connect_args = {}
     return create_engine(url, poolclass=NullPool, connect_args=connect_args)
 
 
@@ -192,12 +256,44 @@ _PERMANENT_DB_ERRORS = ("password authentication failed", "does not exist",
                         "role \"", "SSL is required")
 
 
-def probe_db(url: str) -> None:
+def _postgres(url: str, sql: str, timeout: float, missing_table_ok: bool = False) -> list[tuple]:
+    """Rows of sql, the whole exchange within timeout; NotReady, Refused or ConfigError."""
+    import psycopg2
+    import psycopg2.errors
+
+    try:
+        params = postgres_params(url)
+    except ValueError as exc:
+        raise ConfigError(f"invalid setting: {DB_URL}: {exc}") from None
+    try:
+        return postgres_query(params, sql, None, timeout)
+    except TimeoutError as exc:
+        raise NotReady(str(exc)) from None
+    except psycopg2.errors.UndefinedTable:
+        if missing_table_ok:
+            return []
+        raise
+    except psycopg2.OperationalError as exc:
+        message = redact(" ".join(str(exc).split()))
+        if any(marker in message for marker in _PERMANENT_DB_ERRORS):
+            raise Refused(message) from None
+        raise NotReady(message or type(exc).__name__) from None
+    except psycopg2.ProgrammingError as exc:  # libpq refused the options: the URL is wrong
+        raise ConfigError(f"invalid setting: {DB_URL}: "
+                          f"{redact(' '.join(str(exc).split()))}") from None
+    except psycopg2.Error as exc:
+        raise NotReady(f"{type(exc).__name__}: {redact(' '.join(str(exc).split()))}") from None
+
+
+def probe_db(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
+    if _is_postgres(url):
+        _postgres(url, "SELECT 1", timeout)
+        return
     from sqlalchemy import text
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
     try:
-        engine = _engine(url)
+        engine = _engine(url, timeout)
     except (ArgumentError, NoSuchModuleError, ValueError) as exc:
         raise ConfigError(f"invalid setting: {DB_URL}: {type(exc).__name__}: "
                           f"{mask_url(str(exc))}") from None
@@ -213,18 +309,22 @@ def probe_db(url: str) -> None:
         engine.dispose()
 
 
-def probe_schema(url: str) -> None:
-    from sqlalchemy.exc import OperationalError
-
+def probe_schema(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
     known, heads = migrations.revision_graph()
-    engine = _engine(url)
-    try:
-        with engine.connect() as connection:
-            current = migrations.current_revisions(connection)
-    except OperationalError as exc:
-        raise NotReady(" ".join(str(exc.orig).split())) from None
-    finally:
-        engine.dispose()
+    if _is_postgres(url):
+        current = {row[0] for row in _postgres(url, "SELECT version_num FROM alembic_version",
+                                               timeout, missing_table_ok=True)}
+    else:
+        from sqlalchemy.exc import OperationalError
+
+        engine = _engine(url, timeout)
+        try:
+            with engine.connect() as connection:
+                current = migrations.current_revisions(connection)
+        except OperationalError as exc:
+            raise NotReady(" ".join(str(exc.orig).split())) from None
+        finally:
+            engine.dispose()
     if current == set(heads):
         return
     unknown = current - known
@@ -237,7 +337,7 @@ def probe_schema(url: str) -> None:
                    + f", head is {', '.join(sorted(heads))}")
 
 
-def probe_execution_api(url: str) -> None:
+def probe_execution_api(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
     import urllib.error
     import urllib.request
 
@@ -246,7 +346,7 @@ def probe_execution_api(url: str) -> None:
     health = url.rstrip("/") + "/health"
     request = urllib.request.Request(health, method="GET")  # noqa: S310 - scheme checked above
     try:
-        with urllib.request.urlopen(request, timeout=SOCKET_TIMEOUT + 1) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
             if response.status < 500:
                 return
     except urllib.error.HTTPError as exc:
