@@ -6,7 +6,12 @@ Sources, in the order they are applied:
 1. `NAME_FILE=/path` sets `NAME` from the file (one trailing newline removed).
    Only for names starting with `AIRFLOW`, and never for Airflow's own options
    whose names end in `_FILE` (below). `NAME` and `NAME_FILE` both set is an
-   error. The `_FILE` variable is removed.
+   error. The `_FILE` variable is removed. The file must be a regular file
+   (a symlink to one is fine, as Docker and Kubernetes mount secrets) of at
+   most FILE_MAX_BYTES of UTF-8 text without NUL bytes: a device (/dev/zero)
+   or a FIFO would never end or block start-up, and an environment variable
+   can hold neither a NUL nor undecodable bytes. Anything else is a secrets
+   error naming the variable and the path, never the content.
 2. A value `ssm:/NAME` (or `ssm:` + a parameter ARN) is replaced by that
    parameter's value (SecureString decrypted); `secretsmanager:NAME_OR_ARN`,
    optionally `#json-key`, by that secret's string (or the key of its JSON).
@@ -42,6 +47,9 @@ from entrypoint.log import log, mask
 SSM_PREFIX = "ssm:"
 SM_PREFIX = "secretsmanager:"
 GET_PARAMETERS_BATCH = 10  # the API's limit on names per GetParameters call
+# The largest NAME_FILE read: the largest secret the AWS stores hold (a Secrets
+# Manager secret) with room to spare; keys, passwords and URLs are far smaller.
+FILE_MAX_BYTES = 64 * 1024
 
 # Airflow 3.3 options whose names end in "_file" (from airflow/config_templates/
 # config.yml and the providers' option lists): their _FILE is part of the name,
@@ -105,6 +113,59 @@ def _file_target(name: str) -> str | None:
     if name in AIRFLOW_FILE_OPTIONS:
         return None
     return name[: -len("_FILE")]
+
+
+def read_secret_file(name: str, path: Path) -> str:
+    """The content of the file variable `name` names (one trailing newline removed).
+
+    SecretsError naming name and path, never the content, if it is not a regular
+    file of at most FILE_MAX_BYTES of UTF-8 text without NUL bytes.
+    """
+    import os
+    import stat
+
+    where = f"{name}={str(path)!r}"
+    try:
+        # O_NONBLOCK: opening a FIFO without a writer would block start-up.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or "not a valid path"
+        raise SecretsError(f"{where}: cannot read the file ({reason}); point {name} at the "
+                           "secret's file, readable by this container's user") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+            raise SecretsError(f"{where}: the path is {kind}; point {name} at a regular file "
+                               "holding the secret")
+        data = b""
+        while len(data) <= FILE_MAX_BYTES:
+            chunk = os.read(fd, FILE_MAX_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        raise SecretsError(f"{where}: cannot read the file ({exc.strerror}); point {name} at "
+                           "the secret's file, readable by this container's user") from None
+    finally:
+        os.close(fd)
+    if len(data) > FILE_MAX_BYTES:
+        raise SecretsError(f"{where}: the file is larger than {FILE_MAX_BYTES // 1024} KiB, "
+                           f"too large for a secret; point {name} at the file holding only "
+                           "the secret's value")
+    try:
+        value = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretsError(f"{where}: the file is not UTF-8 text; an environment variable "
+                           "holds text: store the secret as text (base64-encode binary keys)"
+                           ) from None
+    if "\0" in value:
+        raise SecretsError(f"{where}: the file contains a NUL byte, which an environment "
+                           "variable cannot hold; store the secret as text (base64-encode "
+                           "binary keys)")
+    return value[:-1] if value.endswith("\n") else value
 
 
 class _Aws:
@@ -273,6 +334,7 @@ def resolve(env: Mapping[str, str], settings: Settings) -> Resolved:
     out = dict(env)
     sources: dict[str, str] = {}
     problems: list[str] = []
+    file_problems: list[str] = []
 
     for name in sorted(env):
         target = _file_target(name)
@@ -283,12 +345,10 @@ def resolve(env: Mapping[str, str], settings: Settings) -> Resolved:
             continue
         path = Path(env[name])
         try:
-            value = path.read_text()
-        except OSError as exc:
-            problems.append(f"invalid setting: {name}={env[name]!r}: cannot read the file "
-                            f"({exc.strerror})")
+            value = read_secret_file(name, path)
+        except SecretsError as exc:
+            file_problems.append(str(exc))
             continue
-        value = value[:-1] if value.endswith("\n") else value
         mask(value)
         out[target] = value
         del out[name]
@@ -305,6 +365,8 @@ def resolve(env: Mapping[str, str], settings: Settings) -> Resolved:
             refs[name] = ref
     if problems:
         raise ConfigError(problems)
+    if file_problems:
+        raise SecretsError("\n".join(f"  - {p}" for p in file_problems))
 
     if not refs and not settings.ssm_path:
         return Resolved(env=out, sources=sources)

@@ -58,7 +58,9 @@ def test_file_and_value_both_set_is_an_error(tmp_path):
 
 
 def test_unreadable_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match=r"AIRFLOW__X_FILE=.*cannot read the file"):
+    from entrypoint.errors import SecretsError
+
+    with pytest.raises(SecretsError, match=r"AIRFLOW__X_FILE=.*cannot read the file"):
         resolve({"AIRFLOW__X_FILE": str(tmp_path / "missing")})
 
 
