@@ -97,7 +97,8 @@ def wait_for_dependencies(role: str, settings: Settings, env: Mapping[str, str])
         if settings.db_migrate:
             migrations.run_migrations(settings, env)
         else:
-            _wait("the migrations", "the schema at Airflow's head revision",
+            # Read as "<what> at <target> is ready": the schema, where it lives.
+            _wait("the schema migrated to Airflow's head revision", _db_target(db_url),
                   lambda timeout: probe_schema(db_url, timeout), deadline,
                   hint="run the migrate role (airflow-ecs run migrate) before the other roles, "
                        "or set AIRFLOW_ECS_DB_MIGRATE=true on one of them")

@@ -135,7 +135,8 @@ def test_roles_wait_for_the_schema_until_migrated(postgres_server, tmp_path):
     env = airflow_env(postgres_server, "airflow_wait_schema", tmp_path)
     with pytest.raises(WaitTimeout) as err:
         waits.wait_for_dependencies("scheduler", settings(AIRFLOW_ECS_WAIT_TIMEOUT="3"), env)
-    assert "the migrations" in str(err.value) and "run the migrate role" in str(err.value)
+    assert "the schema migrated to Airflow's head revision at postgresql" in str(err.value)
+    assert "run the migrate role" in str(err.value)
     migrations.run_migrations(settings(), env)
     waits.wait_for_dependencies("scheduler", settings(), env)
 
