@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 import pytest
-from silent_servers import blackhole, silent_postgres
 
 from entrypoint import config, health, waits
 from entrypoint.errors import ConfigError, WaitTimeout
 
 from servers import free_port
+from silent_servers import blackhole, silent_postgres
 
 pytestmark = pytest.mark.integration
 
