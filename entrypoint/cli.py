@@ -258,7 +258,8 @@ def _check(role: str | None) -> int:
     problems = checks.check(role, settings, env)
     if problems:
         for problem in problems:
-            print(f"problem: {problem}", file=sys.stderr)
+            # Problems are written without secret values; redact() is a second line of defence.
+            print(f"problem: {redact(problem)}", file=sys.stderr)
         print(f"{len(problems)} problem(s) found", file=sys.stderr)
         return 78
     print(f"configuration OK for {role or 'every role'}")

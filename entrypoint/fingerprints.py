@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from entrypoint.checks import BROKER_URL, SHARED_KEYS
 from entrypoint.config import Settings
 from entrypoint.errors import KeyMismatchError, WaitTimeout
-from entrypoint.log import log, mask_url
+from entrypoint.log import log, mask_url, redact
 
 REDIS_KEY = "airflow-ecs:key-fingerprints"
 
@@ -68,7 +68,7 @@ def verify_and_publish(role: str, settings: Settings, env: Mapping[str, str]) ->
             stored = {k.decode(): v.decode() for k, v in pipe.execute()[-1].items()}
     except redis.RedisError as exc:
         raise WaitTimeout(f"could not read the key fingerprints from Redis at "
-                          f"{mask_url(broker)}: {type(exc).__name__}: {exc}") from None
+                          f"{mask_url(broker)}: {type(exc).__name__}: {redact(str(exc))}") from None
     finally:
         client.close()
     differing = sorted(name for name, value in mine.items() if stored.get(name) != value)

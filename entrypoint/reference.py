@@ -27,10 +27,15 @@ EXIT_CODES = (
     (0, "success (for `health`: healthy)"),
     (EXIT_UNHEALTHY, "`health`: unhealthy; a process group stopped because a program failed"),
     (EXIT_USAGE, "bad command line"),
-    (EXIT_INTERNAL, "internal error (a bug: please report it)"),
+    (EXIT_INTERNAL, "internal error: a bug in airflow-ecs, please report it. Never the "
+                    "answer to user input, remote content (DAG files, S3 keys, git "
+                    "repositories) or a broken or hostile server: those get the codes below, "
+                    "naming the variable, key or path at fault and the fix"),
     (EXIT_CONFIG, "configuration: a setting is missing or invalid (every problem is listed)"),
-    (EXIT_SECRETS, "secrets: a parameter or secret is missing, forbidden or unreadable"),
-    (EXIT_DAG_SYNC, "DAG sync: the first sync failed"),
+    (EXIT_SECRETS, "secrets: a parameter or secret is missing, forbidden or unreadable; a "
+                   "`NAME_FILE` that is not a regular file of UTF-8 text (no NUL) up to 64 KiB"),
+    (EXIT_DAG_SYNC, "DAG sync: the first sync failed (the source can't be reached, or holds "
+                    "what can't be published faithfully: the key or path is named)"),
     (EXIT_WAIT, "dependency wait: Redis, the database, the migrations or the execution API "
                 "were not ready before AIRFLOW_ECS_WAIT_TIMEOUT"),
     (EXIT_MIGRATION, "migration: `airflow db migrate` failed"),
