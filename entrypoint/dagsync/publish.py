@@ -102,19 +102,22 @@ def drop_escaping_links(root: Path) -> list[str]:
     link, or one climbing out with `..`, directly or through other links); return their
     paths, relative to root. What stays resolves inside the published tree, so a reader
     of the DAG folder never reaches the host's files through it."""
-    dropped = []
+    links = []
     folders = [str(root)]
     while folders:
         folder = folders.pop()
         with os.scandir(folder) as entries:
             for entry in entries:
                 if entry.is_symlink():
-                    if not inside(root, entry.path):
-                        os.unlink(entry.path)
-                        dropped.append(os.path.relpath(entry.path, root))
+                    links.append(entry.path)
                 elif entry.is_dir(follow_symlinks=False):
                     folders.append(entry.path)
-    return sorted(dropped)
+    # Every link judged before any is removed: one that leaves only through another
+    # (`a -> b/etc`, `b -> /`) is judged with that other one still in place.
+    escaping = [link for link in links if not inside(root, link)]
+    for link in escaping:
+        os.unlink(link)
+    return sorted(os.path.relpath(link, root) for link in escaping)
 
 
 def count_files(tree: Path) -> int:

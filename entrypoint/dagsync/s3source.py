@@ -150,7 +150,7 @@ def check_keys(objects: Mapping[str, object], settings: Settings, root: str) -> 
                            "the folder holding this one")
                     break
         if why:
-            raise DagSyncError(f"object {root}{key!r} can't be a file of the DAG folder: "
+            raise DagSyncError(f"object {root + key!r} can't be a file of the DAG folder: "
                                f"{why}. Rename or delete the object under "
                                "AIRFLOW_ECS_DAGS_S3_URI; the last good tree is kept")
 
