@@ -87,13 +87,13 @@ def validate_url(url: str, variable: str = "AIRFLOW_ECS_DAGS_GIT_URL") -> None:
 
     The one check of a git URL: the sync runs it on AIRFLOW_ECS_DAGS_GIT_URL and on every
     submodule URL, and `airflow-ecs check` can run it (`entrypoint.dagsync.problems`)."""
-    _text(url, variable, "a git URL, e.g. https://github.com/acme/dags.git")
     password = _password(url)
     if password:
         mask(password)
         raise ConfigError(f"invalid setting: {variable}={display_url(url)!r} must not carry "
                           "credentials; give the token in AIRFLOW_ECS_DAGS_GIT_TOKEN (or an SSH "
                           "key in AIRFLOW_ECS_DAGS_GIT_SSH_KEY)")
+    _text(url, variable, "a git URL, e.g. https://github.com/acme/dags.git")
     if url.startswith("-") or _TRANSPORT_HELPER.match(url):
         raise ConfigError(f"invalid setting: {variable}={display_url(url)!r} is "
                           "refused: transport helpers (ext::, fd::, ...) and option-like "
