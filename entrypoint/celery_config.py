@@ -20,7 +20,8 @@ like a failure.
 In a worker it also makes Airflow's task supervisor notice a task process's
 exit at once (entrypoint.task_exit), so a finished task frees its slot, and
 skips the heartbeat it sent right after starting a task
-(entrypoint.first_heartbeat).
+(entrypoint.first_heartbeat), and loads the Airflow code every task needs
+before the pool forks (entrypoint.preload).
 
 Airflow loads this module (through `[celery] celery_config_options`)
 wherever it builds its Celery app, scheduler and worker alike, so importing
@@ -36,7 +37,7 @@ import threading
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 from celery.signals import worker_init, worker_ready, worker_shutting_down
 
-from entrypoint import first_heartbeat, protection, task_exit
+from entrypoint import first_heartbeat, preload, protection, task_exit
 
 STOP_MARGIN_SECONDS = 10
 
@@ -72,6 +73,7 @@ def _correct_task_supervisor(**_: object) -> None:
     # In the main process, before the pool forks: every pool process inherits them.
     task_exit.install()
     first_heartbeat.install()
+    preload.install()
 
 
 @worker_ready.connect

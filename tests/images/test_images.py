@@ -71,15 +71,18 @@ def test_celery_executor_imports_and_dependencies_are_consistent():
 def test_supervisor_fixes_apply_to_the_airflow_in_the_image():
     """Expected exit code 0: the worker's fixes to Airflow's task supervisor find the shape
     they were written for (each changes nothing, and says so, when Airflow changes), and
-    the worker's Celery configuration installs them when the worker starts."""
+    the worker's Celery configuration installs them, and preloads the code every task
+    needs, when the worker starts."""
     script = ("from entrypoint import celery_config; "
               "from celery.signals import worker_init; worker_init.send(sender=None); "
               "from airflow.sdk.execution_time.supervisor import ActivitySubprocess as A; "
-              "print(A._service_subprocess.__module__, A._on_child_started.__module__)")
+              "print(A._service_subprocess.__module__, A._on_child_started.__module__); "
+              "import sys; print('airflow.dag_processing.dagbag' in sys.modules)")
     result = run_in("worker", "-c", script, entrypoint="python3")
     assert result.returncode == 0, result.stderr
-    modules = result.stdout.strip().splitlines()[-1]
+    modules, preloaded = result.stdout.strip().splitlines()[-2:]
     assert modules == "entrypoint.task_exit entrypoint.first_heartbeat"
+    assert preloaded == "True", result.stderr  # entrypoint.preload, before the pool forks
 
 
 def test_tini_is_pid_1():
