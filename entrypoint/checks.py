@@ -242,6 +242,16 @@ def _admin_login(roles: list[str], settings: Settings, env: Mapping[str, str]) -
     return []
 
 
+def _dag_sync_settings(roles: list[str], settings: Settings,
+                       env: Mapping[str, str]) -> list[str]:
+    # The same checks the sync runs before each pass: `check` refuses what it would refuse.
+    if settings.dags_source == "image":
+        return []
+    from entrypoint import dagsync
+
+    return dagsync.problems(settings)
+
+
 _RULES: tuple[Callable[[list[str], Settings, Mapping[str, str]], list[str]], ...] = (
     _unresolved_values,
     _url_passwords,
@@ -252,4 +262,5 @@ _RULES: tuple[Callable[[list[str], Settings, Mapping[str, str]], list[str]], ...
     _visibility_timeout,
     _dags_folder,
     _admin_login,
+    _dag_sync_settings,
 )

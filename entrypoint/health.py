@@ -374,7 +374,9 @@ def _dag_sync(env: Mapping[str, str]) -> HealthResult | None:
         return HealthResult(False, f"configuration: {exc.problems[0]}")
     if settings.dags_source == "image":
         return None
-    status = publish.read_status(settings)
+    status, problem = publish.load_status(settings)
+    if problem:
+        return HealthResult(False, f"DAG sync status unknown: {problem}")
     if status is None or not status.last_success:
         return HealthResult(False, "DAGs not synced yet")
     age = time.time() - status.last_success

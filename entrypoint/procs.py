@@ -60,6 +60,7 @@ def terminate_children() -> None:
         children = list(_children)
     for proc in children:
         _stop(proc)
+    terminate_groups()
 
 
 def _raise_terminated(signum: int, _frame: FrameType | None) -> None:

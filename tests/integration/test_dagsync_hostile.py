@@ -507,6 +507,8 @@ def test_corrupt_status_is_reported_never_fatal(tmp_path, content):
     assert "Traceback" not in shown.stderr
     result = health._dag_sync(env)
     assert not result.healthy
+    assert result.reason.startswith("DAG sync status unknown: ")
+    assert str(state / "status.json") in result.reason
 
 
 def test_s3_uri_that_is_not_utf8_is_a_configuration_error(tmp_path):

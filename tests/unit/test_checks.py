@@ -107,3 +107,19 @@ def test_webserver_needs_an_admin_password():
     env = {k: v for k, v in GOOD.items() if k != "AIRFLOW_ECS_ADMIN_PASSWORD"}
     problems = run("webserver", env)
     assert len(problems) == 1 and "AIRFLOW_ECS_ADMIN_PASSWORD" in problems[0]
+
+
+@pytest.mark.parametrize(("extra", "named"), [
+    ({"AIRFLOW_ECS_DAGS_SOURCE": "git",
+      "AIRFLOW_ECS_DAGS_GIT_URL": "https://bot:planted-token@git.example.com/dags.git"},
+     "AIRFLOW_ECS_DAGS_GIT_URL"),
+    ({"AIRFLOW_ECS_DAGS_SOURCE": "git", "AIRFLOW_ECS_DAGS_GIT_URL": "https://g.example/d.git",
+      "AIRFLOW_ECS_DAGS_GIT_REF": "main..bad"}, "AIRFLOW_ECS_DAGS_GIT_REF"),
+])
+def test_check_refuses_what_the_dag_sync_would_refuse(extra, named):
+    """`airflow-ecs check` runs the DAG sync's own checks: nothing it passes is refused later."""
+    settings = config.load(extra)
+    env = defaults.apply("scheduler", settings, {**GOOD, **extra})
+    problems = checks.check("scheduler", settings, env)
+    assert any(named in p for p in problems), problems
+    assert not any("planted-token" in p for p in problems)
