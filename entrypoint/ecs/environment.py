@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from entrypoint.ecs import healthcheck
 from entrypoint.ecs.settings import parameter_arn
 
 SYNCED_DAGS_DIR = "/opt/airflow/dags-data/dags"
@@ -44,6 +45,10 @@ def template_values(s: Mapping[str, Any]) -> dict[str, Any]:
         "containerPort": s["api_port"],
     }] if s["target_group_arn"] else [])
     values["tags"] = [{"key": "airflow-ecs:deployment", "value": s["name"]}]
+    # The load balancer's checks fail until the api-server listens: ECS ignores them for
+    # as long as the container's own health check does.
+    values["webserver_start_allowance"] = healthcheck.start_allowance(
+        {e["name"]: e["value"] for e in airflow_environment(s, "webserver")})
     return values
 
 
@@ -61,6 +66,12 @@ def airflow_environment(s: Mapping[str, Any], role: str) -> list[dict[str, str]]
         "AIRFLOW__LOGGING__REMOTE_BASE_LOG_FOLDER": s["remote_logs_s3_uri"].rstrip("/"),
         "AIRFLOW__LOGGING__REMOTE_LOG_CONN_ID": "aws_default",
         "AIRFLOW_CONN_AWS_DEFAULT": json.dumps({"conn_type": "aws"}),
+        # A log uploaded to S3 is deleted from the task's disk: a long-lived worker or
+        # triggerer would otherwise fill Fargate's ephemeral storage with them.
+        "AIRFLOW__LOGGING__DELETE_LOCAL_LOGS": "True",
+        # Stated here, not left to Parameter Store, so that the health check's timings
+        # derived from it hold (the task definition's environment wins).
+        "AIRFLOW_ECS_WAIT_TIMEOUT": str(s["wait_timeout"]),
     }
     if role == "webserver":
         env["AIRFLOW_ECS_API_PORT"] = str(s["api_port"])
@@ -71,6 +82,7 @@ def airflow_environment(s: Mapping[str, Any], role: str) -> list[dict[str, str]]
         env["AIRFLOW_ECS_DAGS_SOURCE"] = s["dags_source"]
         env["AIRFLOW_ECS_DAGS_DIR"] = SYNCED_DAGS_DIR
         env["AIRFLOW_ECS_DAGS_REFRESH_SECONDS"] = str(s["dags_refresh_seconds"])
+        env["AIRFLOW_ECS_DAGS_SYNC_TIMEOUT"] = str(s["dags_sync_timeout"])
         if s["dags_source"] == "git":
             env["AIRFLOW_ECS_DAGS_GIT_URL"] = s["dags_git_url"]
             env["AIRFLOW_ECS_DAGS_GIT_REF"] = s["dags_git_ref"]

@@ -6,7 +6,9 @@ Layout of the templates (the output mirrors it):
     task-definitions/services/*.json    CreateService input
     task-definitions/scaling/*-target.json, *-policy.json
                                         RegisterScalableTarget / PutScalingPolicy input
-    task-definitions/iam/*.json         IAM policy documents
+    task-definitions/iam/*.json         IAM policy documents; task-role-policy.json is
+                                        rendered once per role, as
+                                        iam/task-role-policy-ROLE.json
 
 Nothing is written unless every file renders and validates; the problems of all
 files are reported together.
@@ -20,10 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from entrypoint.ecs import environment, settings, template, validate
+from entrypoint.ecs import environment, healthcheck, settings, template, validate
 from entrypoint.errors import ConfigError
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "task-definitions"
+TASK_ROLE_POLICY = "task-role-policy"
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ def render(settings_file: Path | None, env: Mapping[str, str],
     problems: list[str] = []
     docs: dict[str, Any] = {}
 
-    def fill(relative: str, extra: Mapping[str, Any] | None = None) -> Any:
+    def fill(relative: str, extra: Mapping[str, Any] | None = None,
+             output: str | None = None) -> Any:
         path = templates / relative
         try:
             doc = template.fill(template.load_template(path), {**base, **(extra or {})},
@@ -56,7 +60,7 @@ def render(settings_file: Path | None, env: Mapping[str, str],
         except ConfigError as exc:
             problems.extend(exc.problems)
             return None
-        docs[relative] = doc
+        docs[output or relative] = doc
         return doc
 
     families: dict[str, dict[str, Any]] = {}
@@ -69,7 +73,8 @@ def render(settings_file: Path | None, env: Mapping[str, str],
             unfilled = True
             continue
         _stop_timeout_in_environment(doc)
-        problems.extend(validate.task_definition(doc, display(path), values))
+        healthcheck.fill_timings(doc)
+        problems.extend(validate.task_definition(doc, display(path), values, role))
         if isinstance(doc.get("family"), str):
             families[doc["family"]] = doc
     if not families and not problems:
@@ -94,11 +99,16 @@ def render(settings_file: Path | None, env: Mapping[str, str],
             problems.append(f"{display(path)}: scaling files end in -target.json or "
                             "-policy.json")
     for path in sorted(templates.glob("iam/*.json")):
-        doc = fill(f"iam/{path.name}")
-        if doc is not None:
-            problems.extend(validate.iam_policy(doc, display(path)))
+        per_role = settings.ROLES if path.stem == TASK_ROLE_POLICY else (None,)
+        for role in per_role:
+            output = f"iam/{path.stem}-{role}.json" if role else None
+            doc = fill(f"iam/{path.name}", {"template_role": role,
+                                            "template_roles": settings.ROLES}, output)
+            source = f"{display(path)} ({role}'s)" if role else display(path)
+            if doc is not None:
+                problems.extend(validate.iam_policy(doc, source, values["partition"]))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(list(dict.fromkeys(problems)))  # a per-role template's once
     return Rendered(values, docs)
 
 

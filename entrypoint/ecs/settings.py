@@ -17,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint import __version__
+from entrypoint.ecs import healthcheck
 from entrypoint.errors import ConfigError
 
 ENV_PREFIX = "AIRFLOW_ECS_DEPLOY_"
 ROLES = ("scheduler", "webserver", "worker", "migrate")
+COUNT_LIMITS = {"scheduler_count": (1, 10), "webserver_count": (1, 100)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +74,13 @@ DEPLOY_SETTINGS: tuple[DeploySetting, ...] = (
     DeploySetting("dags_s3_uri", "text", "", "s3://BUCKET/PREFIX/ of the DAGs (dags_source s3)."),
     DeploySetting("dags_refresh_seconds", "int", 60,
                   "Seconds between DAG syncs in running tasks (0: at start only)."),
+    DeploySetting("dags_sync_timeout", "int", 120,
+                  "Deadline in seconds of one DAG sync (AIRFLOW_ECS_DAGS_SYNC_TIMEOUT); the "
+                  "first sync at start counts towards the health checks' start-up allowance."),
+    DeploySetting("wait_timeout", "int", 300,
+                  "Deadline in seconds of the dependency waits at start "
+                  "(AIRFLOW_ECS_WAIT_TIMEOUT); the health checks give a starting task this "
+                  "long, plus the first DAG sync, before they count a failure."),
     DeploySetting("remote_logs_s3_uri", "text", REQUIRED,
                   "s3://BUCKET/PREFIX/ for task logs: workers are ephemeral, their disks too."),
     DeploySetting("log_group", "text", "", "CloudWatch log group; empty: /ecs/NAME."),
@@ -96,8 +105,10 @@ DEPLOY_SETTINGS: tuple[DeploySetting, ...] = (
     DeploySetting("worker_memory", "text", "2048", "Worker task memory (MiB)."),
     DeploySetting("migrate_cpu", "text", "512", "Migrate task CPU units."),
     DeploySetting("migrate_memory", "text", "2048", "Migrate task memory (MiB)."),
-    DeploySetting("scheduler_count", "int", 1, "Scheduler tasks."),
-    DeploySetting("webserver_count", "int", 2, "Webserver tasks."),
+    DeploySetting("scheduler_count", "int", 2,
+                  "Scheduler tasks (1 to 10); with 2 or more, a task lost or replaced leaves "
+                  "one scheduling."),
+    DeploySetting("webserver_count", "int", 2, "Webserver tasks (1 to 100)."),
     DeploySetting("worker_min_count", "int", 1, "Fewest workers (at least 1)."),
     DeploySetting("worker_max_count", "int", 10, "Most workers."),
     DeploySetting("worker_concurrency", "int", 4,
@@ -247,6 +258,22 @@ def _check(v: dict[str, Any], origin: dict[str, str], settings_file: Path | None
     need(not v["execution_api_url"] or bool(re.match(r"^https?://[^/]+/(.*/)?execution/$",
                                                       v["execution_api_url"])),
          "execution_api_url", "must be an http(s) URL ending in /execution/")
+    for key, (low, high) in COUNT_LIMITS.items():
+        need(low <= v[key] <= high, key, f"must be from {low} to {high}")
+    need(1 <= v["wait_timeout"] <= 86400, "wait_timeout", "must be from 1 to 86400")
+    need(1 <= v["dags_sync_timeout"] <= 86400, "dags_sync_timeout", "must be from 1 to 86400")
+    if not problems:
+        sync = v["dags_sync_timeout"] if v["dags_source"] in healthcheck.SYNCING_SOURCES else 0
+        allowance = sync + v["wait_timeout"] + healthcheck.START_MARGIN
+        need(allowance <= healthcheck.longest_allowance(), "wait_timeout",
+             f"plus the first DAG sync ({sync} s) and {healthcheck.START_MARGIN} s of start-up "
+             f"is {allowance} s, longer than ECS's health check can wait "
+             f"({healthcheck.longest_allowance()} s)")
+    partition = partition_of(v["region"])
+    for key, service in (("kms_key_arn", "kms"), ("target_group_arn", "elasticloadbalancing")):
+        need(not v[key] or v[key].startswith(f"arn:{partition}:{service}:{v['region']}:"),
+             key, f"must be an ARN of the region's partition: arn:{partition}:{service}:"
+             f"{v['region']}:...")
     need(v["poll_seconds"] >= 1, "poll_seconds", "must be at least 1")
     need(v["migrate_timeout"] >= v["poll_seconds"], "migrate_timeout",
          "must be at least poll_seconds")
@@ -256,13 +283,18 @@ def _check(v: dict[str, Any], origin: dict[str, str], settings_file: Path | None
 def _derive(v: dict[str, Any]) -> dict[str, Any]:
     out = dict(v)
     region, account = v["region"], v["account_id"]
-    out["image_registry"] = v["image_registry"] or f"{account}.dkr.ecr.{region}.amazonaws.com"
+    partition = out["partition"] = partition_of(region)
+    out["dns_suffix"] = dns_suffix_of(partition)
+    out["image_registry"] = (v["image_registry"]
+                             or f"{account}.dkr.ecr.{region}.{out['dns_suffix']}")
     out["log_group"] = v["log_group"] or f"/ecs/{v['name']}"
     out["service_connect_namespace"] = v["service_connect_namespace"] or v["name"]
     out["execution_api_url"] = (v["execution_api_url"]
                                 or f"http://webserver:{v['api_port']}/execution/")
-    out["execution_role_arn"] = f"arn:aws:iam::{account}:role/{v['name']}-ecs-execution"
-    out["task_role_arn"] = f"arn:aws:iam::{account}:role/{v['name']}-ecs-task"
+    out["execution_role_arn"] = f"arn:{partition}:iam::{account}:role/{v['name']}-ecs-execution"
+    for role in ROLES:
+        out[f"{role}_task_role_arn"] = (f"arn:{partition}:iam::{account}:role/"
+                                        f"{task_role_name(v['name'], role)}")
     out["worker_service"] = f"{v['name']}-worker"
     out["ssm_path_trimmed"] = v["ssm_path"].rstrip("/")
     out["dags_s3_uri"] = v["dags_s3_uri"] if v["dags_source"] == "s3" else ""
@@ -274,8 +306,9 @@ def _derive(v: dict[str, Any]) -> dict[str, Any]:
     logs = _S3_URI.match(v["remote_logs_s3_uri"])
     assert logs is not None  # checked above
     out["logs_bucket"], out["logs_prefix"] = logs["bucket"], logs["prefix"]
-    out["secrets_manager_arns"] = [f"arn:aws:secretsmanager:{region}:{account}:secret:{name}-??????"
-                                   for name in v["secrets_manager_secrets"]]
+    out["secrets_manager_arns"] = [
+        f"arn:{partition}:secretsmanager:{region}:{account}:secret:{name}-??????"
+        for name in v["secrets_manager_secrets"]]
     out["injected_parameter_arns"] = [parameter_arn(out, name) for name in
                                       (out["admin_password_parameter"],
                                        out["dags_git_token_parameter"]) if name]
@@ -283,4 +316,24 @@ def _derive(v: dict[str, Any]) -> dict[str, Any]:
 
 
 def parameter_arn(values: Mapping[str, Any], name: str) -> str:
-    return f"arn:aws:ssm:{values['region']}:{values['account_id']}:parameter{name}"
+    return (f"arn:{partition_of(values['region'])}:ssm:{values['region']}:"
+            f"{values['account_id']}:parameter{name}")
+
+
+def partition_of(region: str) -> str:
+    """The AWS partition a region belongs to: the second field of every ARN in it."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def dns_suffix_of(partition: str) -> str:
+    """Domain of the partition's service endpoints (ECR registries, kms:ViaService)."""
+    return "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
+
+
+def task_role_name(name: str, role: str) -> str:
+    """IAM role of one role's tasks: each gets only the permissions that role uses."""
+    return f"{name}-ecs-task-{role}"

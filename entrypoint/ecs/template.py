@@ -9,7 +9,10 @@ Here the template is parsed first and filled value by value:
   (a number stays a number, a list a list);
 - `${name}` inside a longer string is replaced by the value's text;
 - an object with `"$if": "name"` is kept (without that key) only when the
-  setting is non-empty, and dropped from its list or parent otherwise.
+  setting is non-empty, and dropped from its list or parent otherwise;
+- in a template rendered once per role (the task role policy), an object with
+  `"$roles": [...]` is kept (without that key) only in the renderings of the
+  roles it lists.
 
 Errors name the file and the JSON path of the placeholder.
 """
@@ -27,6 +30,7 @@ from entrypoint.errors import ConfigError
 
 _WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _DROP = object()
+_KEYWORDS = ("$if", "$roles")
 
 
 def load_template(path: Path) -> Any:
@@ -53,6 +57,20 @@ def json_path(parent: str, key: str | int) -> str:
         else f"{parent}[{json.dumps(key)}]"
 
 
+def _for_role(roles: Any, values: Mapping[str, Any], source: str, path: str,
+              problems: list[str]) -> bool:
+    """Whether an object with `$roles` is kept in this rendering."""
+    role, known = values.get("template_role"), values.get("template_roles", ())
+    if not role:
+        problems.append(f"{source}: {path}: only templates rendered per role take $roles")
+        return False
+    if not isinstance(roles, list) or not roles or any(r not in known for r in roles):
+        problems.append(f"{source}: {path}: must list roles among {', '.join(known)}, got "
+                        f"{roles!r}")
+        return False
+    return role in roles
+
+
 def _fill(node: Any, values: Mapping[str, Any], source: str, path: str,
           problems: list[str]) -> Any:
     if isinstance(node, dict):
@@ -64,9 +82,12 @@ def _fill(node: Any, values: Mapping[str, Any], source: str, path: str,
                 return _DROP
             if not values[condition]:
                 return _DROP
+        if "$roles" in node and not _for_role(node["$roles"], values, source,
+                                              json_path(path, "$roles"), problems):
+            return _DROP
         out = {}
         for key, value in node.items():
-            if key == "$if":
+            if key in _KEYWORDS:
                 continue
             filled = _fill(value, values, source, json_path(path, key), problems)
             if filled is not _DROP:

@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from entrypoint.ecs import healthcheck
+from entrypoint.ecs.settings import ROLES, partition_of
 from entrypoint.ecs.template import json_path
 
 # Fargate task sizes: CPU units -> valid memory values in MiB.
@@ -29,8 +31,7 @@ FARGATE_SIZES: dict[int, range] = {
 # 256 CPU units take 512, 1024 or 2048 MiB only (not 1536).
 _SIZE_EXCEPTIONS = {(256, 1536)}
 STOP_TIMEOUT_RANGE = (2, 120)  # Fargate's limits, in seconds
-HEALTH_LIMITS = {"interval": (5, 300), "timeout": (2, 120), "retries": (1, 10),
-                 "startPeriod": (0, 300)}
+HEALTH_LIMITS = healthcheck.LIMITS
 # Actions that take no resource-level permission: "*" is the only resource they accept.
 WILDCARD_ACTIONS = frozenset({"ecr:GetAuthorizationToken", "cloudwatch:PutMetricData"})
 IMAGE_ROLES = ("base", "scheduler", "webserver", "worker")
@@ -68,10 +69,12 @@ def against_model(doc: Any, service: str, operation: str, source: str) -> list[s
     return problems
 
 
-def task_definition(doc: Mapping[str, Any], source: str, values: Mapping[str, Any]) -> list[str]:
+def task_definition(doc: Mapping[str, Any], source: str, values: Mapping[str, Any],
+                    role: str | None = None) -> list[str]:
     problems = against_model(doc, "ecs", "RegisterTaskDefinition", source)
     if problems:
         return problems
+    problems += _roles(doc, source, values, role)
     if "FARGATE" in doc.get("requiresCompatibilities", []):
         problems += _fargate(doc, source)
     volumes = {v["name"] for v in doc.get("volumes", [])}
@@ -80,6 +83,24 @@ def task_definition(doc: Mapping[str, Any], source: str, values: Mapping[str, An
         problems.append(f"{source}: $.containerDefinitions: no container is essential")
     for i, c in enumerate(containers):
         problems += _container(c, f"$.containerDefinitions[{i}]", source, values, volumes)
+    return problems
+
+
+def _roles(doc: Mapping[str, Any], source: str, values: Mapping[str, Any],
+           role: str | None) -> list[str]:
+    """Each role's tasks run with that role's own task role, in the region's partition."""
+    problems = []
+    partition = partition_of(values["region"])
+    for key in ("taskRoleArn", "executionRoleArn"):
+        arn = doc.get(key, "")
+        if arn and not arn.startswith(f"arn:{partition}:iam::"):
+            problems.append(f"{source}: $.{key}: {arn!r} is not an IAM ARN of the region's "
+                            f"partition (arn:{partition}:iam::...)")
+    if role in ROLES and doc.get("taskRoleArn") != values[f"{role}_task_role_arn"]:
+        problems.append(f"{source}: $.taskRoleArn: {doc.get('taskRoleArn')!r} is not the "
+                        f"{role} task role {values[f'{role}_task_role_arn']} (write "
+                        f"${{{role}_task_role_arn}}): each role's tasks get only its "
+                        "permissions")
     return problems
 
 
@@ -129,15 +150,20 @@ def _container(c: Mapping[str, Any], path: str, source: str, values: Mapping[str
     for j, s in enumerate(c.get("secrets", [])):
         if s["name"] in names:
             problems.append(f"{at}.secrets[{j}].name: {s['name']} is also in environment")
-        if not re.match(r"^arn:aws[a-z\-]*:(ssm|secretsmanager):[a-z0-9\-]+:\d{12}:"
-                        r"(parameter/|secret:)", s["valueFrom"]):
+        if not re.match(rf"^arn:{partition_of(values['region'])}:(ssm|secretsmanager):"
+                        rf"{values['region']}:\d{{12}}:(parameter/|secret:)", s["valueFrom"]):
             problems.append(f"{at}.secrets[{j}].valueFrom: {s['valueFrom']!r} must be the ARN "
-                            "of an SSM parameter or a Secrets Manager secret")
+                            "of an SSM parameter or a Secrets Manager secret in the "
+                            "region's partition")
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         problems.append(f"{at}.environment: set twice: {', '.join(dupes)}")
     if "healthCheck" in c:
-        problems += _health(c["healthCheck"], f"{at}.healthCheck")
+        problems += _health(c["healthCheck"], f"{at}.healthCheck",
+                            healthcheck.start_allowance(healthcheck.container_env(c)))
+    if (c.get("linuxParameters") or {}).get("initProcessEnabled"):
+        problems.append(f"{at}.linuxParameters.initProcessEnabled: the images run tini as "
+                        "PID 1 already; ECS's init would push it off PID 1 (remove the key)")
     mounts = {m.get("containerPath") for m in c.get("mountPoints", [])}
     for j, m in enumerate(c.get("mountPoints", [])):
         if m.get("sourceVolume") not in volumes:
@@ -164,7 +190,7 @@ def _image(image: str, at: str, values: Mapping[str, Any]) -> list[str]:
     return []
 
 
-def _health(check: Mapping[str, Any], at: str) -> list[str]:
+def _health(check: Mapping[str, Any], at: str, allowance: int) -> list[str]:
     problems = []
     command = check.get("command", [])
     if not command or command[0] not in ("CMD", "CMD-SHELL") or len(command) < 2:
@@ -176,6 +202,18 @@ def _health(check: Mapping[str, Any], at: str) -> list[str]:
         value = check.get(key)
         if value is not None and not low <= value <= high:
             problems.append(f"{at}.{key}: {value} is outside ECS's {low}-{high}")
+    timeout = check.get("timeout", 5)
+    if timeout <= healthcheck.health.BUDGET:
+        problems.append(f"{at}.timeout: {timeout} s does not exceed the health command's own "
+                        f"{healthcheck.health.BUDGET:g} s budget: ECS would count a slow but "
+                        "complete answer as a failure")
+    gives_up = healthcheck.gives_up_after(check)
+    if not problems and gives_up < allowance:
+        problems.append(f"{at}: gives up after {gives_up} s (startPeriod + retries x interval), "
+                        f"before the container's start-up allowance of {allowance} s (first "
+                        "DAG sync + AIRFLOW_ECS_WAIT_TIMEOUT + margin): ECS would stop a "
+                        "starting task before the entrypoint reports what it waits for; leave "
+                        "the timings out to have them derived")
     return problems
 
 
@@ -229,13 +267,17 @@ def _resource_id(doc: Mapping[str, Any], source: str, services: set[str]) -> lis
     return []
 
 
-def iam_policy(doc: Any, source: str) -> list[str]:
+def iam_policy(doc: Any, source: str, partition: str | None = None) -> list[str]:
     if not isinstance(doc, dict) or doc.get("Version") != "2012-10-17":
         return [f"{source}: $.Version: must be \"2012-10-17\""]
     statements = doc.get("Statement")
     if not isinstance(statements, list) or not statements:
         return [f"{source}: $.Statement: must be a non-empty list"]
     problems = []
+    if partition is not None:
+        problems += [f"{source}: {path}: {arn!r} is not in the region's partition "
+                     f"(arn:{partition}:...)" for path, arn in _strings(doc, "$")
+                     if arn.startswith("arn:") and arn.split(":")[1] != partition]
     for i, st in enumerate(statements):
         at = f"{source}: $.Statement[{i}]" + (f" (Sid {st['Sid']})" if st.get("Sid") else "")
         if st.get("Effect") not in ("Allow", "Deny"):
@@ -255,6 +297,17 @@ def iam_policy(doc: Any, source: str) -> list[str]:
             problems.append(f"{at}: Resource \"*\" is allowed only for actions without "
                             f"resource-level permissions ({', '.join(sorted(WILDCARD_ACTIONS))})")
     return problems
+
+
+def _strings(node: Any, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from _strings(value, json_path(path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _strings(value, json_path(path, i))
 
 
 def _as_list(value: Any) -> Iterator[str]:

@@ -52,7 +52,9 @@ def test_every_rendered_file_passes_the_botocore_models(tmp_path, data):
     relative = sorted(str(p.relative_to(tmp_path / "out")) for p in written)
     assert relative == [
         "iam/ecs-tasks-trust-policy.json", "iam/execution-role-policy.json",
-        "iam/task-role-policy.json", "migrate.json", "scaling/worker-policy.json",
+        "iam/task-role-policy-migrate.json", "iam/task-role-policy-scheduler.json",
+        "iam/task-role-policy-webserver.json", "iam/task-role-policy-worker.json",
+        "migrate.json", "scaling/worker-policy.json",
         "scaling/worker-target.json", "scheduler.json", "services/scheduler.json",
         "services/webserver.json", "services/worker.json", "webserver.json", "worker.json"]
     for path in written:
@@ -82,12 +84,11 @@ def test_task_definitions_carry_what_ecs_needs(tmp_path):
         doc = load(out, f"{role}.json")
         assert (doc["cpu"], doc["memory"]) == (settings.BY_NAME[f"{role}_cpu"].default,
                                                settings.BY_NAME[f"{role}_memory"].default)
-        assert doc["taskRoleArn"] == "arn:aws:iam::123456789012:role/airflow-ecs-task"
+        assert doc["taskRoleArn"] == f"arn:aws:iam::123456789012:role/airflow-ecs-task-{role}"
         main_container = doc["containerDefinitions"][0]
         assert main_container["command"] == ["run", command]
         assert main_container["user"] == "50000"
         assert main_container["readonlyRootFilesystem"] is True
-        assert main_container["linuxParameters"]["initProcessEnabled"] is True
         assert {m["containerPath"] for m in main_container["mountPoints"]} == {
             "/tmp", "/opt/airflow/logs", "/opt/airflow/dags-data"}
         assert main_container["logConfiguration"]["options"]["awslogs-group"] == "/ecs/airflow"
@@ -139,10 +140,11 @@ def test_git_settings_and_environment_overrides(tmp_path):
     service = load(out, "services/worker.json")
     assert service["networkConfiguration"]["awsvpcConfiguration"]["subnets"] == [
         "subnet-1", "subnet-2", "subnet-3"]
-    task_policy = load(out, "iam/task-role-policy.json")
-    sids = [s["Sid"] for s in task_policy["Statement"]]
-    assert "ReadTheDagPrefix" not in sids  # no S3 DAG source, no S3 DAG access
-    assert {"DecryptSecureStringsAndSecrets", "ReadNamedSecrets"} <= set(sids)
+    for role in settings.ROLES:
+        task_policy = load(out, f"iam/task-role-policy-{role}.json")
+        sids = [s["Sid"] for s in task_policy["Statement"]]
+        assert "ReadTheDagPrefix" not in sids  # no S3 DAG source, no S3 DAG access
+        assert {"DecryptSecureStringsAndSecrets", "ReadNamedSecrets"} <= set(sids)
     execution = load(out, "iam/execution-role-policy.json")
     injected = next(s for s in execution["Statement"] if s["Sid"] == "InjectTaskDefinitionSecrets")
     assert injected["Resource"] == [
@@ -220,9 +222,15 @@ def test_misspelt_key_names_the_file_and_path(tmp_path):
      "$.cpu: unknown placeholder ${scheduler_cpus}"),
     ("worker.json", lambda d: d["containerDefinitions"][0].update(mountPoints=[]),
      "$.containerDefinitions[0].mountPoints: a read-only root needs a writable volume at /tmp"),
-    ("iam/task-role-policy.json", lambda d: d["Statement"][4].update(Resource="*"),
-     "$.Statement[2] (Sid ReadTheDagPrefix): Resource \"*\" is allowed only for actions "
+    ("iam/execution-role-policy.json", lambda d: d["Statement"][1].update(Resource="*"),
+     "$.Statement[1] (Sid PullTheImages): Resource \"*\" is allowed only for actions "
      "without resource-level"),
+    ("worker.json", lambda d: d["containerDefinitions"][0].update(
+        linuxParameters={"initProcessEnabled": True}),
+     "$.containerDefinitions[0].linuxParameters.initProcessEnabled: the images run tini"),
+    ("webserver.json", lambda d: d.update(taskRoleArn="${worker_task_role_arn}"),
+     "$.taskRoleArn: 'arn:aws:iam::123456789012:role/airflow-ecs-task-worker' is not the "
+     "webserver task role"),
     ("services/webserver.json", lambda d: d["serviceConnectConfiguration"]["services"][0].update(
         portName="http"),
      "$.serviceConnectConfiguration.services[0].portName: 'http' is not a named port"),
@@ -234,6 +242,16 @@ def test_rules_the_model_does_not_hold(tmp_path, name, edit, expected):
     problems = problems_of(templates)
     assert len(problems) == 1 and problems[0].startswith(f"{templates}/{name}: {expected}"), \
         problems
+
+
+def test_a_per_role_policy_problem_names_each_rendering_it_is_in(tmp_path):
+    templates = broken(tmp_path, "iam/task-role-policy.json",
+                       lambda d: d["Statement"][4].update(Resource="*"))
+    assert problems_of(templates) == [
+        f"{templates}/iam/task-role-policy.json ({role}'s): $.Statement[2] (Sid "
+        "ReadTheDagPrefix): Resource \"*\" is allowed only for actions without resource-level "
+        "permissions (cloudwatch:PutMetricData, ecr:GetAuthorizationToken)"
+        for role in ("scheduler", "worker")]
 
 
 def test_settings_problems_are_all_reported_with_their_origin(tmp_path):
@@ -288,3 +306,113 @@ def test_docs_hold_the_generated_settings_table():
     assert reference.render_deploy_settings() in docs, (
         "docs/deploy.md's settings table is out of date: paste the output of "
         "`python -m entrypoint.reference deploy`")
+
+
+SETTINGS_FILES = sorted((ROOT / "task-definitions" / "settings").glob("*.json"))
+
+
+def containers(documents: dict):
+    for name, doc in documents.items():
+        if "/" not in name:
+            for c in doc["containerDefinitions"]:
+                yield name, c
+
+
+@pytest.mark.parametrize("path", SETTINGS_FILES, ids=lambda p: p.name)
+def test_every_shipped_settings_file_renders_without_a_finding(tmp_path, path):
+    written = render.render_all(path, {}, tmp_path / "out")
+    assert len(written) == 15
+    documents = render.render(path, {}).documents
+    for name, c in containers(documents):
+        # The images run tini as PID 1: ECS's init process would push it off PID 1.
+        assert "initProcessEnabled" not in c.get("linuxParameters", {}), (name, c["name"])
+        env = env_of(c)
+        if env.get("AIRFLOW__LOGGING__REMOTE_LOGGING") == "True":
+            assert env["AIRFLOW__LOGGING__DELETE_LOCAL_LOGS"] == "True", (name, c["name"])
+    assert [name for name, c in containers(documents)
+            if "AIRFLOW__LOGGING__REMOTE_LOGGING" in env_of(c)] == [
+        "migrate.json", "scheduler.json", "webserver.json", "worker.json"]
+
+
+def test_production_settings_run_two_schedulers_and_webservers_with_rolling_deployments():
+    documents = render.render(ROOT / "task-definitions" / "settings" / "production.json",
+                              {}).documents
+    for role in ("scheduler", "webserver"):
+        service = documents[f"services/{role}.json"]
+        assert service["desiredCount"] == 2, role
+        config = service["deploymentConfiguration"]
+        assert (config["minimumHealthyPercent"], config["maximumPercent"]) == (100, 200), role
+    assert settings.BY_NAME["scheduler_count"].default == 2
+    documents = render.render(EXAMPLE, {"AIRFLOW_ECS_DEPLOY_SCHEDULER_COUNT": "3"}).documents
+    assert documents["services/scheduler.json"]["desiredCount"] == 3
+    config = documents["services/scheduler.json"]["deploymentConfiguration"]
+    assert (config["minimumHealthyPercent"], config["maximumPercent"]) == (100, 200)
+
+
+def test_counts_out_of_range_name_the_file_or_variable(tmp_path):
+    path = write_settings(tmp_path, {**BASE, "scheduler_count": 0, "webserver_count": 101})
+    with pytest.raises(ConfigError) as caught:
+        settings.load(path, {})
+    assert caught.value.problems == [f"{path}: $.scheduler_count: 0 must be from 1 to 10",
+                                     f"{path}: $.webserver_count: 101 must be from 1 to 100"]
+    with pytest.raises(ConfigError) as caught:
+        settings.load(EXAMPLE, {"AIRFLOW_ECS_DEPLOY_SCHEDULER_COUNT": "11"})
+    assert caught.value.problems == ["AIRFLOW_ECS_DEPLOY_SCHEDULER_COUNT: 11 must be from 1 "
+                                     "to 10"]
+
+
+PARTITIONS = {"cn-north-1": ("aws-cn", "amazonaws.com.cn"),
+              "us-gov-west-1": ("aws-us-gov", "amazonaws.com"),
+              "eu-west-1": ("aws", "amazonaws.com")}
+
+
+@pytest.mark.parametrize("region", PARTITIONS)
+def test_partition_and_domain_follow_the_region_as_botocore_has_them(region):
+    import re
+
+    import botocore
+
+    data = json.loads((Path(botocore.__file__).parent / "data" / "partitions.json").read_text())
+    [known] = [p for p in data["partitions"] if re.match(p["regionRegex"], region)]
+    partition = settings.partition_of(region)
+    assert (partition, settings.dns_suffix_of(partition)) == PARTITIONS[region] == (
+        known["id"], known["outputs"]["dnsSuffix"])
+
+
+@pytest.mark.parametrize("region", ["cn-north-1", "us-gov-west-1"])
+def test_every_arn_is_in_the_regions_partition(tmp_path, region):
+    import re
+
+    partition, domain = PARTITIONS[region]
+    data = {**BASE, "region": region, "target_group_arn": "",
+            "kms_key_arn": f"arn:{partition}:kms:{region}:123456789012:key/1234abcd",
+            "secrets_manager_secrets": ["airflow/prod/extra"]}
+    out = tmp_path / "out"
+    written = render.render_all(write_settings(tmp_path, data), {}, out)
+    arns = set()
+    for path in written:
+        arns |= set(re.findall(r"arn:[^:\"]*:[a-z0-9\-]+:", path.read_text()))
+    assert arns and {arn.split(":")[1] for arn in arns} == {partition}, arns
+    worker = load(out, "worker.json")
+    assert worker["containerDefinitions"][0]["image"].startswith(
+        f"123456789012.dkr.ecr.{region}.{domain}/")
+    assert worker["taskRoleArn"] == (f"arn:{partition}:iam::123456789012:role/"
+                                     "airflow-ecs-task-worker")
+    execution = load(out, "iam/execution-role-policy.json")
+    decrypt = next(s for s in execution["Statement"] if s["Sid"] == "DecryptInjectedSecrets")
+    assert decrypt["Condition"]["StringEquals"]["kms:ViaService"] == f"ssm.{region}.{domain}"
+
+
+def test_an_arn_of_another_partition_is_refused(tmp_path):
+    path = write_settings(tmp_path, {**BASE, "region": "cn-north-1"})
+    with pytest.raises(ConfigError) as caught:
+        settings.load(path, {})
+    assert caught.value.problems == [
+        f"{path}: $.target_group_arn: {BASE['target_group_arn']!r} must be an ARN of the "
+        "region's partition: arn:aws-cn:elasticloadbalancing:cn-north-1:..."]
+    problems = validate.iam_policy(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:GetObject",
+                                                 "Resource": "arn:aws:s3:::b/k"}]},
+        "p.json", "aws-cn")
+    assert problems == ["p.json: $.Statement[0].Resource: 'arn:aws:s3:::b/k' is not in the "
+                        "region's partition (arn:aws-cn:...)"]

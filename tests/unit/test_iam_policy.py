@@ -1,4 +1,5 @@
-"""The task role policy covers every AWS action the runtime performs, and nothing more.
+"""Each role's task role policy covers every AWS action that role's code performs, and
+nothing more.
 
 The actions are derived from the code, not listed by hand: boto3 client calls
 (and paginators) found in the syntax tree of every runtime module, mapped to IAM
@@ -7,6 +8,8 @@ mapped to the S3 actions they issue; the ECS agent's task-protection endpoint;
 and Airflow's S3 task-log handler, which the task definitions switch on. Each
 action is then checked against the rendered policy with the resource the runtime
 touches, and "*" is allowed only for actions without resource-level permissions.
+Which role runs which code is the table ROLES_OF below; a module that starts calling
+AWS must be added to it.
 """
 
 import ast
@@ -26,12 +29,33 @@ EXAMPLE = ROOT / "task-definitions" / "settings" / "example.json"
 # Runs on an operator's machine with the operator's credentials, not in a task.
 NOT_IN_TASKS = {RUNTIME / "ecs"}
 # What each s3fs call issues (s3fs's own code: find -> ListObjectsV2, get -> GetObject).
-S3FS_ACTIONS = {"find": ["s3:ListBucket"], "ls": ["s3:ListBucket"], "get": ["s3:GetObject"],
+S3FS_ACTIONS = {"find": ["s3:ListBucket"], "_find": ["s3:ListBucket"],
+                "ls": ["s3:ListBucket"], "get": ["s3:GetObject"],
                 "cat_file": ["s3:GetObject"], "info": ["s3:GetObject"],
                 # A URL presigned for get_object (s3fs's default client method), then fetched.
                 "_url": ["s3:GetObject"]}
 # Actions the ECS agent checks against the task role for its task-protection endpoint.
 AGENT_ACTIONS = {"PUT": "ecs:UpdateTaskProtection", "GET": "ecs:GetTaskProtection"}
+ROLES = ("scheduler", "webserver", "worker", "migrate")
+# The task (and so the task role) each runtime module that calls AWS runs in.
+ROLES_OF = {
+    "secrets.py": ROLES,  # every entrypoint resolves its secrets at start
+    "metrics.py": ("scheduler",),  # the metrics sidecar of the scheduler task
+    "dagsync": ("scheduler", "worker"),  # the roles that read DAG files
+    "protection.py": ("worker",),
+}
+# Airflow's S3 task-log handler: workers write task logs, the scheduler task's triggerer
+# and DAG-processor callbacks theirs (writing appends: it reads the object first), and
+# the webserver reads them all.
+LOG_WRITERS = ("scheduler", "worker")
+LOG_READERS = ("scheduler", "webserver", "worker")
+
+
+def roles_of(path: Path) -> tuple[str, ...]:
+    relative = path.relative_to(RUNTIME)
+    key = relative.parts[0] if len(relative.parts) > 1 else relative.name
+    assert key in ROLES_OF, f"{path} calls AWS: add the roles that run it to ROLES_OF"
+    return ROLES_OF[key]
 
 
 def runtime_modules():
@@ -72,7 +96,7 @@ def _operations(service: str) -> dict[str, str]:
     return {xform_name(op): op for op in model.operation_names}
 
 
-def boto3_actions() -> set[str]:
+def boto3_actions(role: str | None = None) -> set[str]:
     actions = set()
     for path in runtime_modules():
         tree = ast.parse(path.read_text())
@@ -91,7 +115,8 @@ def boto3_actions() -> set[str]:
                 method = node.args[0].value
             operations = _operations(service)
             assert method in operations, f"{path}: {service}.{method} is not a {service} call"
-            actions.add(f"{service}:{operations[method]}")
+            if role is None or role in roles_of(path):
+                actions.add(f"{service}:{operations[method]}")
     return actions
 
 
@@ -101,11 +126,13 @@ def _names_fs(node: ast.expr) -> bool:
         (isinstance(node, ast.Attribute) and node.attr == "fs")
 
 
-def s3fs_actions() -> set[str]:
+def s3fs_actions(role: str | None = None) -> set[str]:
     actions = set()
     for path in runtime_modules():
         text = path.read_text()
         if "s3fs" not in text:  # the modules that use an S3FileSystem, named `fs`
+            continue
+        if role is not None and role not in roles_of(path):
             continue
         for node in ast.walk(ast.parse(text)):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
@@ -113,14 +140,31 @@ def s3fs_actions() -> set[str]:
                 assert node.func.attr in S3FS_ACTIONS, \
                     f"{path}: fs.{node.func.attr}: add the S3 actions it issues to the table"
                 actions.update(S3FS_ACTIONS[node.func.attr])
-    assert actions, "the S3 DAG source makes no s3fs call any more: update this test"
+    assert actions or role is not None, \
+        "the S3 DAG source makes no s3fs call any more: update this test"
     return actions
 
 
-def agent_actions() -> set[str]:
-    source = (RUNTIME / "protection.py").read_text()
+def agent_actions(role: str | None = None) -> set[str]:
+    path = RUNTIME / "protection.py"
+    source = path.read_text()
     assert '"/task-protection/v1/state"' in source
+    if role is not None and role not in roles_of(path):
+        return set()
     return {action for method, action in AGENT_ACTIONS.items() if f'"{method}"' in source}
+
+
+def log_actions(role: str | None = None) -> set[str]:
+    actions = set()
+    if role is None or role in LOG_READERS:
+        actions |= {"s3:ListBucket", "s3:GetObject"}
+    if role is None or role in LOG_WRITERS:
+        actions.add("s3:PutObject")
+    return actions
+
+
+def derived_actions(role: str | None = None) -> set[str]:
+    return boto3_actions(role) | s3fs_actions(role) | agent_actions(role) | log_actions(role)
 
 
 def test_the_derivation_finds_the_calls_the_runtime_makes():
@@ -132,36 +176,42 @@ def test_the_derivation_finds_the_calls_the_runtime_makes():
     assert agent_actions() == {"ecs:UpdateTaskProtection", "ecs:GetTaskProtection"}
 
 
-def required(values) -> dict[str, list[str]]:
-    """Each action the runtime performs, with the resources it performs it on."""
-    region, account = values["region"], values["account_id"]
-    ssm = f"arn:aws:ssm:{region}:{account}:parameter"
+def required(values, role: str | None = None) -> dict[str, list[str]]:
+    """Each action the runtime (or one role's code) performs, with the resources it
+    performs it on."""
+    region, account, partition = values["region"], values["account_id"], values["partition"]
+    ssm = f"arn:{partition}:ssm:{region}:{account}:parameter"
     resources = {
         "ssm:GetParametersByPath": [f"{ssm}{values['ssm_path_trimmed']}"],
         "ssm:GetParameters": [f"{ssm}{values['ssm_path']}AIRFLOW__CORE__FERNET_KEY",
                               f"{ssm}{values['ssm_path']}nested/NAME"],
         "secretsmanager:GetSecretValue": [
-            f"arn:aws:secretsmanager:{region}:{account}:secret:{name}-AbCdEf"
+            f"arn:{partition}:secretsmanager:{region}:{account}:secret:{name}-AbCdEf"
             for name in values["secrets_manager_secrets"]],
         "cloudwatch:PutMetricData": ["*"],
         "ecs:DescribeServices": [
-            f"arn:aws:ecs:{region}:{account}:service/{values['cluster']}/"
+            f"arn:{partition}:ecs:{region}:{account}:service/{values['cluster']}/"
             f"{values['worker_service']}"],
-        "ecs:UpdateTaskProtection": [f"arn:aws:ecs:{region}:{account}:task/"
+        "ecs:UpdateTaskProtection": [f"arn:{partition}:ecs:{region}:{account}:task/"
                                      f"{values['cluster']}/0123456789abcdef"],
-        "s3:ListBucket": [f"arn:aws:s3:::{values['logs_bucket']}"],
-        "s3:GetObject": [f"arn:aws:s3:::{values['logs_bucket']}/{values['logs_prefix']}"
-                         "dag_id=x/run_id=y/task_id=z/attempt=1.log"],
+        "s3:ListBucket": [],
+        "s3:GetObject": [],
         # Airflow's S3 task-log handler writes each task's log (remote logging is on).
-        "s3:PutObject": [f"arn:aws:s3:::{values['logs_bucket']}/{values['logs_prefix']}"
+        "s3:PutObject": [f"arn:{partition}:s3:::{values['logs_bucket']}/{values['logs_prefix']}"
                          "dag_id=x/run_id=y/task_id=z/attempt=1.log"],
     }
     resources["ecs:GetTaskProtection"] = resources["ecs:UpdateTaskProtection"]
-    if values["dags_s3_uri"]:
+    if role is None or role in LOG_READERS:
+        resources["s3:ListBucket"].append(f"arn:{partition}:s3:::{values['logs_bucket']}")
         resources["s3:GetObject"].append(
-            f"arn:aws:s3:::{values['dags_bucket']}/{values['dags_prefix']}team/a dag.py")
-        resources["s3:ListBucket"].append(f"arn:aws:s3:::{values['dags_bucket']}")
-    return resources
+            f"arn:{partition}:s3:::{values['logs_bucket']}/{values['logs_prefix']}"
+            "dag_id=x/run_id=y/task_id=z/attempt=1.log")
+    if values["dags_s3_uri"] and s3fs_actions(role):
+        resources["s3:GetObject"].append(
+            f"arn:{partition}:s3:::{values['dags_bucket']}/{values['dags_prefix']}team/a dag.py")
+        resources["s3:ListBucket"].append(f"arn:{partition}:s3:::{values['dags_bucket']}")
+    actions = derived_actions(role)
+    return {action: where for action, where in resources.items() if action in actions}
 
 
 def allows(policy, action: str, resource: str) -> bool:
@@ -178,29 +228,63 @@ SETTINGS = {
     "s3": {},
     "git+secrets": {"dags_source": "git", "dags_git_url": "https://git.example.com/dags.git",
                     "secrets_manager_secrets": ["airflow/prod/dags-token", "other"]},
+    "s3+kms+china": {"region": "cn-north-1", "target_group_arn": "",
+                     "kms_key_arn": "arn:aws-cn:kms:cn-north-1:123456789012:key/1234abcd"},
+    "govcloud": {"region": "us-gov-west-1", "target_group_arn": ""},
 }
 
 
+def granted_actions(policy) -> set[str]:
+    return {a for st in policy["Statement"]
+            for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])}
+
+
+def test_every_action_the_runtime_performs_belongs_to_a_role():
+    assert set().union(*(derived_actions(role) for role in ROLES)) == derived_actions()
+    assert derived_actions("migrate") == {"ssm:GetParametersByPath", "ssm:GetParameters",
+                                          "secretsmanager:GetSecretValue"}
+
+
+@pytest.mark.parametrize("role", ROLES)
 @pytest.mark.parametrize("overrides", SETTINGS.values(), ids=SETTINGS.keys())
-def test_task_role_policy_covers_every_action_the_runtime_performs(tmp_path, overrides):
+def test_task_role_policy_covers_every_action_the_role_performs(tmp_path, overrides, role):
     settings_file = tmp_path / "settings.json"
     settings_file.write_text(json.dumps({**json.loads(EXAMPLE.read_text()), **overrides}))
     rendered = render.render(settings_file, {})
-    policy = rendered.documents["iam/task-role-policy.json"]
-    needed = required(rendered.settings)
-    derived = boto3_actions() | s3fs_actions() | agent_actions() | {"s3:PutObject"}
+    policy = rendered.documents[f"iam/task-role-policy-{role}.json"]
+    assert rendered.documents[f"{role}.json"]["taskRoleArn"] == (
+        f"arn:{rendered.settings['partition']}:iam::123456789012:role/airflow-ecs-task-{role}")
+    needed = required(rendered.settings, role)
+    derived = derived_actions(role)
     assert set(needed) == derived, "the runtime's actions changed: update required()"
     for action, resources in needed.items():
         for resource in resources:
-            assert allows(policy, action, resource), f"{action} on {resource} is not granted"
-    granted = {a for st in policy["Statement"]
-               for a in (st["Action"] if isinstance(st["Action"], list) else [st["Action"]])}
-    assert granted <= derived | {"kms:Decrypt"}, f"granted but never used: {granted - derived}"
+            assert allows(policy, action, resource), \
+                f"{role}: {action} on {resource} is not granted"
+    granted = granted_actions(policy)
+    assert granted <= derived | {"kms:Decrypt"}, \
+        f"{role}: granted but never used by it: {granted - derived}"
 
 
-def test_nothing_is_granted_beyond_its_prefix():
+def test_least_privilege_per_role():
+    """What the review asked of each role, spelled out."""
+    documents = render.render(EXAMPLE, {}).documents
+    granted = {role: granted_actions(documents[f"iam/task-role-policy-{role}.json"])
+               for role in ROLES}
+    start = {"ssm:GetParametersByPath", "ssm:GetParameters"}
+    assert granted["migrate"] == start
+    assert granted["webserver"] == start | {"s3:ListBucket", "s3:GetObject"}
+    assert granted["worker"] == start | {"s3:ListBucket", "s3:GetObject", "s3:PutObject",
+                                         "ecs:GetTaskProtection", "ecs:UpdateTaskProtection"}
+    assert granted["scheduler"] == start | {"s3:ListBucket", "s3:GetObject", "s3:PutObject",
+                                            "cloudwatch:PutMetricData",
+                                            "ecs:DescribeServices"}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_nothing_is_granted_beyond_its_prefix(role):
     rendered = render.render(EXAMPLE, {})
-    policy = rendered.documents["iam/task-role-policy.json"]
+    policy = rendered.documents[f"iam/task-role-policy-{role}.json"]
     s = rendered.settings
     assert not allows(policy, "s3:GetObject", f"arn:aws:s3:::{s['dags_bucket']}/elsewhere/x.py")
     assert not allows(policy, "s3:PutObject", f"arn:aws:s3:::{s['dags_bucket']}/"
@@ -209,9 +293,9 @@ def test_nothing_is_granted_beyond_its_prefix():
                       f"{s['account_id']}:parameter/airflow/staging/X")
     assert not allows(policy, "secretsmanager:GetSecretValue",
                       f"arn:aws:secretsmanager:{s['region']}:{s['account_id']}:secret:any-AbCdEf")
-    for name in ("iam/task-role-policy.json", "iam/execution-role-policy.json"):
+    for name in (f"iam/task-role-policy-{role}.json", "iam/execution-role-policy.json"):
         doc = rendered.documents[name]
-        assert validate.iam_policy(doc, name) == []
+        assert validate.iam_policy(doc, name, "aws") == []
         for st in doc["Statement"]:
             resources = st["Resource"] if isinstance(st["Resource"], list) else [st["Resource"]]
             actions = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
