@@ -45,10 +45,11 @@ def deploy(settings_file: Path | None, env: Mapping[str, str], out_dir: Path,
                               "--skip-migrate to update the services without one")
         _run_to_completion(ecs, s, migrate)
 
+    scaled = {doc["ResourceId"] for doc in rendered.of_kind("scaling").values()}
     for doc in rendered.of_kind("services").values():
         family = doc["taskDefinition"].split(":")[0]
         doc = {**doc, "taskDefinition": arns[family]}
-        _create_or_update(ecs, doc)
+        _create_or_update(ecs, doc, scaled)
 
     for name, doc in sorted(rendered.of_kind("scaling").items()):
         if name.endswith("-target.json"):
@@ -99,18 +100,20 @@ def _status(exc: Exception) -> str:
     return str(tasks[0].get("lastStatus", "unknown"))
 
 
-def _create_or_update(ecs: Any, doc: Mapping[str, Any]) -> None:
+def _create_or_update(ecs: Any, doc: Mapping[str, Any], scaled: set[str]) -> None:
     found = ecs.describe_services(cluster=doc["cluster"], services=[doc["serviceName"]])
     active = [x for x in found.get("services", []) if x.get("status") != "INACTIVE"]
     if not active:
         ecs.create_service(**doc)
         log.info("created service %s (%s)", doc["serviceName"], doc["taskDefinition"])
         return
-    # desiredCount is left to the autoscaler (and to operators) once a service exists.
-    update = {k: v for k, v in doc.items()
-              if k in ("cluster", "taskDefinition", "deploymentConfiguration",
-                       "networkConfiguration", "loadBalancers", "platformVersion",
-                       "healthCheckGracePeriodSeconds", "serviceConnectConfiguration",
-                       "enableExecuteCommand", "propagateTags")}
+    # A scaled service's desiredCount is left to the autoscaler once the service exists;
+    # the others follow their count setting (scheduler_count, webserver_count).
+    keys = {"cluster", "taskDefinition", "deploymentConfiguration", "networkConfiguration",
+            "loadBalancers", "platformVersion", "healthCheckGracePeriodSeconds",
+            "serviceConnectConfiguration", "enableExecuteCommand", "propagateTags"}
+    if f"service/{doc['cluster']}/{doc['serviceName']}" not in scaled:
+        keys.add("desiredCount")
+    update = {k: v for k, v in doc.items() if k in keys}
     ecs.update_service(service=doc["serviceName"], **update)
     log.info("updated service %s to %s", doc["serviceName"], doc["taskDefinition"])

@@ -100,7 +100,14 @@ def test_deploy_registers_migrates_then_creates_and_updates_the_services(tmp_pat
     assert {s["serviceName"]: s["taskDefinition"].rsplit("/", 1)[1] for s in services} == {
         "airflow-scheduler": "airflow-scheduler:1", "airflow-webserver": "airflow-webserver:1",
         "airflow-worker": "airflow-worker:1"}
-    assert {s["serviceName"]: s["desiredCount"] for s in services}["airflow-webserver"] == 2
+    assert {s["serviceName"]: s["desiredCount"] for s in services} == {
+        "airflow-scheduler": 1, "airflow-webserver": 1, "airflow-worker": 1}
+    # Rolling deployments: the new tasks start before the old ones stop. (moto keeps no
+    # deploymentConfiguration: the files deploy sent are read instead.)
+    for name in ("scheduler", "webserver", "worker"):
+        config = json.loads((tmp_path / "out" / "services" / f"{name}.json").read_text())[
+            "deploymentConfiguration"]
+        assert (config["minimumHealthyPercent"], config["maximumPercent"]) == (100, 200), name
     migrations = ecs.list_tasks(cluster="airflow", startedBy="airflow-ecs-deploy")["taskArns"]
     assert len(migrations) == 1
 
@@ -115,13 +122,28 @@ def test_deploy_registers_migrates_then_creates_and_updates_the_services(tmp_pat
 
     # The autoscaler moved the workers; a new release must not reset that.
     ecs.update_service(cluster="airflow", service="airflow-worker", desiredCount=5)
-    deploy.deploy(path, {**env, "AIRFLOW_ECS_DEPLOY_IMAGE_TAG": "0.1.1"}, tmp_path / "out")
+    # A count setting changed since still applies to the services that aren't scaled.
+    deploy.deploy(path, {**env, "AIRFLOW_ECS_DEPLOY_IMAGE_TAG": "0.1.1",
+                         "AIRFLOW_ECS_DEPLOY_SCHEDULER_COUNT": "2"}, tmp_path / "out")
     services = ecs.describe_services(cluster="airflow", services=names)["services"]
     assert {s["taskDefinition"].rsplit(":", 1)[1] for s in services} == {"2"}
-    assert {s["serviceName"]: s["desiredCount"] for s in services}["airflow-worker"] == 5
+    assert {s["serviceName"]: s["desiredCount"] for s in services} == {
+        "airflow-scheduler": 2, "airflow-webserver": 1, "airflow-worker": 5}
     worker = ecs.describe_task_definition(taskDefinition="airflow-worker:2")["taskDefinition"]
     assert worker["containerDefinitions"][0]["image"].endswith("/airflow-ecs/worker:0.1.1")
     assert len(ecs.list_tasks(cluster="airflow", startedBy="airflow-ecs-deploy")["taskArns"]) == 2
+
+
+def test_production_settings_deploy_two_schedulers_and_two_webservers(tmp_path, aws):
+    production = json.loads((ROOT / "task-definitions" / "settings" / "production.json")
+                            .read_text())
+    path = settings_file(tmp_path, aws, **{k: production[k] for k in (
+        "scheduler_count", "webserver_count", "worker_min_count", "worker_max_count")})
+    deploy.deploy(path, {}, tmp_path / "out")
+    services = aws("ecs").describe_services(
+        cluster="airflow", services=["airflow-scheduler", "airflow-webserver"])["services"]
+    assert {s["serviceName"]: s["desiredCount"] for s in services} == {
+        "airflow-scheduler": 2, "airflow-webserver": 2}
 
 
 def test_cli_deploy_skip_migrate_against_the_endpoint_url(tmp_path, aws_server, monkeypatch):
