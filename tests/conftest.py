@@ -7,10 +7,17 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 from servers import airflow_env, start_moto, start_postgres, start_redis
+
+# Hypothesis: the same examples on every run (`make test` and CI are repeatable; a
+# failure found once fails again until fixed). HYPOTHESIS_PROFILE=explore draws new ones.
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 # Tests never talk to real AWS: fixed fake credentials, a fixed region.
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

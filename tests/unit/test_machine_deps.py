@@ -23,6 +23,8 @@ def tracked_files():
 def test_only_one_script_installs_debian_packages():
     installing = []
     for path in tracked_files():
+        if path == Path(__file__):
+            continue  # this test names the commands it looks for
         if path.suffix not in (".sh", ".py", "") and path.name != "Makefile":
             continue
         text = path.read_text(errors="replace")
