@@ -31,7 +31,7 @@ def drop_action_log_without_log_table() -> bool:
     from sqlalchemy import inspect
 
     if settings.engine is None:
-        settings.configure_orm()
+        settings.configure_orm()  # type: ignore[no-untyped-call]  # unannotated in Airflow
     if settings.engine is None or inspect(settings.engine).has_table("log"):
         return False
     callbacks.remove(action_log)
@@ -43,7 +43,7 @@ def main() -> None:
     from airflow.__main__ import main as airflow_main
 
     sys.argv = ["airflow", "db", "migrate"]
-    airflow_main()
+    airflow_main()  # type: ignore[no-untyped-call]  # unannotated in Airflow
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ CELERY_CONFIG = dict(DEFAULT_CELERY_CONFIG)
 CELERY_CONFIG["worker_soft_shutdown_timeout"] = 0.0
 
 
-def shutdown_deadline(environ: dict[str, str] | os._Environ) -> float:
+def shutdown_deadline(environ: dict[str, str] | os._Environ[str]) -> float:
     try:
         stop_timeout = float(environ.get("AIRFLOW_ECS_STOP_TIMEOUT", "120"))
     except ValueError:
@@ -57,7 +57,8 @@ def shutdown_deadline(environ: dict[str, str] | os._Environ) -> float:
 _timer: threading.Timer | None = None
 
 
-@worker_shutting_down.connect
+# Celery ships no type information: its signal decorators are untyped.
+@worker_shutting_down.connect  # type: ignore[untyped-decorator]
 def _escalate_at_deadline(sig: str = "", how: str = "", exitcode: int = 0, **_: object) -> None:
     global _timer
     if how != "Warm" or _timer is not None:
@@ -68,7 +69,7 @@ def _escalate_at_deadline(sig: str = "", how: str = "", exitcode: int = 0, **_: 
     _timer.start()
 
 
-@worker_init.connect
+@worker_init.connect  # type: ignore[untyped-decorator]  # Celery is untyped
 def _correct_task_supervisor(**_: object) -> None:
     # In the main process, before the pool forks: every pool process inherits them.
     task_exit.install()
@@ -76,7 +77,7 @@ def _correct_task_supervisor(**_: object) -> None:
     preload.install()
 
 
-@worker_ready.connect
+@worker_ready.connect  # type: ignore[untyped-decorator]  # Celery is untyped
 def _start_scale_in_protection(**_: object) -> None:
     # The main process's count of requests handed to the pool: no per-task work.
     from celery.worker import state

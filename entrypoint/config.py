@@ -200,8 +200,9 @@ class _Reader:
             return default
 
     def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
-        value = self._convert(name, None, f"a number from {minimum:g} to {maximum:g}", float,
-                              f"e.g. {name}={default:g}")
+        value: float | None = self._convert(
+            name, None, f"a number from {minimum:g} to {maximum:g}", float,
+            f"e.g. {name}={default:g}")
         if value is None:
             return default
         if not minimum <= value <= maximum:
@@ -211,8 +212,9 @@ class _Reader:
         return value
 
     def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
-        value = self._convert(name, None, f"a whole number from {minimum} to {maximum}", int,
-                              f"e.g. {name}={default}")
+        value: int | None = self._convert(
+            name, None, f"a whole number from {minimum} to {maximum}", int,
+            f"e.g. {name}={default}")
         if value is None:
             return default
         if not minimum <= value <= maximum:

@@ -58,7 +58,8 @@ def verify_and_publish(role: str, settings: Settings, env: Mapping[str, str]) ->
     client = redis.Redis.from_url(broker, socket_timeout=5, socket_connect_timeout=5)
     try:
         if is_authority(role, settings):
-            client.hset(REDIS_KEY, mapping=mine)
+            # redis types the mapping with invariant key and value unions; str fits both.
+            client.hset(REDIS_KEY, mapping=mine)  # type: ignore[arg-type]
             log.info("published the shared keys' fingerprints (%s)", ", ".join(sorted(mine)))
             return
         with client.pipeline(transaction=True) as pipe:

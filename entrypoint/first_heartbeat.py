@@ -18,6 +18,9 @@ still has the shape this was written against.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from entrypoint import method_patch
 
 _SUPERVISOR = "airflow.sdk.execution_time.supervisor"
@@ -32,8 +35,9 @@ def install() -> bool:
                                             "_last_successful_heartbeat"))
 
 
-def _counting_start_as_heartbeat(original):
-    def _on_child_started(self, *, ti, dag_rel_path, bundle_info, sentry_integration):
+def _counting_start_as_heartbeat(original: Callable[..., Any]) -> Callable[..., Any]:
+    def _on_child_started(self: Any, *, ti: Any, dag_rel_path: Any, bundle_info: Any,
+                          sentry_integration: Any) -> None:
         original(self, ti=ti, dag_rel_path=dag_rel_path, bundle_info=bundle_info,
                  sentry_integration=sentry_integration)
         # Set by Airflow when the run call succeeded (it raises otherwise).

@@ -21,13 +21,17 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from entrypoint.log import log
+
+if TYPE_CHECKING:
+    from entrypoint.roles import Program
 
 FAILED_FILE = "failed"
 
 
-def render_config(programs: Sequence, rundir: Path) -> str:
+def render_config(programs: Sequence[Program], rundir: Path) -> str:
     lines = [
         "[supervisord]",
         "nodaemon=true",
@@ -71,7 +75,7 @@ def render_config(programs: Sequence, rundir: Path) -> str:
     return "\n".join(lines)
 
 
-def run_group(programs: Sequence, env: Mapping[str, str]) -> int:
+def run_group(programs: Sequence[Program], env: Mapping[str, str]) -> int:
     """Run programs under supervisord until it stops; 0 unless a program failed."""
     from supervisor import supervisord
 

@@ -15,6 +15,7 @@ import importlib
 import inspect
 import logging
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +23,7 @@ _MARK = "_airflow_ecs_replaces"
 
 
 def replace(module: str, class_name: str, name: str, parameters: tuple[str, ...],
-            build: Callable[[Callable], Callable], label: str,
+            build: Callable[[Callable[..., Any]], Callable[..., Any]], label: str,
             attributes: tuple[str, ...] = ()) -> bool:
     """Set CLASS.NAME to build(original); True when the replacement is (already) in place."""
     try:

@@ -21,8 +21,14 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
 
 from entrypoint.log import log, mask_url
+
+if TYPE_CHECKING:
+    import redis
+
+    from entrypoint.config import Settings
 
 SEP = "\x06\x16"
 PRIORITY_STEPS = (3, 6, 9)
@@ -59,7 +65,7 @@ class Sample:
         return self.backlog / max(self.workers or 0, 1)
 
 
-def settings_from(settings, env: Mapping[str, str]) -> MetricsSettings:
+def settings_from(settings: Settings, env: Mapping[str, str]) -> MetricsSettings:
     """The metrics role's view of the validated settings and the resolved environment."""
     return MetricsSettings(
         broker_url=env.get("AIRFLOW__CELERY__BROKER_URL", ""),
@@ -72,21 +78,22 @@ def settings_from(settings, env: Mapping[str, str]) -> MetricsSettings:
     )
 
 
-def discover_queues(client, settings: MetricsSettings) -> list[str]:
+def discover_queues(client: redis.Redis, settings: MetricsSettings) -> list[str]:
     """Task queues: the configured ones, the default one, and every one bound in Redis."""
     found = {settings.default_queue, *settings.queues}
     for key in client.scan_iter(match=f"{BINDING_PREFIX}*", count=500):
         exchange = key.decode(errors="replace")[len(BINDING_PREFIX):]
         if exchange in INTERNAL_EXCHANGES:
             continue
-        for member in client.smembers(key):
+        # The client does not decode responses: members are bytes.
+        for member in cast("set[bytes]", client.smembers(key)):
             queue = member.decode(errors="replace").rsplit(SEP, 1)[-1]
             if queue and not queue.endswith(".pidbox"):
                 found.add(queue)
     return sorted(found)
 
 
-def read_sample(client, queues: Iterable[str]) -> Sample:
+def read_sample(client: redis.Redis, queues: Iterable[str]) -> Sample:
     queues = list(queues)
     pipe = client.pipeline(transaction=False)
     for queue in queues:
@@ -115,7 +122,7 @@ def read_sample(client, queues: Iterable[str]) -> Sample:
     return sample
 
 
-def running_workers(ecs, settings: MetricsSettings) -> int | None:
+def running_workers(ecs: Any, settings: MetricsSettings) -> int | None:
     if ecs is None or not settings.worker_service:
         return None
     reply = ecs.describe_services(cluster=settings.cluster or "default",
@@ -124,7 +131,7 @@ def running_workers(ecs, settings: MetricsSettings) -> int | None:
     return int(services[0].get("runningCount", 0)) if services else None
 
 
-def metric_data(sample: Sample, settings: MetricsSettings) -> list[dict]:
+def metric_data(sample: Sample, settings: MetricsSettings) -> list[dict[str, Any]]:
     base = [{"Name": "Cluster", "Value": settings.cluster or "default"},
             {"Name": "Service", "Value": settings.worker_service or "worker"}]
     data = []

@@ -17,12 +17,13 @@ from types import FrameType
 
 from entrypoint.errors import Terminated
 
-_children: set[subprocess.Popen] = set()
+_children: set[subprocess.Popen[bytes]] = set()
 _lock = threading.Lock()
 
 
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float | None = None,
-        cwd: str | None = None, input_bytes: bytes | None = None) -> subprocess.CompletedProcess:
+        cwd: str | None = None,
+        input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run argv (never through a shell), capturing output; the child is reaped on TERM."""
     proc = subprocess.Popen(
         list(argv), env=dict(env) if env is not None else None, cwd=cwd,
@@ -44,7 +45,7 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: floa
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-def _stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
+def _stop(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         proc.terminate()
     try:
@@ -79,7 +80,7 @@ def restore_signal_handlers() -> None:
 
 def run_group(argv: Sequence[str], env: Mapping[str, str] | None = None,
               timeout: float | None = None, cwd: str | None = None,
-              input_bytes: bytes | None = None) -> subprocess.CompletedProcess:
+              input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """As `run`, for a child that starts helpers of its own (git starts `git remote-http`
     and `ssh`, which carry its credentials in their environment): the child leads a new
     process group, and the whole group is stopped when the child ends, times out, or a
@@ -102,10 +103,10 @@ def run_group(argv: Sequence[str], env: Mapping[str, str] | None = None,
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
-_groups: set[subprocess.Popen] = set()
+_groups: set[subprocess.Popen[bytes]] = set()
 
 
-def stop_group(proc: subprocess.Popen, grace: float = 1.0) -> None:
+def stop_group(proc: subprocess.Popen[bytes], grace: float = 1.0) -> None:
     """Stop every process of the group proc leads: TERM, then KILL after grace seconds
     for whatever is left (the group outlives its leader while any helper runs)."""
     import os

@@ -25,9 +25,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 logger = logging.getLogger("airflow-ecs.protection")
 
@@ -52,7 +53,7 @@ class AgentClient:
         self.url = agent_uri.rstrip("/") + PATH
         self.timeout = timeout
 
-    def _call(self, method: str, body: dict | None = None) -> State:
+    def _call(self, method: str, body: dict[str, Any] | None = None) -> State:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.url, data=data, method=method,  # noqa: S310
                                          headers={"Content-Type": "application/json"})
@@ -74,7 +75,7 @@ class AgentClient:
         )
 
     def set(self, enabled: bool, minutes: int) -> State:
-        body: dict = {"ProtectionEnabled": enabled}
+        body: dict[str, Any] = {"ProtectionEnabled": enabled}
         if enabled:
             body["ExpiresInMinutes"] = minutes
         return self._call("PUT", body)
@@ -163,7 +164,8 @@ class ProtectionManager:
                 logger.exception("scale-in protection: unexpected error; carrying on")
 
 
-def start_in_worker(environ, active_count: Callable[[], int]) -> threading.Event | None:
+def start_in_worker(environ: Mapping[str, str],
+                    active_count: Callable[[], int]) -> threading.Event | None:
     """Start the protection thread in a Celery worker's main process, if on ECS."""
     agent_uri = environ.get("ECS_AGENT_URI", "")
     if not agent_uri:

@@ -22,6 +22,9 @@ was written against; otherwise it logs why and changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from entrypoint import method_patch
 
 _SUPERVISOR = "airflow.sdk.execution_time.supervisor"
@@ -34,9 +37,9 @@ def install() -> bool:
                                 _PARAMETERS, _waiting_on_exit, "task exit")
 
 
-def _waiting_on_exit(original):
-    def _service_subprocess(self, max_wait_time: float, raise_on_timeout: bool = False,
-                            expect_signal: int | None = None):
+def _waiting_on_exit(original: Callable[..., Any]) -> Callable[..., Any]:
+    def _service_subprocess(self: Any, max_wait_time: float, raise_on_timeout: bool = False,
+                            expect_signal: int | None = None) -> Any:
         if self._exit_code is None and not self.selector.get_map():
             # Nothing left for select() to wake on: wait for the exit instead of sleeping.
             try:

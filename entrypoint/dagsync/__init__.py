@@ -9,10 +9,17 @@ See docs/dags.md.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from entrypoint.config import Settings
+
+if TYPE_CHECKING:
+    # Loaded lazily at run time by __getattr__ below.
+    from entrypoint.dagsync.sync import SyncResult as SyncResult
+    from entrypoint.dagsync.sync import print_status as print_status
+    from entrypoint.dagsync.sync import run_loop as run_loop
+    from entrypoint.dagsync.sync import sync_once as sync_once
 
 
 def sync_at_start(settings: Settings, env: Mapping[str, str]) -> None:
@@ -34,7 +41,7 @@ def problems(settings: Settings) -> list[str]:
     line each, for `airflow-ecs check`. The sync runs the same checks before each pass."""
     from entrypoint.errors import ConfigError
 
-    checks = []
+    checks: list[Callable[[], object]] = []
     if settings.dags_source == "git":
         from entrypoint.dagsync import gitsource
 
