@@ -38,7 +38,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from entrypoint.config import Settings
 from entrypoint.errors import ConfigError, SecretsError
@@ -179,7 +179,7 @@ class _Aws:
         self.env = env
         self._clients: dict[str, Any] = {}
 
-    def client(self, service: str):
+    def client(self, service: str) -> Any:
         if service not in self._clients:
             import botocore.session
             from botocore.config import Config
@@ -282,7 +282,7 @@ def _fetch_secret(aws: _Aws, secret_id: str) -> str:
         raise _aws_failure(f"secret {secret_id}", exc) from None
     if "SecretString" not in reply:
         raise SecretsError(f"secret {secret_id} holds binary data; store it as a string")
-    return reply["SecretString"]
+    return cast(str, reply["SecretString"])
 
 
 def _secret_key(name: str, ref: Reference, text: str) -> str:

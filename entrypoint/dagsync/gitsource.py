@@ -187,14 +187,14 @@ def credentials(settings: Settings, env: Mapping[str, str], token: str | None,
                                   "SSH key (the host key lines, e.g. from ssh-keyscan)")
             workdir = Path(tempfile.mkdtemp(prefix="airflow-ecs-git-"))
             os.chmod(workdir, 0o700)
-            key = workdir / "id"
-            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            key_file = workdir / "id"
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(ssh_key if ssh_key.endswith("\n") else ssh_key + "\n")
             known = workdir / "known_hosts"
             known.write_text(settings.dags_git_known_hosts.replace("\\n", "\n") + "\n")
             child["GIT_SSH_COMMAND"] = (
-                f"ssh -i {key} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes "
+                f"ssh -i {key_file} -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes "
                 f"-o UserKnownHostsFile={known} -o BatchMode=yes")
         yield child
     finally:
@@ -355,6 +355,7 @@ def build_tree(settings: Settings, env: Mapping[str, str], cache: Path, sha: str
                         cache, sha, settings.dags_git_url or "", tree, child, _depth(settings),
                         settings.dags_git_subdir)
                 return None
+            assert previous is not None  # changes are only listed against a previous tree
             _git([*git, "read-tree", sha], child, timeout, "reading the commit")
             _link_unchanged(previous[0], tree, settings.dags_git_subdir, set(changed))
             written = [path for path, status in changed.items() if status != "D"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any, cast
 from urllib.parse import parse_qs, quote, urlsplit
 
 EXPIRES = 600  # seconds; each URL is made just before its GET
@@ -35,11 +36,11 @@ def quote_key(key: str) -> str:
 
 
 class Presigner:
-    def __init__(self, fs):
+    def __init__(self, fs: Any) -> None:
         self.fs = fs
         self._base: str | None = None
         self._region = ""
-        self._credentials = None
+        self._credentials: Any = None
         self._learned = False
         self._host = ""
         self._path = ""
@@ -48,7 +49,7 @@ class Presigner:
     async def url(self, remote: str) -> str:
         """A presigned GET URL for remote ("bucket/key")."""
         if self._base is None:
-            url = await self.fs._url(remote, expires=EXPIRES)
+            url = cast(str, await self.fs._url(remote, expires=EXPIRES))
             if not self._learned:
                 self._learned = True
                 await self._learn(url, remote.split("/", 1)[1])
@@ -56,7 +57,7 @@ class Presigner:
         credentials = await self._credentials.get_frozen_credentials()
         return self._sign(credentials, quote_key(remote.split("/", 1)[1]))
 
-    def _sign(self, credentials, quoted_key: str) -> str:
+    def _sign(self, credentials: Any, quoted_key: str) -> str:
         from botocore.auth import get_current_datetime
 
         stamp = get_current_datetime().strftime("%Y%m%dT%H%M%SZ")

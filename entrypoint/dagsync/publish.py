@@ -17,8 +17,10 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from entrypoint.config import Settings
 from entrypoint.errors import DagSyncError
@@ -218,7 +220,7 @@ def status_path(settings: Settings) -> Path:
     return settings.dags_state_dir / STATUS_FILE
 
 
-def _number(value) -> bool:
+def _number(value: object) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     try:
@@ -229,7 +231,7 @@ def _number(value) -> bool:
 
 # Each field's check: a status file edited by hand, truncated or from another program
 # must never make a reader fail on a field of the wrong type.
-_FIELDS = {
+_FIELDS: dict[str, Callable[[Any], bool]] = {
     "source": lambda v: isinstance(v, str),
     "revision": lambda v: v is None or isinstance(v, str),
     "last_success": lambda v: v is None or _number(v),

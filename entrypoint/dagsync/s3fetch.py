@@ -24,10 +24,18 @@ import os
 import ssl
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from entrypoint.errors import DagSyncError
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from entrypoint.dagsync.presign import Presigner
+
+T = TypeVar("T")
 
 ATTEMPTS = 5  # per object, for 5xx answers and broken connections
 RETRY_DELAY = 0.2  # seconds before the second attempt, doubling (with jitter) after
@@ -56,7 +64,8 @@ class Deadline:
         return max(0.0, self.end - time.monotonic())
 
 
-def run(loop, coro, deadline: Deadline, what: str):
+def run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], deadline: Deadline,
+        what: str) -> T:
     """Run coro on s3fs's event loop (its own thread) until the deadline.
 
     Not fsspec's `sync`, whose timeout leaves the coroutine running when it expires and is
@@ -77,7 +86,7 @@ def run(loop, coro, deadline: Deadline, what: str):
             concurrent.futures.wait([future], timeout=CANCEL_GRACE)
 
 
-def fetch(fs, pairs: Sequence[tuple[str, Path]], concurrency: int,
+def fetch(fs: Any, pairs: Sequence[tuple[str, Path]], concurrency: int,
           env: Mapping[str, str], deadline: Deadline) -> None:
     """Download every (bucket/key, local path) pair; raise DagSyncError on failure."""
     if pairs:
@@ -121,7 +130,8 @@ def _ssl_context(env: Mapping[str, str]) -> ssl.SSLContext | bool:
                            ) from None
 
 
-async def _fetch_all(fs, pairs, concurrency: int, env: Mapping[str, str]) -> None:
+async def _fetch_all(fs: Any, pairs: Sequence[tuple[str, Path]], concurrency: int,
+                     env: Mapping[str, str]) -> None:
     import aiohttp
 
     from entrypoint.dagsync.presign import Presigner
@@ -144,7 +154,8 @@ async def _fetch_all(fs, pairs, concurrency: int, env: Mapping[str, str]) -> Non
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _fetch_one(presigner, session, limit: asyncio.Semaphore, remote: str,
+async def _fetch_one(presigner: Presigner, session: aiohttp.ClientSession,
+                     limit: asyncio.Semaphore, remote: str,
                      local: Path) -> None:
     async with limit:
         try:
@@ -170,18 +181,19 @@ async def _fetch_one(presigner, session, limit: asyncio.Semaphore, remote: str,
                                f"{exc}") from None
 
 
-async def _get(presigner, session, remote: str, local: Path) -> None:
+async def _get(presigner: Presigner, session: aiohttp.ClientSession, remote: str,
+               local: Path) -> None:
     import aiohttp
     from yarl import URL
 
     try:
-        url = await presigner.url(remote)
+        signed = await presigner.url(remote)
     except PermissionError:
         raise DagSyncError(f"access denied signing s3://{remote}: check the task role's "
                            "credentials") from None
     try:
         # encoded=True: the URL is already quoted exactly as it was signed.
-        url = URL(url, encoded=True)
+        url = URL(signed, encoded=True)
         async with session.get(url, proxy=_proxy_for(url.scheme, url.host or "")) as response:
             if response.status != 200:
                 await _refuse(response, remote)
@@ -201,7 +213,7 @@ async def _get(presigner, session, remote: str, local: Path) -> None:
         raise Retryable(f"got {written} of {expected} bytes")
 
 
-async def _refuse(response, remote: str) -> None:
+async def _refuse(response: aiohttp.ClientResponse, remote: str) -> None:
     """Raise the error an unsuccessful answer calls for."""
     body = (await response.read())[:4096].decode("utf-8", "replace")
     code = _xml_text(body, "Code") or response.reason or ""
@@ -225,7 +237,8 @@ def _proxy_for(scheme: str, host: str) -> str | None:
 
     Looked up once per host: aiohttp's own trust_env reads the environment and
     ~/.netrc again on every request, in a thread, which cost more CPU than the GETs."""
-    if urllib.request.proxy_bypass_environment(host):
+    # Undocumented in the standard library, so typeshed does not declare it.
+    if urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]
         return None
     return urllib.request.getproxies_environment().get(scheme)
 

@@ -22,6 +22,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from entrypoint.config import Settings
 from entrypoint.dagsync import s3fetch
@@ -30,7 +31,7 @@ from entrypoint.errors import ConfigError, DagSyncError
 from entrypoint.optional_imports import absent
 
 
-def filesystem(settings: Settings, env: Mapping[str, str]):
+def filesystem(settings: Settings, env: Mapping[str, str]) -> Any:  # an s3fs.S3FileSystem
     # aiobotocore imports httpx, its optional second HTTP backend, whenever it is
     # installed, though s3fs only uses aiohttp: a sixth of a 2,000-object first
     # sync's CPU (profiled; `make bench` measures the whole sync).
@@ -85,7 +86,7 @@ class Listing:
     skipped: list[str]  # keys that name no path inside the folder
 
 
-def listing(fs, settings: Settings, deadline: s3fetch.Deadline) -> Listing:
+def listing(fs: Any, settings: Settings, deadline: s3fetch.Deadline) -> Listing:
     """Every object under the prefix; DagSyncError when one of them can't be a file."""
     uri = settings.dags_s3_uri or ""
     validate_uri(uri)
@@ -185,7 +186,7 @@ def _has(path: Path, size: int) -> bool:
     return stat.S_ISREG(found.st_mode) and found.st_size == size
 
 
-def build_tree(fs, settings: Settings, env: Mapping[str, str],
+def build_tree(fs: Any, settings: Settings, env: Mapping[str, str],
                objects: Mapping[str, tuple[str, int]], previous: Path | None,
                tree: Path, deadline: s3fetch.Deadline) -> int:
     """Fill tree; return how many objects were downloaded."""

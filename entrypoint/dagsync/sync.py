@@ -6,14 +6,19 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from entrypoint.config import GIT_SSH_KEY_VAR, GIT_TOKEN_VAR, Settings
 from entrypoint.dagsync import publish
 from entrypoint.errors import ConfigError, DagSyncError, Terminated
 from entrypoint.log import log
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+    from types import FrameType
 
 
 @dataclass(frozen=True)
@@ -76,13 +81,13 @@ def _message(exc: DagSyncError | ConfigError) -> str:
     return "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
 
 
-def _building(tree: Path):
+def _building(tree: Path) -> AbstractContextManager[None]:
     """Turn a filesystem failure while building tree (a full volume, say) into the DAG
     sync's error, naming the folder."""
     import contextlib
 
     @contextlib.contextmanager
-    def guard():
+    def guard() -> Iterator[None]:
         try:
             yield
         except OSError as exc:
@@ -96,7 +101,7 @@ def _building(tree: Path):
 
 
 def _sync_git(settings: Settings, env: Mapping[str, str], raw_env: Mapping[str, str],
-              published) -> SyncResult:
+              published: Path | None) -> SyncResult:
     from entrypoint.dagsync import gitsource
 
     token = _credential(GIT_TOKEN_VAR, env, raw_env)
@@ -104,14 +109,15 @@ def _sync_git(settings: Settings, env: Mapping[str, str], raw_env: Mapping[str, 
     cache, sha = gitsource.fetch_commit(settings, env, token, ssh_key)
     status = publish.read_status(settings)
     intact = status is not None and _intact(published, status, status.revision or "")
-    if intact and status.revision == sha:
+    if intact and status is not None and status.revision == sha:
         return SyncResult(sha, changed=False, files=status.files or 0)
     tree = publish.new_tree(settings, sha)
     # Unchanged files are linked from the published tree only while it is intact, and
     # never with submodules: a changed gitlink says nothing about which of the
     # submodule's files changed.
     previous = (_published_commit(settings, published, status.revision)
-                if intact and not settings.dags_git_submodules else None)
+                if intact and status is not None and not settings.dags_git_submodules
+                else None)
     try:
         with _building(tree):
             fetched = gitsource.build_tree(settings, env, cache, sha, tree, token, ssh_key,
@@ -124,7 +130,8 @@ def _sync_git(settings: Settings, env: Mapping[str, str], raw_env: Mapping[str, 
                         ", ".join(repr(p) for p in dropped[:10])
                         + (", ..." if len(dropped) > 10 else ""))
         files = publish.check_shrink(settings, content, published,
-                                     status.files if intact else None)
+                                     status.files if intact and status is not None
+                                     else None)
         if fetched is None:  # a full checkout wrote every file of the commit
             fetched = publish.count_files(tree) if content != tree else files
         publish.publish(settings, content)
@@ -141,7 +148,8 @@ def _intact(published: Path | None, status: publish.Status | None, revision: str
             and (status.files or 0) > 0 and publish.count_files(published) == status.files)
 
 
-def _published_commit(settings: Settings, published, revision: str | None):
+def _published_commit(settings: Settings, published: Path | None,
+                      revision: str | None) -> tuple[Path, str] | None:
     """(published folder, its commit) when the published tree is known to be at that
     commit: its folder is named after the revision it was built from."""
     if published is None or not revision:
@@ -154,7 +162,8 @@ def _published_commit(settings: Settings, published, revision: str | None):
     return (published, revision) if root.name.startswith(revision[:16] + "-") else None
 
 
-def _sync_s3(settings: Settings, env: Mapping[str, str], published) -> SyncResult:
+def _sync_s3(settings: Settings, env: Mapping[str, str],
+             published: Path | None) -> SyncResult:
     from entrypoint.dagsync import s3fetch, s3source
 
     # Every request of the sync (listing, downloads, retries) ends by this deadline.
@@ -164,7 +173,7 @@ def _sync_s3(settings: Settings, env: Mapping[str, str], published) -> SyncResul
     found = s3source.listing(fs, settings, deadline)
     revision = s3source.revision(found.objects)
     status = publish.read_status(settings)
-    if _intact(published, status, revision):
+    if status is not None and _intact(published, status, revision):
         return SyncResult(revision, changed=False, files=status.files or 0)
     if found.skipped:
         log.warning("DAG sync: %d object(s) under AIRFLOW_ECS_DAGS_S3_URI name no path inside "
@@ -207,7 +216,7 @@ def run_loop(settings: Settings, env: Mapping[str, str],
     stop = threading.Event()
     syncing = threading.Event()
 
-    def on_signal(signum, _frame):
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
         stop.set()
         if syncing.is_set():
             syncing.clear()
