@@ -25,10 +25,14 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from entrypoint.errors import ConfigError
 from entrypoint.log import mask_url, redact
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import FrameType
 
 TIMEOUT = 5.0  # one probe's network exchange at most (connect, TLS, auth, query)
 # The whole `health` command, every member of a group included, answers within this:
@@ -79,7 +83,7 @@ def deadline_alarm(seconds: float) -> Iterator[None]:
         yield
         return
 
-    def expire(_signum, _frame) -> None:
+    def expire(_signum: int, _frame: FrameType | None) -> None:
         raise DeadlinePassed(f"no answer within {seconds:.1f}s")
 
     previous = signal.signal(signal.SIGALRM, expire)
@@ -123,7 +127,7 @@ def postgres_params(url: str) -> dict[str, str | int]:
 
 
 def postgres_query(params: Mapping[str, str | int], sql: str, args: object = None,
-                   timeout: float = TIMEOUT) -> list[tuple]:
+                   timeout: float = TIMEOUT) -> list[tuple[Any, ...]]:
     """Rows of one query, connect, TLS, auth and query all within `timeout` seconds.
 
     psycopg2 in asynchronous mode, waited on with poll() here: a blocking libpq
@@ -141,7 +145,7 @@ def postgres_query(params: Mapping[str, str | int], sql: str, args: object = Non
     deadline = time.monotonic() + timeout
     target = f"{params.get('host')}:{params.get('port')}"
 
-    def wait(conn, step: str) -> None:
+    def wait(conn: Any, step: str) -> None:
         while True:
             state = conn.poll()
             if state == ext.POLL_OK:
@@ -198,7 +202,8 @@ def probe(role: str, env: Mapping[str, str], budget: float = BUDGET) -> HealthRe
     return HealthResult(healthy, "; ".join(r.reason for r in results))
 
 
-def _guarded(members: Sequence[str], run) -> list[HealthResult]:
+def _guarded(members: Sequence[str],
+             run: Callable[..., list[HealthResult]]) -> list[HealthResult]:
     """run()'s results, or one unhealthy result per member naming what went wrong."""
     label = "+".join(members)
     try:
@@ -338,12 +343,15 @@ def celery_ping(env: Mapping[str, str], deadline: float | None = None) -> Health
     # inside the block.
     with absent("opentelemetry.sdk.metrics", "opentelemetry.metrics", "yaml", "msgpack"), \
             kombu_without_plugins():
-        from kombu import Connection
+        from kombu.connection import Connection
         from kombu.pidbox import Mailbox
 
         started = time.monotonic()
-        with Connection(broker, connect_timeout=timeout, transport_options=options) as conn:
-            mailbox = Mailbox("celery", type="fanout", accept=["json"])(conn)
+        # kombu's constructors carry no annotations.
+        with Connection(broker, connect_timeout=timeout,  # type: ignore[no-untyped-call]
+                        transport_options=options) as conn:
+            mailbox = Mailbox("celery", type="fanout",  # type: ignore[no-untyped-call]
+                              accept=["json"])(conn)
             # What Celery's app.control.ping(destination=[name]) sends and collects,
             # through the mailbox's call Celery itself uses (private to kombu).
             broadcast = getattr(mailbox, "_broadcast", None)

@@ -16,11 +16,17 @@ import time
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from entrypoint import procs
 from entrypoint.config import Settings
 from entrypoint.errors import MigrationError
 from entrypoint.log import log, redact
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from sqlalchemy.engine import Connection
 
 _REVISION = re.compile(r'^revision\s*=\s*["\'](\w+)["\']', re.M)
 _DOWN = re.compile(r"^down_revision\s*=\s*(.+)$", re.M)
@@ -54,7 +60,7 @@ def head_revisions() -> set[str]:
     return set(revision_graph()[1])
 
 
-def current_revisions(connection) -> set[str]:
+def current_revisions(connection: Connection) -> set[str]:
     """Rows of alembic_version; empty when the table does not exist yet."""
     from sqlalchemy import inspect, text
 
@@ -90,7 +96,7 @@ def run_migrations(settings: Settings, env: Mapping[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def _one_at_a_time(db_url: str):
+def _one_at_a_time(db_url: str) -> Iterator[None]:
     if not db_url.startswith(("postgresql", "postgres")):
         yield  # other databases: Airflow's own lock only
         return

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from entrypoint import migrations
 from entrypoint.checks import BROKER_URL, DB_URL, EXECUTION_API_URL
@@ -35,6 +36,10 @@ from entrypoint.health import (
 )
 from entrypoint.log import log, mask_url, redact
 from entrypoint.urls import BROKER_SCHEMES, DB_SCHEMES, parse, problems_in_url
+
+if TYPE_CHECKING:
+    import tenacity
+    from sqlalchemy.engine import Engine
 
 REDIS_ROLES = {"scheduler", "worker", "flower", "metrics"}
 DB_ROLES = {"scheduler", "dag-processor", "triggerer", "webserver", "worker", "migrate"}
@@ -144,7 +149,7 @@ def _wait(what: str, target: str, probe: Callable[[float], None], deadline: Dead
     attempts = 0
     last = ""
 
-    def before_sleep(state) -> None:
+    def before_sleep(state: tenacity.RetryCallState) -> None:
         nonlocal last
         exc = state.outcome.exception() if state.outcome else None
         last = str(exc)
@@ -232,7 +237,7 @@ def _is_postgres(url: str) -> bool:
     return url.split("://", 1)[0].lower().split("+")[0] in ("postgresql", "postgres")
 
 
-def _engine(url: str, timeout: float = ATTEMPT_TIMEOUT):
+def _engine(url: str, timeout: float = ATTEMPT_TIMEOUT) -> Engine:
     """A SQLAlchemy engine with connect (and, for MySQL, read and write) timeouts.
 
     The probes use it for the databases other than PostgreSQL; the migration lock
@@ -257,7 +262,8 @@ _PERMANENT_DB_ERRORS = ("password authentication failed", "does not exist",
                         "role \"", "SSL is required")
 
 
-def _postgres(url: str, sql: str, timeout: float, missing_table_ok: bool = False) -> list[tuple]:
+def _postgres(url: str, sql: str, timeout: float,
+              missing_table_ok: bool = False) -> list[tuple[Any, ...]]:
     """Rows of sql, the whole exchange within timeout; NotReady, Refused or ConfigError."""
     import psycopg2
     import psycopg2.errors

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from entrypoint import config, health
 
@@ -80,12 +80,15 @@ def timings(allowance: int) -> dict[str, int]:
 def gives_up_after(check: Mapping[str, Any]) -> int:
     """The earliest second after start at which ECS can mark the container unhealthy
     (ECS's defaults for the keys left out)."""
-    return check.get("startPeriod", 0) + check.get("retries", 3) * check.get("interval", 30)
+    return cast(int, check.get("startPeriod", 0)
+                + check.get("retries", 3) * check.get("interval", 30))
 
 
 def container_env(container: Mapping[str, Any]) -> dict[str, str]:
-    return {e.get("name"): e.get("value") for e in container.get("environment", [])
-            if isinstance(e, dict)}
+    # ECS environment entries are {"name": str, "value": str}.
+    return cast("dict[str, str]", {e.get("name"): e.get("value")
+                                   for e in container.get("environment", [])
+                                   if isinstance(e, dict)})
 
 
 def fill_timings(doc: Any) -> None:

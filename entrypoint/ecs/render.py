@@ -100,11 +100,11 @@ def render(settings_file: Path | None, env: Mapping[str, str],
                             "-policy.json")
     for path in sorted(templates.glob("iam/*.json")):
         per_role = settings.ROLES if path.stem == TASK_ROLE_POLICY else (None,)
-        for role in per_role:
-            output = f"iam/{path.stem}-{role}.json" if role else None
-            doc = fill(f"iam/{path.name}", {"template_role": role,
+        for task_role in per_role:
+            output = f"iam/{path.stem}-{task_role}.json" if task_role else None
+            doc = fill(f"iam/{path.name}", {"template_role": task_role,
                                             "template_roles": settings.ROLES}, output)
-            source = f"{display(path)} ({role}'s)" if role else display(path)
+            source = f"{display(path)} ({task_role}'s)" if task_role else display(path)
             if doc is not None:
                 problems.extend(validate.iam_policy(doc, source, values["partition"]))
     if problems:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from entrypoint import health
 from entrypoint.ecs import healthcheck
 from entrypoint.ecs.settings import ROLES, partition_of
 from entrypoint.ecs.template import json_path
@@ -38,7 +39,7 @@ IMAGE_ROLES = ("base", "scheduler", "webserver", "worker")
 
 
 @functools.cache
-def input_shape(service: str, operation: str):
+def input_shape(service: str, operation: str) -> Any:  # a botocore Shape
     import botocore.session
 
     model = botocore.session.get_session().get_service_model(service)
@@ -203,9 +204,9 @@ def _health(check: Mapping[str, Any], at: str, allowance: int) -> list[str]:
         if value is not None and not low <= value <= high:
             problems.append(f"{at}.{key}: {value} is outside ECS's {low}-{high}")
     timeout = check.get("timeout", 5)
-    if timeout <= healthcheck.health.BUDGET:
+    if timeout <= health.BUDGET:
         problems.append(f"{at}.timeout: {timeout} s does not exceed the health command's own "
-                        f"{healthcheck.health.BUDGET:g} s budget: ECS would count a slow but "
+                        f"{health.BUDGET:g} s budget: ECS would count a slow but "
                         "complete answer as a failure")
     gives_up = healthcheck.gives_up_after(check)
     if not problems and gives_up < allowance:
