@@ -149,8 +149,9 @@ test-fast: machine-deps venv ## unit and integration tests only (no images)
 	$(TEST_ENV) PATH="$(abspath $(VENV))/bin:$$PATH" $(PYTEST) -p no:cacheprovider -ra -m "not images and not e2e" $(PYTEST_ARGS) tests
 
 .PHONY: lint
-lint: venv ## ruff on Python, hadolint on Dockerfiles, shellcheck on shell scripts
+lint: venv ## ruff and mypy (strict) on Python, hadolint on Dockerfiles, shellcheck on shell scripts
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	@files=$$(git ls-files '*Dockerfile*'); if [ -n "$$files" ]; then $(VENV)/bin/hadolint $$files; fi
 	@bash scripts/machine-deps.sh lint
 	@files=$$(git ls-files '*.sh' .ci/run); if [ -n "$$files" ]; then shellcheck $$files; fi
