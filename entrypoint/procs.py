@@ -21,15 +21,21 @@ _children: set[subprocess.Popen[bytes]] = set()
 _lock = threading.Lock()
 
 
-def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float | None = None,
-        cwd: str | None = None,
-        input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-    """Run argv (never through a shell), capturing output; the child is reaped on TERM."""
-    proc = subprocess.Popen(
+def _start(argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None,
+           input_bytes: bytes | None) -> subprocess.Popen[bytes]:
+    """argv in a session (and process group) of its own, output captured."""
+    return subprocess.Popen(
         list(argv), env=dict(env) if env is not None else None, cwd=cwd,
         stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
+
+
+def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float | None = None,
+        cwd: str | None = None,
+        input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run argv (never through a shell), capturing output; the child is reaped on TERM."""
+    proc = _start(argv, env, cwd, input_bytes)
     with _lock:
         _children.add(proc)
     try:
@@ -85,11 +91,7 @@ def run_group(argv: Sequence[str], env: Mapping[str, str] | None = None,
     and `ssh`, which carry its credentials in their environment): the child leads a new
     process group, and the whole group is stopped when the child ends, times out, or a
     SIGTERM interrupts the wait, so no helper outlives it."""
-    proc = subprocess.Popen(
-        list(argv), env=dict(env) if env is not None else None, cwd=cwd,
-        stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-    )
+    proc = _start(argv, env, cwd, input_bytes)
     with _lock:
         _groups.add(proc)
     try:
