@@ -279,28 +279,36 @@ def test_s3_downloads_that_never_finish_are_bounded_by_the_sync_timeout(moto, tm
         proxy.close()
 
 
+def sigterm_once_held(argv, env, held, never):
+    """Start argv, wait until the silent server holds its connection, send SIGTERM;
+    return the process, its stderr and the seconds from the signal to its exit."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        deadline = time.monotonic() + 20
+        while not held and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert held, never
+        time.sleep(0.3)
+        signalled = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+        return proc, err, time.monotonic() - signalled
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize("loop", [False, True], ids=["once", "loop"])
 def test_s3_sigterm_during_a_hanging_sync_ends_it_promptly(silent_server, tmp_path, loop):
     port, held = silent_server
     env = cli_env(tmp_path, AIRFLOW_ECS_DAGS_SOURCE="s3", AIRFLOW_ECS_DAGS_S3_URI=
                   "s3://dags/dags/", AIRFLOW_ECS_DAGS_SYNC_TIMEOUT="60",
                   AIRFLOW_ECS_DAGS_REFRESH_SECONDS="60", **s3_env(f"http://127.0.0.1:{port}"))
-    proc = subprocess.Popen([BIN, "sync-dags", *(["--loop"] if loop else [])], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 20
-        while not held and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert held, "the sync never reached the endpoint"
-        time.sleep(0.3)
-        signalled = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-        assert time.monotonic() - signalled < 1.5
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, err, took = sigterm_once_held([BIN, "sync-dags", *(["--loop"] if loop else [])],
+                                        env, held, "the sync never reached the endpoint")
+    assert took < 1.5
     assert proc.returncode == (0 if loop else 143), err
     assert "Traceback" not in err
 
@@ -423,22 +431,9 @@ def test_git_helpers_never_outlive_a_sigterm(silent_server, tmp_path, scheme):
     source, creds, secret = _git_source(tmp_path, scheme, port)
     env = cli_env(tmp_path, AIRFLOW_ECS_DAGS_SOURCE="git", AIRFLOW_ECS_DAGS_SYNC_TIMEOUT="60",
                   **source, **creds)
-    proc = subprocess.Popen([BIN, "sync-dags"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 20
-        while not held and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert held, "git never reached the server"
-        time.sleep(0.3)
-        signalled = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
-        assert time.monotonic() - signalled < 2.5
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    proc, err, took = sigterm_once_held([BIN, "sync-dags"], env, held,
+                                        "git never reached the server")
+    assert took < 2.5
     assert proc.returncode == 143, err
     assert _leftovers(port, secret) == []
 
