@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from entrypoint.health import hostname  # noqa: E402
+from entrypoint.probe.health import hostname  # noqa: E402
 
 from servers import start_postgres, start_redis  # noqa: E402
 

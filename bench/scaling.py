@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 APP_DIR = ROOT / "tests" / "integration" / "celery_app"
 
-from entrypoint import config, metrics  # noqa: E402
+from entrypoint import config  # noqa: E402
+from entrypoint.programs import metrics  # noqa: E402
 
 import celery_producer  # noqa: E402
 from fake_agent import Agent, serve  # noqa: E402

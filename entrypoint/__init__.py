@@ -1,3 +1,22 @@
-"""airflow-ecs: the entrypoint runtime of the airflow-ecs images."""
+"""airflow-ecs: the entrypoint runtime of the airflow-ecs images.
+
+Where each part of this package runs:
+
+- the modules at this level: container start. `cli` is the `airflow-ecs`
+  command; `startup.start()` is the start-up sequence, top to bottom (settings,
+  secrets, checks, waits, the role's initialisation, then `exec` of Airflow or
+  supervisord). They run once per container, before Airflow, and import
+  neither Airflow nor Celery at module level.
+- `dagsync/`: DAG sync, at start and then as the refresh loop beside a role.
+- `worker/`: loaded inside Airflow's Celery worker process; the only code that
+  changes the behaviour of Airflow, Celery and kombu. Re-check it on every
+  upgrade (`private_apis` lists what it relies on).
+- `probe/`: `airflow-ecs health ROLE`, started every 30 s by Docker and ECS
+  beside a running role. Import cost is its budget: no Airflow, no boto3.
+- `programs/`: our own long-running or child programs a role runs after
+  start-up (the `metrics` role, the migrate child).
+- `tools/`: operator tooling, run on an operator's machine or in CI, never in
+  a container: ECS rendering and deployment, the README's reference tables.
+"""
 
 __version__ = "0.1.0"

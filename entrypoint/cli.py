@@ -194,7 +194,7 @@ def _dispatch(args: argparse.Namespace | SimpleNamespace) -> int:
     if args.command == "wait":
         return _wait()
     if args.command == "health":
-        from entrypoint.health import probe
+        from entrypoint.probe.health import probe
         from entrypoint.running_env import running_env
 
         result = probe(args.role, running_env(os.environ))
@@ -216,13 +216,13 @@ def _dispatch(args: argparse.Namespace | SimpleNamespace) -> int:
         dagsync.sync_once(settings, resolved.env, first=True)
         return EXIT_OK
     if args.command == "render":
-        from entrypoint.ecs.render import render_all
+        from entrypoint.tools.ecs.render import render_all
 
         for path in render_all(args.settings, dict(os.environ), args.out):
             print(path)
         return EXIT_OK
     if args.command == "deploy":
-        from entrypoint.ecs.deploy import deploy
+        from entrypoint.tools.ecs.deploy import deploy
 
         deploy(args.settings, dict(os.environ), args.out, run_migrate=not args.skip_migrate)
         return EXIT_OK

@@ -57,7 +57,8 @@ def tuned(settings: Settings) -> list[Default]:
         Default("AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT", "21600",
                 "a message held by a killed worker is redelivered after 6 h instead of 24 h; "
                 "keep it above the longest task's execution_timeout"),
-        Default("AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS", "entrypoint.celery_config.CELERY_CONFIG",
+        Default("AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS",
+                "entrypoint.worker.celery_config.CELERY_CONFIG",
                 "Airflow's Celery config plus the shutdown deadline: a task still running "
                 "AIRFLOW_ECS_STOP_TIMEOUT - 10 s after SIGTERM has its message restored to the "
                 "queue before ECS kills the container; and a finished task frees its worker "

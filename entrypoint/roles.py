@@ -112,7 +112,7 @@ def _run_metrics(env: dict[str, str]) -> int:
     import signal
     import threading
 
-    from entrypoint import metrics
+    from entrypoint.programs import metrics
 
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -27,14 +27,14 @@ from entrypoint import migrations
 from entrypoint.checks import BROKER_URL, DB_URL, EXECUTION_API_URL
 from entrypoint.config import Settings
 from entrypoint.errors import ConfigError, MigrationError, WaitTimeout
-from entrypoint.health import (
+from entrypoint.log import log, mask_url, redact
+from entrypoint.probe.health import (
     GRACE,
     DeadlinePassed,
     deadline_alarm,
     postgres_params,
     postgres_query,
 )
-from entrypoint.log import log, mask_url, redact
 from entrypoint.urls import BROKER_SCHEMES, DB_SCHEMES, parse, problems_in_url
 
 if TYPE_CHECKING:

@@ -81,8 +81,8 @@ def test_supervisor_fixes_apply_to_the_airflow_in_the_image():
     result = run_in("worker", "-c", script, entrypoint="python3")
     assert result.returncode == 0, result.stderr
     modules, preloaded = result.stdout.strip().splitlines()[-2:]
-    assert modules == "entrypoint.task_exit entrypoint.first_heartbeat"
-    assert preloaded == "True", result.stderr  # entrypoint.preload, before the pool forks
+    assert modules == "entrypoint.worker.task_exit entrypoint.worker.first_heartbeat"
+    assert preloaded == "True", result.stderr  # entrypoint.worker.preload, before the pool forks
 
 
 def test_tini_is_pid_1():

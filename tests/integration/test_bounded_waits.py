@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint import config, health, waits
+from entrypoint import config, waits
 from entrypoint.errors import ConfigError, WaitTimeout
+from entrypoint.probe import health
 
 from servers import free_port
 from silent_servers import blackhole, silent_postgres

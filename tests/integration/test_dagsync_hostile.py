@@ -19,9 +19,10 @@ import boto3
 import pytest
 from test_dagsync import BIN, Repo, git, s3_env, settings_for, tree_files
 
-from entrypoint import dagsync, health
+from entrypoint import dagsync
 from entrypoint.dagsync import publish
 from entrypoint.errors import ConfigError, DagSyncError
+from entrypoint.probe import health
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 from botocore.stub import Stubber
 
 from entrypoint.cli import main
-from entrypoint.ecs import deploy, render
 from entrypoint.errors import DeployError
+from entrypoint.tools.ecs import deploy, render
 
 pytestmark = pytest.mark.integration
 

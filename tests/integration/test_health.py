@@ -13,7 +13,7 @@ import pytest
 import redis
 from sqlalchemy import create_engine, text
 
-from entrypoint import health
+from entrypoint.probe import health
 
 import celery_producer
 from servers import free_port

@@ -7,7 +7,8 @@ import boto3
 import pytest
 import redis
 
-from entrypoint import config, metrics
+from entrypoint import config
+from entrypoint.programs import metrics
 
 import celery_producer
 

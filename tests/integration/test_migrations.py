@@ -30,7 +30,7 @@ def test_the_private_callback_list_is_still_there():
     that renames it brings back PostgreSQL's ERROR line on a fresh database."""
     from airflow.utils import cli_action_loggers
 
-    from entrypoint import airflow_migrate
+    from entrypoint.programs import airflow_migrate
 
     callbacks = getattr(cli_action_loggers, airflow_migrate.PRIVATE_CALLBACKS)
     assert cli_action_loggers.default_action_log in callbacks

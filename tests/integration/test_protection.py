@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from entrypoint.protection import AgentClient, AgentError, ProtectionManager
+from entrypoint.worker.protection import AgentClient, AgentError, ProtectionManager
 
 import celery_producer
 from fake_agent import Agent, serve

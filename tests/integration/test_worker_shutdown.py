@@ -1,7 +1,7 @@
 """The worker's shutdown under ECS: warm when tasks end in time, messages restored when not.
 
 A real Celery worker (prefork, Redis broker) runs with the worker role's Celery
-configuration (entrypoint.celery_config); tasks are sent by a real producer.
+configuration (entrypoint.worker.celery_config); tasks are sent by a real producer.
 """
 
 import os

@@ -13,7 +13,7 @@ def test_defaults_fill_only_missing_values():
     assert "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL" not in env
     assert env["AIRFLOW__CORE__DAGS_FOLDER"] == "/opt/airflow/dags"
     assert env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == \
-        "entrypoint.celery_config.CELERY_CONFIG"
+        "entrypoint.worker.celery_config.CELERY_CONFIG"
 
 
 def test_dag_listing_follows_the_sync_period():
@@ -40,7 +40,7 @@ def test_every_default_names_an_airflow_setting_and_a_reason():
 def test_celery_config_module_is_loadable_and_keeps_airflow_defaults():
     from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 
-    from entrypoint import celery_config
+    from entrypoint.worker import celery_config
 
     for key, value in DEFAULT_CELERY_CONFIG.items():
         if key != "worker_soft_shutdown_timeout":

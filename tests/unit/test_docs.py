@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from entrypoint import reference
+from entrypoint.tools import reference
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -11,7 +11,7 @@ def test_readme_holds_the_generated_reference():
     readme = (ROOT / "README.md").read_text()
     assert reference.render() in readme, (
         "README.md's configuration reference is out of date: paste the output of "
-        "`python -m entrypoint.reference` between its markers")
+        "`python -m entrypoint.tools.reference` between its markers")
 
 
 def test_ci_runs_the_readme_test_command():

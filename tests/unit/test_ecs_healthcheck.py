@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint import health
-from entrypoint.ecs import healthcheck, render, settings
 from entrypoint.errors import ConfigError
+from entrypoint.probe import health
+from entrypoint.tools.ecs import healthcheck, render, settings
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "task-definitions" / "settings" / "example.json"

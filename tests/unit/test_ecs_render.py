@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from entrypoint import reference
 from entrypoint.cli import main
-from entrypoint.ecs import render, settings, validate
 from entrypoint.errors import ConfigError
+from entrypoint.tools import reference
+from entrypoint.tools.ecs import render, settings, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "task-definitions" / "settings" / "example.json"
@@ -305,7 +305,7 @@ def test_docs_hold_the_generated_settings_table():
     docs = (ROOT / "docs" / "deploy.md").read_text()
     assert reference.render_deploy_settings() in docs, (
         "docs/deploy.md's settings table is out of date: paste the output of "
-        "`python -m entrypoint.reference deploy`")
+        "`python -m entrypoint.tools.reference deploy`")
 
 
 SETTINGS_FILES = sorted((ROOT / "task-definitions" / "settings").glob("*.json"))

@@ -1,4 +1,4 @@
-"""entrypoint.first_heartbeat against Airflow's real task supervisor class.
+"""entrypoint.worker.first_heartbeat against Airflow's real task supervisor class.
 
 A supervisor is driven through `_on_child_started` (the execution API's run
 call, answered by a stand-in client) and then through its own heartbeat
@@ -13,7 +13,7 @@ import pytest
 from airflow.sdk.execution_time import supervisor
 from airflow.sdk.execution_time.supervisor import ActivitySubprocess
 
-from entrypoint import first_heartbeat
+from entrypoint.worker import first_heartbeat
 
 
 class _TaskInstances:

@@ -21,13 +21,13 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
-from entrypoint.ecs import render, validate
+from entrypoint.tools.ecs import render, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNTIME = ROOT / "entrypoint"
 EXAMPLE = ROOT / "task-definitions" / "settings" / "example.json"
 # Runs on an operator's machine with the operator's credentials, not in a task.
-NOT_IN_TASKS = {RUNTIME / "ecs"}
+NOT_IN_TASKS = {RUNTIME / "tools"}
 # What each s3fs call issues (s3fs's own code: find -> ListObjectsV2, get -> GetObject).
 S3FS_ACTIONS = {"find": ["s3:ListBucket"], "_find": ["s3:ListBucket"],
                 "ls": ["s3:ListBucket"], "get": ["s3:GetObject"],
@@ -40,9 +40,9 @@ ROLES = ("scheduler", "webserver", "worker", "migrate")
 # The task (and so the task role) each runtime module that calls AWS runs in.
 ROLES_OF = {
     "secrets.py": ROLES,  # every entrypoint resolves its secrets at start
-    "metrics.py": ("scheduler",),  # the metrics sidecar of the scheduler task
+    "programs/metrics.py": ("scheduler",),  # the metrics sidecar of the scheduler task
     "dagsync": ("scheduler", "worker"),  # the roles that read DAG files
-    "protection.py": ("worker",),
+    "worker/protection.py": ("worker",),
 }
 # Airflow's S3 task-log handler: workers write task logs, the scheduler task's triggerer
 # and DAG-processor callbacks theirs (writing appends: it reads the object first), and
@@ -53,7 +53,7 @@ LOG_READERS = ("scheduler", "webserver", "worker")
 
 def roles_of(path: Path) -> tuple[str, ...]:
     relative = path.relative_to(RUNTIME)
-    key = relative.parts[0] if len(relative.parts) > 1 else relative.name
+    key = relative.parts[0] if relative.parts[0] == "dagsync" else relative.as_posix()
     assert key in ROLES_OF, f"{path} calls AWS: add the roles that run it to ROLES_OF"
     return ROLES_OF[key]
 
@@ -146,7 +146,7 @@ def s3fs_actions(role: str | None = None) -> set[str]:
 
 
 def agent_actions(role: str | None = None) -> set[str]:
-    path = RUNTIME / "protection.py"
+    path = RUNTIME / "worker" / "protection.py"
     source = path.read_text()
     assert '"/task-protection/v1/state"' in source
     if role is not None and role not in roles_of(path):

@@ -1,4 +1,4 @@
-"""The worker loads the code every task needs before its pool forks (entrypoint.preload)."""
+"""The worker loads the code every task needs before its pool forks (entrypoint.worker.preload)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from entrypoint import preload
+from entrypoint.worker import preload
 
 pytestmark = pytest.mark.airflow
 
@@ -16,7 +16,7 @@ def test_preload_loads_the_dag_bag_and_configures_every_mapper():
     # A fresh interpreter: this test process may have loaded them already.
     script = (
         "import sys\n"
-        "from entrypoint import preload\n"
+        "from entrypoint.worker import preload\n"
         "assert 'airflow.dag_processing.dagbag' not in sys.modules\n"
         "print(preload.install())\n"
         "import sqlalchemy\n"

@@ -1,4 +1,4 @@
-"""entrypoint.task_exit against Airflow's real task supervisor class.
+"""entrypoint.worker.task_exit against Airflow's real task supervisor class.
 
 A supervisor whose task process has closed every socket but not yet exited is
 the case fixed: Airflow's own code then sleeps in select() for the whole
@@ -17,7 +17,7 @@ import psutil
 import pytest
 from airflow.sdk.execution_time.supervisor import PsutilTracker, WatchedSubprocess
 
-from entrypoint import task_exit
+from entrypoint.worker import task_exit
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""A Celery app configured exactly as the worker role is (entrypoint.celery_config)."""
+"""A Celery app configured exactly as the worker role is (entrypoint.worker.celery_config)."""
 
 import os
 import time
@@ -6,7 +6,7 @@ from pathlib import Path
 
 from celery import Celery
 
-from entrypoint.celery_config import CELERY_CONFIG
+from entrypoint.worker.celery_config import CELERY_CONFIG
 
 app = Celery("shutdown_app")
 app.config_from_object(CELERY_CONFIG)

@@ -13,8 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from entrypoint.ecs.render import TEMPLATES, render, write
 from entrypoint.errors import DeployError
+from entrypoint.tools.ecs.render import TEMPLATES, render, write
 
 log = logging.getLogger("airflow-ecs")
 

@@ -16,7 +16,7 @@ to wait on and the process has not been reaped yet, it waits on the process
 itself, for at most the time select() would have slept, and so returns the
 moment the process exits. Every other path runs Airflow's own code unchanged.
 It is installed in the Celery worker's main process before the pool forks
-(entrypoint.celery_config), and only if the supervisor still has the shape it
+(entrypoint.worker.celery_config), and only if the supervisor still has the shape it
 was written against; otherwise it logs why and changes nothing.
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from entrypoint import method_patch
+from entrypoint.worker import method_patch
 
 _SUPERVISOR = "airflow.sdk.execution_time.supervisor"
 _PARAMETERS = ("self", "max_wait_time", "raise_on_timeout", "expect_signal")

@@ -12,7 +12,7 @@ Here the `run` call counts as that first attempt, so the next heartbeat goes
 out `[workers] min_heartbeat_interval` after the start, as every later one
 does; Airflow's heartbeat timeout is measured from `last_heartbeat_at`, which
 the `run` call has just set. Installed in the Celery worker's main process
-before the pool forks (entrypoint.celery_config), only if the supervisor
+before the pool forks (entrypoint.worker.celery_config), only if the supervisor
 still has the shape this was written against.
 """
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from entrypoint import method_patch
+from entrypoint.worker import method_patch
 
 _SUPERVISOR = "airflow.sdk.execution_time.supervisor"
 _PARAMETERS = ("self", "ti", "dag_rel_path", "bundle_info", "sentry_integration")

@@ -1,7 +1,7 @@
 """Replace one method of an Airflow class, only if it still has the expected shape.
 
 The worker corrects two behaviours of Airflow's task supervisor
-(entrypoint.task_exit, entrypoint.first_heartbeat). Each replacement was written
+(entrypoint.worker.task_exit, entrypoint.worker.first_heartbeat). Each replacement was written
 against one signature of the method it wraps and the attributes it uses; when
 an Airflow upgrade changes either, or the class is not importable, the
 replacement is not installed, a warning says why, and Airflow's own code runs

@@ -14,10 +14,10 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from entrypoint import health
-from entrypoint.ecs import healthcheck
-from entrypoint.ecs.settings import ROLES, partition_of
-from entrypoint.ecs.template import json_path
+from entrypoint.probe import health
+from entrypoint.tools.ecs import healthcheck
+from entrypoint.tools.ecs.settings import ROLES, partition_of
+from entrypoint.tools.ecs.template import json_path
 
 # Fargate task sizes: CPU units -> valid memory values in MiB.
 FARGATE_SIZES: dict[int, range] = {

@@ -12,8 +12,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from entrypoint.ecs import healthcheck
-from entrypoint.ecs.settings import parameter_arn
+from entrypoint.tools.ecs import healthcheck
+from entrypoint.tools.ecs.settings import parameter_arn
 
 SYNCED_DAGS_DIR = "/opt/airflow/dags-data/dags"
 

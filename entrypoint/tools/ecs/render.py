@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from entrypoint.ecs import environment, healthcheck, settings, template, validate
 from entrypoint.errors import ConfigError
+from entrypoint.tools.ecs import environment, healthcheck, settings, template, validate
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "task-definitions"
+TEMPLATES = Path(__file__).resolve().parents[3] / "task-definitions"
 TASK_ROLE_POLICY = "task-role-policy"
 
 

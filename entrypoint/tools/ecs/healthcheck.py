@@ -19,7 +19,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, cast
 
-from entrypoint import config, health
+from entrypoint import config
+from entrypoint.probe import health
 
 # ECS's limits on a container health check, in seconds (retries: a count).
 LIMITS = {"interval": (5, 300), "timeout": (2, 120), "retries": (1, 10),

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint import __version__
-from entrypoint.ecs import healthcheck
 from entrypoint.errors import ConfigError
+from entrypoint.tools.ecs import healthcheck
 
 ENV_PREFIX = "AIRFLOW_ECS_DEPLOY_"
 ROLES = ("scheduler", "webserver", "worker", "migrate")

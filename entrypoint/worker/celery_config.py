@@ -18,10 +18,10 @@ with status 1, so every scale-in would take the full stop timeout and look
 like a failure.
 
 In a worker it also makes Airflow's task supervisor notice a task process's
-exit at once (entrypoint.task_exit), so a finished task frees its slot, and
+exit at once (entrypoint.worker.task_exit), so a finished task frees its slot, and
 skips the heartbeat it sent right after starting a task
-(entrypoint.first_heartbeat), and loads the Airflow code every task needs
-before the pool forks (entrypoint.preload).
+(entrypoint.worker.first_heartbeat), and loads the Airflow code every task needs
+before the pool forks (entrypoint.worker.preload).
 
 Airflow loads this module (through `[celery] celery_config_options`)
 wherever it builds its Celery app, scheduler and worker alike, so importing
@@ -37,7 +37,7 @@ import threading
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 from celery.signals import worker_init, worker_ready, worker_shutting_down
 
-from entrypoint import first_heartbeat, preload, protection, task_exit
+from entrypoint.worker import first_heartbeat, preload, protection, task_exit
 
 STOP_MARGIN_SECONDS = 10
 
