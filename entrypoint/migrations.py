@@ -1,9 +1,10 @@
 """The metadata database's schema: Airflow's head migration, the current one, migrating.
 
 The head revision is read from the installed Airflow's migration scripts as
-text instead of importing Airflow (about 2 s of CPU, and every waiting role
-would pay it on each start); tests/integration/test_migrations.py checks the
-result against Airflow's own answer.
+text instead of importing Airflow (seconds of CPU, BENCHMARKS.md's import
+costs, which every waiting role would pay on each start);
+tests/integration/test_migrations.py checks the result against Airflow's own
+answer.
 """
 
 from __future__ import annotations

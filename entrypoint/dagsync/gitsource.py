@@ -5,10 +5,9 @@ run through `procs.run_group`: git leads a process group of its own, and the
 whole group (its `git remote-http` and `ssh` helpers included) is stopped
 when it times out or a SIGTERM arrives. GitPython (installed anyway, for
 Airflow's git provider) is not used here: it would add nothing but a wrapper
-around the same commands, its import alone costs ~50 ms per process (a whole
-first sync of 2,000 files adds ~105 ms to a container's start; see
-BENCHMARKS.md), and its URL handling is where its command-injection CVEs
-were.
+around the same commands, its import alone costs a sizeable part of a whole
+first sync (BENCHMARKS.md: import costs, and the git sync), and its URL
+handling is where its command-injection CVEs were.
 
 The cache (`<state dir>/repo.git`) makes a refresh a shallow fetch of one
 ref. Each new commit is checked out into a new tree (through a throw-away

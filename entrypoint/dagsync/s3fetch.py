@@ -2,10 +2,9 @@
 
 Why not `S3FileSystem.get`: every object then goes through botocore's whole
 request pipeline (serialising, signing, the event hooks, parsing every
-response header, dates included), which costs some 2.5 ms of CPU per object,
-where one presigned URL costs 0.2 ms and one aiohttp GET about 1 ms (measured
-on 2,000 objects of 10 KB; `make bench` compares the whole sync with
-`aws s3 sync`). A DAG folder is thousands of small files, so that pipeline
+response header, dates included), several times the CPU of presigning a URL
+and fetching it with aiohttp (BENCHMARKS.md: presigning, and the S3 sync
+against `aws s3 sync`). A DAG folder is thousands of small files, so that pipeline
 was the sync's bottleneck. s3fs still does everything that needs care:
 credentials (refreshed task-role credentials included), the bucket's region
 and endpoint, and SigV4 signing (see presign.py); aiohttp (which s3fs
@@ -118,7 +117,8 @@ def _ssl_context(env: Mapping[str, str]) -> ssl.SSLContext | bool:
     """The CA bundle botocore would use: AWS_CA_BUNDLE, else the system's.
 
     For the system's, aiohttp's own verified context (True), which it has
-    already built: building another costs ~30 ms of CPU (loading every CA)."""
+    already built: building another loads every CA again (BENCHMARKS.md, import
+    costs)."""
     bundle = env.get("AWS_CA_BUNDLE")
     if not bundle:
         return True
@@ -164,7 +164,7 @@ async def _fetch_one(presigner: Presigner, session: aiohttp.ClientSession,
             return await _get(presigner, session, remote, local)
         except Retryable:
             await asyncio.sleep(RETRY_DELAY)
-        import tenacity  # here: only a retry needs it (its import is ~55 ms of CPU)
+        import tenacity  # here: only a retry needs it (BENCHMARKS.md, import costs)
 
         retrying = tenacity.AsyncRetrying(
             retry=tenacity.retry_if_exception_type(Retryable),
