@@ -51,9 +51,14 @@ _QUERY_SECRET = re.compile(
 _TOKEN = re.compile(r"\S*[@=]\S*")  # whitespace-separated words that may hold credentials
 
 
-def _mask_userinfo(rest: str, scp_like: bool) -> str:
+def _mask_userinfo(rest: str, scp_like: bool, bare_user_is_secret: bool = False) -> str:
     """REST (what follows 'scheme://', or a scp-like 'user:pw@host:path') with the
-    password between the first ':' and the last '@' of the credentials masked."""
+    password between the first ':' and the last '@' of the credentials masked.
+
+    With BARE_USER_IS_SECRET, credentials without a ':' are masked whole: over
+    HTTP(S), git hosts take a token as the user name alone
+    (https://TOKEN@github.com/org/repo.git), while a bare user name in the other
+    schemes (git@host, postgresql://airflow@db) is a name worth showing."""
     if scp_like:
         # user:TOKEN@host:repo.git - the credentials end at the last '@' before the
         # host's ':' (git@host:org/repo.git has no password: nothing to mask).
@@ -66,7 +71,7 @@ def _mask_userinfo(rest: str, scp_like: bool) -> str:
         return rest
     colon = rest.find(":", 0, at)
     if colon < 0:
-        return rest
+        return _MASK + rest[at:] if bare_user_is_secret and at > 0 else rest
     return rest[:colon + 1] + _MASK + rest[at:]
 
 
@@ -76,7 +81,9 @@ def _mask_token(token: str) -> str:
         return token
     scheme = _SCHEME.search(token)
     if scheme:
-        return token[:scheme.end()] + _mask_userinfo(token[scheme.end():], scp_like=False)
+        http = token[scheme.start():scheme.end()].lower() in ("http://", "https://")
+        return token[:scheme.end()] + _mask_userinfo(token[scheme.end():], scp_like=False,
+                                                     bare_user_is_secret=http)
     return _mask_userinfo(token, scp_like=True)
 
 
@@ -90,10 +97,7 @@ def mask_url(url: str) -> str:
     try:
         url = str(url)
         url = _QUERY_SECRET.sub(lambda m: m[1] + _MASK, url)
-        scheme = _SCHEME.search(url)
-        if scheme:
-            return url[:scheme.end()] + _mask_userinfo(url[scheme.end():], scp_like=False)
-        return _mask_userinfo(url, scp_like=True)
+        return _mask_token(url)
     except Exception:  # noqa: BLE001 - see the docstring; nothing of the URL is shown then
         return _MASK
 

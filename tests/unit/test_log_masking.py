@@ -21,6 +21,9 @@ from entrypoint.log import mask_url, redact
     ("postgresql://airflow@db/airflow?password=SECRET&sslmode=require",
      "postgresql://airflow@db/airflow?password=****&sslmode=require"),
     ("https://x:SECRET@host/a b", "https://x:****@host/a b"),
+    # A token as the user name alone, as git hosts take it over HTTPS.
+    ("https://ghp_SECRET@github.com/org/repo.git", "https://****@github.com/org/repo.git"),
+    ("HTTP://SECRET@git.internal/r.git", "HTTP://****@git.internal/r.git"),
 ])
 def test_password_masked_in_any_form(url, shown):
     assert mask_url(url) == shown
@@ -28,6 +31,7 @@ def test_password_masked_in_any_form(url, shown):
 
 
 @pytest.mark.parametrize("url", ["git@github.com:org/repo.git", "https://host:8443/api",
+                                 "ssh://git@host/repo.git", "postgresql://airflow@db/airflow",
                                  "redis://host:6379/0", "not a url", "", "@", ":"])
 def test_urls_without_password_unchanged(url):
     assert mask_url(url) == url
