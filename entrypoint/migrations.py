@@ -70,6 +70,8 @@ def current_revisions(connection: Connection) -> set[str]:
     return {row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
 
 
+# The query an operator runs to find who holds it (shown, never executed here).
+_LOCK_HOLDER = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = {key}"
 MIGRATE_LOCK = 0x41454353  # our PostgreSQL advisory lock key ("AECS"), not one of Airflow's
 LOCK_POLL = 0.5  # seconds between attempts: a SIGTERM is never stuck behind a blocking call
 
@@ -82,12 +84,15 @@ def run_migrations(settings: Settings, env: Mapping[str, str]) -> None:
     everything `db migrate` does on a fresh database: two at once failed with a
     duplicate `default_pool` row (seen in the test that starts two together).
     """
-    with _one_at_a_time(env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").strip()):
+    timeout = max(settings.wait_timeout, 600)
+    # Another container holds the lock for at most its own migration's timeout.
+    with _one_at_a_time(env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").strip(),
+                        lock_wait=timeout + settings.wait_timeout):
         log.info("running airflow db migrate")
         # COMMANDS["migrate"], through a wrapper that keeps PostgreSQL's log clean on a
         # fresh database (entrypoint.programs.airflow_migrate says how).
         result = procs.run([sys.executable, "-m", "entrypoint.programs.airflow_migrate"], env=env,
-                           timeout=max(settings.wait_timeout, 600))
+                           timeout=timeout)
     if result.returncode != 0:
         output = (result.stdout + result.stderr).decode(errors="replace")
         tail = "\n".join(output.strip().splitlines()[-15:])
@@ -97,7 +102,7 @@ def run_migrations(settings: Settings, env: Mapping[str, str]) -> None:
 
 
 @contextlib.contextmanager
-def _one_at_a_time(db_url: str) -> Iterator[None]:
+def _one_at_a_time(db_url: str, lock_wait: float) -> Iterator[None]:
     if not db_url.startswith(("postgresql", "postgres")):
         yield  # other databases: Airflow's own lock only
         return
@@ -106,6 +111,7 @@ def _one_at_a_time(db_url: str) -> Iterator[None]:
     from entrypoint.waits import _engine
 
     engine = _engine(db_url)
+    deadline = time.monotonic() + lock_wait
     try:
         with engine.connect() as connection:
             waited = False
@@ -114,6 +120,12 @@ def _one_at_a_time(db_url: str) -> Iterator[None]:
                 if not waited:
                     log.info("another container is migrating the database; waiting for it")
                     waited = True
+                if time.monotonic() >= deadline:
+                    finder = _LOCK_HOLDER.format(key=MIGRATE_LOCK)
+                    raise MigrationError(
+                        f"another container held the migration lock for over {lock_wait:.0f} s "
+                        "(longer than a migration may take): a migrate task may be stuck; stop "
+                        f"it, or find the session holding the lock with: {finder}")
                 connection.commit()
                 time.sleep(LOCK_POLL)
             connection.commit()

@@ -251,7 +251,11 @@ def _engine(url: str, timeout: float = ATTEMPT_TIMEOUT) -> Engine:
         connect_args = {"connect_timeout": seconds, "read_timeout": seconds,
                         "write_timeout": seconds}
     elif _is_postgres(url):
+        # A server that stops answering mid-query must not hold us past the attempt:
+        # each statement (the migration lock's polls included) gets the same bound.
         connect_args = {"connect_timeout": seconds}
+        if "options=" not in url:  # the user's own options win
+            connect_args["options"] = f"-c statement_timeout={seconds * 1000}"
     else:
         connect_args = {}
     return create_engine(url, poolclass=NullPool, connect_args=connect_args)

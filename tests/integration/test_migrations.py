@@ -34,3 +34,36 @@ def test_the_private_callback_list_is_still_there():
 
     callbacks = getattr(cli_action_loggers, airflow_migrate.PRIVATE_CALLBACKS)
     assert cli_action_loggers.default_action_log in callbacks
+
+
+def test_waiting_for_the_migration_lock_is_bounded(postgres_server):
+    """A lock another session never releases ends the wait with the query that finds it."""
+    import time
+
+    import psycopg2
+
+    from entrypoint.errors import MigrationError
+
+    holder = psycopg2.connect(host="127.0.0.1", port=postgres_server.port,
+                              user=postgres_server.user, password=postgres_server.password,
+                              dbname=postgres_server.database)
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_lock(%s)", (migrations.MIGRATE_LOCK,))
+        started = time.monotonic()
+        with pytest.raises(MigrationError, match="migration lock") as caught, \
+                migrations._one_at_a_time(postgres_server.url(), lock_wait=2):
+            pytest.fail("the lock was taken while another session held it")
+        waited = time.monotonic() - started
+    finally:
+        holder.close()
+    assert 2 <= waited < 2 + 1 + migrations.LOCK_POLL
+    assert str(migrations.MIGRATE_LOCK) in str(caught.value)
+
+
+def test_the_migration_lock_is_taken_once_free(postgres_server):
+    with migrations._one_at_a_time(postgres_server.url(), lock_wait=5):
+        held = postgres_server.psql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+            f"AND objid = {migrations.MIGRATE_LOCK}")
+    assert held.strip() == "1"
