@@ -247,6 +247,7 @@ def _engine(url: str, timeout: float = ATTEMPT_TIMEOUT) -> Engine:
     from sqlalchemy.pool import NullPool
 
     seconds = max(int(timeout), 2)  # whole seconds; libpq takes less than 2 as 2
+    connect_args: dict[str, int | str]
     if url.startswith("mysql"):
         connect_args = {"connect_timeout": seconds, "read_timeout": seconds,
                         "write_timeout": seconds}
