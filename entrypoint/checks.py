@@ -12,6 +12,7 @@ import binascii
 import re
 from collections.abc import Callable, Mapping
 
+from entrypoint import rolenames
 from entrypoint.config import ADMIN_PASSWORD_VAR, Settings
 from entrypoint.log import mask_url
 from entrypoint.urls import (
@@ -22,35 +23,21 @@ from entrypoint.urls import (
     problems_in_url,
 )
 
-FERNET_KEY = "AIRFLOW__CORE__FERNET_KEY"
-JWT_SECRET = "AIRFLOW__API_AUTH__JWT_SECRET"
-API_SECRET_KEY = "AIRFLOW__API__SECRET_KEY"
-EXECUTION_API_URL = "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"
-DB_URL = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
-BROKER_URL = "AIRFLOW__CELERY__BROKER_URL"
-RESULT_BACKEND = "AIRFLOW__CELERY__RESULT_BACKEND"
+# Named beside the role table, which says which role requires which (each measured by
+# removing one variable at a time); here too for the rules below and other modules.
+FERNET_KEY = rolenames.FERNET_KEY
+JWT_SECRET = rolenames.JWT_SECRET
+API_SECRET_KEY = rolenames.API_SECRET_KEY
+EXECUTION_API_URL = rolenames.EXECUTION_API_URL
+DB_URL = rolenames.DB_URL
+BROKER_URL = rolenames.BROKER_URL
+RESULT_BACKEND = rolenames.RESULT_BACKEND
 VISIBILITY_TIMEOUT = "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"
 TASK_TIMEOUT = "AIRFLOW__CORE__DEFAULT_TASK_EXECUTION_TIMEOUT"
 
 # The keys every Airflow role must share with the others (fingerprinted in Redis).
-SHARED_KEYS = (FERNET_KEY, JWT_SECRET, API_SECRET_KEY)
+SHARED_KEYS = rolenames.SHARED_KEYS
 JWT_MIN_BYTES = 64
-
-AIRFLOW_ROLES = ("scheduler", "dag-processor", "triggerer", "webserver", "worker", "flower",
-                 "migrate")
-
-# What each role needs, measured by removing one variable at a time.
-_NEEDS: dict[str, tuple[str, ...]] = {
-    "scheduler": (DB_URL, BROKER_URL, RESULT_BACKEND, *SHARED_KEYS),
-    "dag-processor": (DB_URL, *SHARED_KEYS),
-    "triggerer": (DB_URL, *SHARED_KEYS),
-    "webserver": (DB_URL, *SHARED_KEYS),
-    "worker": (DB_URL, BROKER_URL, RESULT_BACKEND, EXECUTION_API_URL, *SHARED_KEYS),
-    "flower": (BROKER_URL,),
-    "migrate": (DB_URL,),
-    "metrics": (BROKER_URL,),
-    "exec": (),
-}
 
 _HOW_TO_SET = {
     FERNET_KEY: "generate one with `python -c \"from cryptography.fernet import Fernet; "
@@ -67,9 +54,14 @@ _HOW_TO_SET = {
 
 
 def members(role: str | None) -> list[str]:
+    """The roles to check: role's members, or (None) every role checked by default."""
     if role is None:
-        return list(AIRFLOW_ROLES[:-1])
+        return [r.name for r in rolenames.TABLE if r.checked_by_default]
     return role.split("+")
+
+
+def _needs(member: str) -> tuple[str, ...]:
+    return rolenames.row(member).needs
 
 
 def check(role: str | None, settings: Settings, env: Mapping[str, str]) -> list[str]:
@@ -78,12 +70,12 @@ def check(role: str | None, settings: Settings, env: Mapping[str, str]) -> list[
     roles = members(role)
     needed: list[str] = []
     for member in roles:
-        for name in _NEEDS.get(member, ()):
+        for name in _needs(member):
             if name not in needed:
                 needed.append(name)
     for name in needed:
         if not env.get(name, "").strip():
-            wanted_by = ", ".join(m for m in roles if name in _NEEDS.get(m, ()))
+            wanted_by = ", ".join(m for m in roles if name in _needs(m))
             problems.append(f"required setting: {name} (needed by {wanted_by}); "
                             f"{_HOW_TO_SET[name]}")
 
@@ -187,7 +179,7 @@ def _execution_api_url(roles: list[str], settings: Settings, env: Mapping[str, s
 
 def _executor(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
     executor = env.get("AIRFLOW__CORE__EXECUTOR", "")
-    if "scheduler" in roles and "CeleryExecutor" not in executor:
+    if any(rolenames.row(m).runs_executor for m in roles) and "CeleryExecutor" not in executor:
         return [f"invalid setting: AIRFLOW__CORE__EXECUTOR={executor!r}: these images run tasks "
                 "on Celery workers; set it to CeleryExecutor (or unset it)"]
     return []
@@ -228,7 +220,7 @@ def _dags_folder(roles: list[str], settings: Settings, env: Mapping[str, str]) -
 
 
 def _admin_login(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
-    if "webserver" not in roles:
+    if not any(rolenames.row(m).admin_login for m in roles):
         return []
     manager = env.get("AIRFLOW__CORE__AUTH_MANAGER", "")
     if manager and not manager.endswith("SimpleAuthManager"):

@@ -53,20 +53,23 @@ def official_form(argv: Sequence[str]) -> list[str]:
     `IMAGE dags list` for any Airflow subcommand. So a task definition written for
     apache/airflow runs unchanged on these images:
     - our own commands and options are ours;
-    - Airflow's role commands (rolenames.COMMANDS) start the matching role, with the
-      rest of the line as the role's extra arguments (`db migrate` with none);
+    - Airflow's role commands (Role.command in rolenames.TABLE) start the matching role,
+      with the rest of the line as the role's extra arguments (`db migrate`, whose role
+      takes none, only alone);
     - a program on PATH (or a path) runs after the start-up sequence, as `exec --`;
     - anything else is an Airflow subcommand, run as `airflow ARGS...` after it.
     """
     argv = list(argv)
     if not argv or argv[0] in OUR_COMMANDS or argv[0].startswith("-"):
         return argv
-    from entrypoint.rolenames import COMMANDS
+    from entrypoint import rolenames
 
-    for role, command in COMMANDS.items():
-        words = list(command[1:])
-        if argv[:len(words)] == words and (role != "migrate" or len(argv) == len(words)):
-            return ["run", role, "--", *argv[len(words):]]
+    for role in rolenames.TABLE:
+        if role.command is None:
+            continue
+        words = list(role.command)
+        if argv[:len(words)] == words and (role.extra_args or len(argv) == len(words)):
+            return ["run", role.name, "--", *argv[len(words):]]
     import shutil
 
     if "/" in argv[0] or shutil.which(argv[0]):
@@ -77,13 +80,15 @@ def official_form(argv: Sequence[str]) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     import argparse  # here: the health probe's fast path doesn't need it
 
+    from entrypoint import rolenames
+
+    role_commands = ", ".join(" ".join(r.command) for r in rolenames.TABLE if r.command)
     parser = argparse.ArgumentParser(
         prog="airflow-ecs",
         description="Entrypoint runtime of the airflow-ecs images: resolve secrets, sync DAGs, "
         "wait for Redis and the metadata DB, then run an Airflow role.",
         epilog="As with the official apache/airflow image, a first word that is none of these "
-        "commands runs after the start-up sequence: Airflow's role commands (scheduler, "
-        "api-server, dag-processor, triggerer, celery worker, celery flower, db migrate) "
+        f"commands runs after the start-up sequence: Airflow's role commands ({role_commands}) "
         "start the matching role; a program on PATH runs as itself (airflow dags list, "
         "bash, python -c ...); any other word is an Airflow subcommand (dags list).",
     )
@@ -92,8 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the start-up sequence, then the role")
     run.add_argument("role", type=_role, metavar="ROLE",
-                     help="scheduler, dag-processor, triggerer, webserver, worker, flower, "
-                     "migrate, metrics, or a '+'-joined group such as "
+                     help=f"{', '.join(rolenames.names())}, or a '+'-joined group such as "
                      "scheduler+dag-processor+triggerer")
     run.add_argument("extra", nargs=argparse.REMAINDER, metavar="-- EXTRA_ARGS",
                      help="arguments appended to the role's Airflow command")

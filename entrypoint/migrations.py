@@ -89,8 +89,8 @@ def run_migrations(settings: Settings, env: Mapping[str, str]) -> None:
     with _one_at_a_time(env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").strip(),
                         lock_wait=timeout + settings.wait_timeout):
         log.info("running airflow db migrate")
-        # COMMANDS["migrate"], through a wrapper that keeps PostgreSQL's log clean on a
-        # fresh database (entrypoint.programs.airflow_migrate says how).
+        # The migrate role's command (rolenames.TABLE), through a wrapper that keeps
+        # PostgreSQL's log clean on a fresh database (programs.airflow_migrate says how).
         result = procs.run([sys.executable, "-m", "entrypoint.programs.airflow_migrate"], env=env,
                            timeout=timeout)
     if result.returncode != 0:

@@ -1,4 +1,5 @@
-"""Roles: what each one runs, its initialisation, and how it is launched.
+"""Roles: their initialisation and how each is launched (what each runs is its row in
+the role table, rolenames.TABLE).
 
 A single role replaces the entrypoint with Airflow's process (`os.execvpe`),
 so tini delivers ECS's SIGTERM straight to Airflow and no Python parent
@@ -10,14 +11,13 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from entrypoint import config, defaults
+from entrypoint import config, defaults, rolenames
 from entrypoint.config import Settings
 from entrypoint.errors import ConfigError
 from entrypoint.log import log
-from entrypoint.rolenames import COMMANDS
 
 SYNC_LOOP = ("airflow-ecs", "sync-dags", "--loop")
 
@@ -31,16 +31,16 @@ class Program:
 
 @dataclass(frozen=True)
 class Launch:
-    kind: str  # "exec" | "group" | "migrate"
+    kind: str  # "exec" | "group" | a program of ours: "migrate", "metrics" (Role.program)
     env: dict[str, str]
     argv: tuple[str, ...] = ()
     programs: tuple[Program, ...] = field(default_factory=tuple)
 
 
-def _stop_seconds(member: str, settings: Settings) -> int:
+def _stop_seconds(member: rolenames.Role, settings: Settings) -> int:
     # A worker's warm shutdown may use the whole stop timeout; the others stop
     # in seconds. supervisord's SIGKILL must come after Celery's own deadline.
-    if member == "worker":
+    if member.warm_shutdown:
         return max(settings.stop_timeout - 2, 5)
     return min(30, max(settings.stop_timeout - 2, 5))
 
@@ -51,24 +51,22 @@ def prepare(role: str, settings: Settings, env: Mapping[str, str],
     env = dict(env)
     if role == "exec":
         return Launch(kind="exec", env=env, argv=tuple(command))
-    if role == "migrate":
-        if extra_args:
-            raise ConfigError("the migrate role takes no extra arguments")
-        return Launch(kind="migrate", env=env)
-    if role == "metrics":
-        return Launch(kind="metrics", env=env)
-    members = role.split("+")
-    if "webserver" in members:
+    members = rolenames.rows(role)
+    if len(members) == 1 and extra_args and not members[0].extra_args:
+        raise ConfigError(f"the {role} role takes no extra arguments")
+    if len(members) == 1 and members[0].program is not None:
+        return Launch(kind=members[0].program, env=env)
+    if any(m.admin_login for m in members):
         path = defaults.write_admin_password_file(settings, env)
         if path:
             log.info("admin login %r configured for the webserver", settings.admin_username)
     syncing = settings.dags_source != "image" and settings.dags_refresh_seconds > 0
     if len(members) == 1 and not syncing:
-        return Launch(kind="exec", env=env, argv=COMMANDS[role] + tuple(extra_args))
+        return Launch(kind="exec", env=env, argv=members[0].argv + tuple(extra_args))
     if extra_args and len(members) > 1:
         raise ConfigError(f"extra arguments can't be given to the group {role!r}; set the "
                           "roles' options through AIRFLOW__SECTION__KEY variables instead")
-    programs = [Program(m, COMMANDS[m] + tuple(extra_args), _stop_seconds(m, settings))
+    programs = [Program(m.name, m.argv + tuple(extra_args), _stop_seconds(m, settings))
                 for m in members]
     if syncing:
         programs.append(Program("sync-dags", SYNC_LOOP, 10))
@@ -95,17 +93,21 @@ def execute(launch: Launch) -> None:
         from entrypoint.group import run_group
 
         raise SystemExit(run_group(launch.programs, launch.env))
-    if launch.kind == "migrate":
-        from entrypoint.migrations import run_migrations
+    program = PROGRAMS.get(launch.kind)
+    if program is None:
+        raise AssertionError(launch.kind)
+    raise SystemExit(program(launch.env))
 
-        settings = config.load(launch.env)
-        run_migrations(settings, launch.env)
-        log.info("migrations done; the admin login comes from %s and needs no database row "
-                 "with Airflow's SimpleAuthManager", config.ADMIN_PASSWORD_VAR)
-        raise SystemExit(0)
-    if launch.kind == "metrics":
-        raise SystemExit(_run_metrics(launch.env))
-    raise AssertionError(launch.kind)
+
+# --- our own programs, run in-process (the roles whose row names one: Role.program) ---
+def _run_migrate(env: dict[str, str]) -> int:
+    from entrypoint.migrations import run_migrations
+
+    settings = config.load(env)
+    run_migrations(settings, env)
+    log.info("migrations done; the admin login comes from %s and needs no database row "
+             "with Airflow's SimpleAuthManager", config.ADMIN_PASSWORD_VAR)
+    return 0
 
 
 def _run_metrics(env: dict[str, str]) -> int:
@@ -120,3 +122,9 @@ def _run_metrics(env: dict[str, str]) -> int:
     publisher = metrics.Publisher(metrics.settings_from(config.load(env), env), env)
     publisher.run(stop)
     return 0
+
+
+PROGRAMS: dict[str, Callable[[dict[str, str]], int]] = {
+    "migrate": _run_migrate,
+    "metrics": _run_metrics,
+}

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from entrypoint import migrations
+from entrypoint import migrations, rolenames
 from entrypoint.checks import BROKER_URL, DB_URL, EXECUTION_API_URL
 from entrypoint.config import Settings
 from entrypoint.errors import ConfigError, MigrationError, WaitTimeout
@@ -41,9 +41,6 @@ if TYPE_CHECKING:
     import tenacity
     from sqlalchemy.engine import Engine
 
-REDIS_ROLES = {"scheduler", "worker", "flower", "metrics"}
-DB_ROLES = {"scheduler", "dag-processor", "triggerer", "webserver", "worker", "migrate"}
-SCHEMA_ROLES = {"scheduler", "dag-processor", "triggerer", "webserver", "worker"}
 # One attempt's budget (connect, TLS, auth and the query together), or the time left
 # if less: long enough for a loaded server in another zone, short enough that an
 # attempt stuck on a half-open connection is retried on a new one soon.
@@ -78,12 +75,11 @@ class Deadline:
 
 
 def needs(role: str) -> tuple[bool, bool, bool, bool]:
-    """(redis, database, schema at head, execution API) for role."""
-    members = set(role.split("+"))
-    if role == "exec":
-        return True, True, False, False
-    return (bool(members & REDIS_ROLES), bool(members & DB_ROLES),
-            bool(members & SCHEMA_ROLES), "worker" in members)
+    """(redis, database, schema at head, execution API) for role: what its members'
+    rows wait for (rolenames.TABLE; `exec` waits for Redis and the database)."""
+    waits = frozenset().union(*(r.waits_for for r in rolenames.rows(role)))
+    return (rolenames.REDIS in waits, rolenames.DB in waits, rolenames.SCHEMA in waits,
+            rolenames.EXECUTION_API in waits)
 
 
 def wait_for_dependencies(role: str, settings: Settings, env: Mapping[str, str]) -> None:

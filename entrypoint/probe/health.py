@@ -3,14 +3,14 @@
 It must be cheap on a small Fargate task, so it never imports Airflow (2 s
 of CPU per call) nor boto3, and every probe is bounded by short timeouts.
 
-- scheduler, dag-processor, triggerer: the role's job on this host has a
-  fresh heartbeat in the metadata database (Airflow's own thresholds, judged
-  by the database's clock so container clocks don't matter);
-- webserver: the api-server's health endpoint answers on 127.0.0.1;
-- worker: a Celery ping addressed to this worker only answers. The ping is
-  handled by the worker's consumer, not by a pool slot, so a worker whose
-  every slot is busy stays healthy;
-- flower: its HTTP endpoint answers.
+Each role's row in the role table (rolenames.TABLE) says which probe it gets:
+- a job heartbeat (scheduler, dag-processor, triggerer): the role's job on
+  this host has a fresh heartbeat in the metadata database (Airflow's own
+  thresholds, judged by the database's clock so container clocks don't matter);
+- an HTTP GET (webserver, flower): its health endpoint answers on 127.0.0.1;
+- a Celery ping (worker): a ping addressed to this worker only answers. The
+  ping is handled by the worker's consumer, not by a pool slot, so a worker
+  whose every slot is busy stays healthy.
 
 With DAGs synced from git or S3, the result also says how fresh the DAGs
 are; no successful sync at all is unhealthy, staleness alone is reported
@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from entrypoint import rolenames
 from entrypoint.errors import ConfigError
 from entrypoint.log import mask_url, redact
 
@@ -44,12 +45,7 @@ GRACE = 0.5
 DB_URL = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
 BROKER_URL = "AIRFLOW__CELERY__BROKER_URL"
 
-# Job types in Airflow's `job` table, and the [section] option of each threshold.
-JOBS = {
-    "scheduler": ("SchedulerJob", "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_THRESHOLD"),
-    "triggerer": ("TriggererJob", "AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD"),
-    "dag-processor": ("DagProcessorJob", "AIRFLOW__DAG_PROCESSOR__HEALTH_CHECK_THRESHOLD"),
-}
+# A heartbeat's threshold when its option (rolenames.Heartbeat.threshold_var) is unset.
 DEFAULT_THRESHOLD = 30.0
 
 
@@ -214,27 +210,38 @@ def _guarded(members: Sequence[str],
         return [HealthResult(False, f"{label}: {type(exc).__name__}: {redact(str(exc))[:300]}")]
 
 
+def _health_of(role: str) -> rolenames.HealthProbe | None:
+    try:
+        return rolenames.row(role).health
+    except KeyError:
+        return None
+
+
+def _job(role: str) -> rolenames.Heartbeat:
+    health = _health_of(role)
+    if not isinstance(health, rolenames.Heartbeat):
+        raise ValueError(f"{role}: its health is not a job heartbeat")
+    return health
+
+
 def _probe_members(members: Sequence[str], env: Mapping[str, str],
                    deadline: float) -> list[HealthResult]:
     results: list[HealthResult] = []
-    jobs = [m for m in members if m in JOBS]
+    jobs = [m for m in members if isinstance(_health_of(m), rolenames.Heartbeat)]
     if jobs:  # one query for every job of a group: one connection's time, not three
         results.extend(_guarded(jobs, lambda: job_heartbeats(jobs, env, deadline)))
     for member in members:
-        if member not in JOBS:
+        if member not in jobs:
             results.extend(_guarded([member], lambda m=member: [_probe_other(m, env, deadline)]))
     return results
 
 
 def _probe_other(role: str, env: Mapping[str, str], deadline: float) -> HealthResult:
-    if role == "webserver":
-        port = env.get("AIRFLOW_ECS_API_PORT", "8080")
-        return http_ok("webserver", f"http://127.0.0.1:{port}/api/v2/monitor/health",
-                       time_left(deadline))
-    if role == "flower":
-        port = env.get("AIRFLOW__CELERY__FLOWER_PORT", "5555")
-        return http_ok("flower", f"http://127.0.0.1:{port}/healthcheck", time_left(deadline))
-    if role == "worker":
+    health = _health_of(role)
+    if isinstance(health, rolenames.HttpGet):
+        port = env.get(health.port_var, health.default_port)
+        return http_ok(role, f"http://127.0.0.1:{port}{health.path}", time_left(deadline))
+    if isinstance(health, rolenames.CeleryPing):
         return celery_ping(env, deadline)
     return HealthResult(False, f"{role}: no health probe for this role")
 
@@ -274,10 +281,12 @@ def job_heartbeats(roles: Sequence[str], env: Mapping[str, str],
                    deadline: float) -> list[HealthResult]:
     url = _url_setting(env, DB_URL, ("postgresql",))
     host = hostname()
-    ages = _heartbeat_ages(url, [JOBS[role][0] for role in roles], host, time_left(deadline))
+    ages = _heartbeat_ages(url, [_job(role).job_type for role in roles], host,
+                           time_left(deadline))
     results = []
     for role in roles:
-        job_type, threshold_var = JOBS[role]
+        job = _job(role)
+        job_type, threshold_var = job.job_type, job.threshold_var
         try:
             threshold = float(env.get(threshold_var) or DEFAULT_THRESHOLD)
         except ValueError:
