@@ -42,8 +42,8 @@ WAITS = (REDIS, DB, SCHEMA, EXECUTION_API)
 
 
 class _Row:
-    """A record with a repr; plain classes with __slots__, not NamedTuples: each
-    NamedTuple class costs about 0.4 ms to create, paid by every health probe."""
+    """A record with a repr; plain classes with __slots__, not NamedTuples: creating a
+    NamedTuple class is a cost every health probe would pay at import."""
 
     __slots__: tuple[str, ...] = ()
 
