@@ -73,7 +73,7 @@ def test_supervisor_fixes_apply_to_the_airflow_in_the_image():
     they were written for (each changes nothing, and says so, when Airflow changes), and
     the worker's Celery configuration installs them, and preloads the code every task
     needs, when the worker starts."""
-    script = ("from entrypoint import celery_config; "
+    script = ("from entrypoint.worker import celery_config; "
               "from celery.signals import worker_init; worker_init.send(sender=None); "
               "from airflow.sdk.execution_time.supervisor import ActivitySubprocess as A; "
               "print(A._service_subprocess.__module__, A._on_child_started.__module__); "
