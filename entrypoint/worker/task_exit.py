@@ -17,7 +17,8 @@ itself, for at most the time select() would have slept, and so returns the
 moment the process exits. Every other path runs Airflow's own code unchanged.
 It is installed in the Celery worker's main process before the pool forks
 (entrypoint.worker.celery_config), and only if the supervisor still has the shape it
-was written against; otherwise it logs why and changes nothing.
+was written against (every attribute and method it uses is declared in
+entrypoint.private_apis); otherwise it logs why and changes nothing.
 """
 
 from __future__ import annotations
@@ -25,16 +26,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from entrypoint import private_apis
 from entrypoint.worker import method_patch
-
-_SUPERVISOR = "airflow.sdk.execution_time.supervisor"
-_PARAMETERS = ("self", "max_wait_time", "raise_on_timeout", "expect_signal")
 
 
 def install() -> bool:
     """Patch Airflow's task supervisor; True when the fix is (already) in place."""
-    return method_patch.replace(_SUPERVISOR, "WatchedSubprocess", "_service_subprocess",
-                                _PARAMETERS, _waiting_on_exit, "task exit")
+    return method_patch.replace(private_apis.SUPERVISOR, private_apis.SERVICE_SUBPROCESS,
+                                _waiting_on_exit, uses=(private_apis.CHECK_SUBPROCESS_EXIT,))
 
 
 def _waiting_on_exit(original: Callable[..., Any]) -> Callable[..., Any]:
