@@ -23,6 +23,7 @@ entrypoint.private_apis); otherwise it logs why and changes nothing.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -37,13 +38,21 @@ def install() -> bool:
 
 
 def _waiting_on_exit(original: Callable[..., Any]) -> Callable[..., Any]:
+    import psutil
+
+    # What a wait that times out raises, whichever process handle the supervisor holds:
+    # Airflow's tracker over psutil (whose TimeoutExpired is psutil's), a bare
+    # psutil.Process (Airflow's in-process supervisors; it has no TimeoutExpired
+    # attribute to read), or a subprocess.Popen (the other backend of Airflow's tracker).
+    timed_out = (psutil.TimeoutExpired, subprocess.TimeoutExpired)
+
     def _service_subprocess(self: Any, max_wait_time: float, raise_on_timeout: bool = False,
                             expect_signal: int | None = None) -> Any:
         if self._exit_code is None and not self.selector.get_map():
             # Nothing left for select() to wake on: wait for the exit instead of sleeping.
             try:
                 self._process.wait(timeout=max(0.01, max_wait_time))
-            except self._process.TimeoutExpired:
+            except timed_out:
                 pass
             return self._check_subprocess_exit(raise_on_timeout=raise_on_timeout,
                                                expect_signal=expect_signal)
