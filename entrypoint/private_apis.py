@@ -99,6 +99,12 @@ CHECK_SUBPROCESS_EXIT = _entry(
     used_in="entrypoint/worker/task_exit.py: called after that wait, as Airflow's own method "
             "does after select()",
     fallback=_TASK_EXIT_FALLBACK)
+PROCESS_WAIT = _entry(
+    "apache-airflow-task-sdk", _SUPERVISOR, "ProcessTracker.wait", "method",
+    accepts=("timeout",),
+    used_in="entrypoint/worker/task_exit.py: the supervisor's process handle (`_process`), "
+            "waited on until the process exits",
+    fallback=_TASK_EXIT_FALLBACK)
 ACTIVITY_SUBPROCESS = _entry(
     "apache-airflow-task-sdk", _SUPERVISOR, "ActivitySubprocess", "class",
     attributes=("_last_heartbeat_attempt", "_last_successful_heartbeat"),

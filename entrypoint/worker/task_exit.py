@@ -34,7 +34,9 @@ from entrypoint.worker import method_patch
 def install() -> bool:
     """Patch Airflow's task supervisor; True when the fix is (already) in place."""
     return method_patch.replace(private_apis.SUPERVISOR, private_apis.SERVICE_SUBPROCESS,
-                                _waiting_on_exit, uses=(private_apis.CHECK_SUBPROCESS_EXIT,))
+                                _waiting_on_exit,
+                                uses=(private_apis.CHECK_SUBPROCESS_EXIT,
+                                      private_apis.PROCESS_WAIT))
 
 
 def _waiting_on_exit(original: Callable[..., Any]) -> Callable[..., Any]:
