@@ -38,7 +38,14 @@ def kombu_without_plugins() -> Iterator[None]:
     serializers and matchers: ~50 ms, a tenth of the worker probe, spent on
     plugins a JSON ping never uses. kombu asks through one function,
     kombu.utils.compat.entrypoints, only at import time; it answers "none" here.
+    That function is internal to kombu (entrypoint.private_apis): where it is
+    missing or changed, kombu is imported as it is, plugins searched.
     """
+    from entrypoint import private_apis
+
+    if private_apis.lookup(private_apis.KOMBU_ENTRYPOINTS) is None:
+        yield
+        return
     from kombu.utils import compat
 
     original = compat.entrypoints

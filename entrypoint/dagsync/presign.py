@@ -17,7 +17,10 @@ byte, for awkward keys, with and without a session token, on AWS and on a
 custom endpoint, across rotated credentials and a change of day.
 
 When the first URL is not a plain SigV4 S3 URL ending in the quoted key
-(an S3 Express bucket, say), every URL comes from s3fs.
+(an S3 Express bucket, say), every URL comes from s3fs. `_url`, botocore's
+`_host_from_url` and its clock are private to their libraries
+(entrypoint.private_apis): without `_url`, URLs come from s3fs's client as
+`_url` makes them; without the other two, every URL comes from s3fs.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import hashlib
 import hmac
 from typing import Any, cast
 from urllib.parse import parse_qs, quote, urlsplit
+
+from entrypoint import private_apis
 
 EXPIRES = 600  # seconds; each URL is made just before its GET
 
@@ -45,17 +50,28 @@ class Presigner:
         self._host = ""
         self._path = ""
         self._keys: tuple[str, str, bytes] = ("", "", b"")  # (secret, date, signing key)
+        self._s3fs_url = private_apis.lookup(private_apis.S3FS_URL) is not None
 
     async def url(self, remote: str) -> str:
         """A presigned GET URL for remote ("bucket/key")."""
         if self._base is None:
-            url = cast(str, await self.fs._url(remote, expires=EXPIRES))
+            url = await self._from_s3fs(remote)
             if not self._learned:
                 self._learned = True
                 await self._learn(url, remote.split("/", 1)[1])
             return url
         credentials = await self._credentials.get_frozen_credentials()
         return self._sign(credentials, quote_key(remote.split("/", 1)[1]))
+
+    async def _from_s3fs(self, remote: str) -> str:
+        if self._s3fs_url:
+            return cast(str, await self.fs._url(path=remote, expires=EXPIRES))
+        # What s3fs's _url does, with the client its documented set_session() returns.
+        bucket, key = remote.split("/", 1)
+        client = await self.fs.set_session()
+        return cast(str, await client.generate_presigned_url(
+            ClientMethod="get_object", Params={"Bucket": bucket, "Key": key},
+            ExpiresIn=EXPIRES))
 
     def _sign(self, credentials: Any, quoted_key: str) -> str:
         from botocore.auth import get_current_datetime
@@ -100,15 +116,14 @@ class Presigner:
         credentials = await self.fs.session.get_credentials()
         if credentials is None:
             return
-        try:
-            from botocore.auth import _host_from_url  # the Host botocore would sign
-        except ImportError:
-            return  # a botocore without it: every URL from s3fs
+        host_from_url = private_apis.lookup(private_apis.BOTOCORE_HOST_FROM_URL)
+        if host_from_url is None or private_apis.lookup(private_apis.BOTOCORE_CLOCK) is None:
+            return  # every URL from s3fs
         self._credentials = credentials
         self._region = scope[2]
         self._path = parts.path[:len(parts.path) - len(suffix)]
         self._base = f"{parts.scheme}://{parts.netloc}{self._path}"
-        self._host = _host_from_url(self._base)
+        self._host = host_from_url(url=self._base)  # the Host botocore would sign
 
 
 def _encode(value: str) -> str:

@@ -15,6 +15,7 @@ skipped with a warning.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from entrypoint import private_apis
 from entrypoint.config import Settings
 from entrypoint.dagsync import s3fetch
 from entrypoint.dagsync.publish import scrub, sidecar, trees_dir
@@ -92,10 +94,13 @@ def listing(fs: Any, settings: Settings, deadline: s3fetch.Deadline) -> Listing:
     validate_uri(uri)
     bucket, prefix = split_uri(uri)
     root = f"{bucket}/{prefix}"
+    if private_apis.lookup(private_apis.S3FS_FIND) is not None:
+        listed = fs._find(path=root, detail=True, withdirs=False)
+    else:  # fsspec's public, blocking form, off s3fs's event loop
+        listed = asyncio.to_thread(fs.find, root, detail=True, withdirs=False)
     try:
         # The listing is the only request an unchanged refresh makes.
-        found = s3fetch.run(fs.loop, fs._find(root, detail=True, withdirs=False), deadline,
-                            f"listing s3://{root}")
+        found = s3fetch.run(fs.loop, listed, deadline, f"listing s3://{root}")
     except PermissionError:
         raise DagSyncError(f"access denied listing s3://{root}: grant the task role "
                            "s3:ListBucket on the bucket and s3:GetObject on the prefix") from None

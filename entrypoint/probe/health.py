@@ -359,18 +359,19 @@ def celery_ping(env: Mapping[str, str], deadline: float | None = None) -> Health
         # kombu's constructors carry no annotations.
         with Connection(broker, connect_timeout=timeout,  # type: ignore[no-untyped-call]
                         transport_options=options) as conn:
-            mailbox = Mailbox("celery", type="fanout",  # type: ignore[no-untyped-call]
-                              accept=["json"])(conn)
             # What Celery's app.control.ping(destination=[name]) sends and collects,
-            # through the mailbox's call Celery itself uses (private to kombu).
-            broadcast = getattr(mailbox, "_broadcast", None)
-            if broadcast is not None:
-                replies = broadcast("ping", destination=[name], reply=True,
-                                    timeout=timeout) or []
-    if broadcast is None:  # a kombu without it: Celery's public API, at Celery's cost
-        from celery import Celery
-
-        replies = Celery(broker=broker).control.ping(destination=[name], timeout=timeout) or []
+            # through kombu's documented Mailbox.call: the same messages.
+            try:
+                mailbox = Mailbox("celery", type="fanout",  # type: ignore[no-untyped-call]
+                                  accept=["json"])(conn)
+                replies = mailbox.call([name], "ping", timeout=timeout) or []
+            except (TypeError, AttributeError) as exc:
+                # kombu's own code failed, not the broker nor the worker (a changed
+                # kombu): the probe's machinery is broken, which must not report a
+                # worker unhealthy and have ECS replace it. Exit 0, health unknown.
+                return HealthResult(True, f"worker: probe could not check {name}: kombu API "
+                                          f"changed ({type(exc).__name__}: "
+                                          f"{redact(str(exc))[:200]}); health unknown")
     for reply in replies:
         if name in reply:
             return HealthResult(True, f"worker: {name} answered a ping in "

@@ -7,31 +7,33 @@ as a fault on a healthy first start. Only on such a database, this drops that on
 callback before running Airflow's own CLI; on a migrated database the audit row is
 written as usual.
 
-The callback list is private to Airflow (`cli_action_loggers.__pre_exec_callbacks`):
-where it is missing the command runs unchanged (and the ERROR line comes back).
-tests/integration/test_migrations.py notices when an upgrade removes it.
+The callback list is private to Airflow (`cli_action_loggers.__pre_exec_callbacks`),
+and so are the settings used to look at the database (entrypoint.private_apis): where
+one is missing or changed the command runs unchanged (and the ERROR line comes back).
+tests/unit/test_private_apis.py notices when an upgrade removes one.
 """
 
 from __future__ import annotations
 
 import sys
 
-PRIVATE_CALLBACKS = "__pre_exec_callbacks"
+from entrypoint import private_apis
 
 
 def drop_action_log_without_log_table() -> bool:
     """Drop the action-log callback if the metadata DB has no `log` table; say if dropped."""
-    from airflow.utils import cli_action_loggers
-
-    callbacks = getattr(cli_action_loggers, PRIVATE_CALLBACKS, None)
-    action_log = getattr(cli_action_loggers, "default_action_log", None)
-    if not isinstance(callbacks, list) or action_log not in callbacks:
+    callbacks = private_apis.lookup(private_apis.CLI_PRE_EXEC_CALLBACKS)
+    action_log = private_apis.lookup(private_apis.CLI_DEFAULT_ACTION_LOG)
+    if callbacks is None or action_log is None or action_log not in callbacks:
+        return False
+    configure_orm = private_apis.lookup(private_apis.SETTINGS_CONFIGURE_ORM)
+    if configure_orm is None or not private_apis.available(private_apis.SETTINGS_ENGINE):
         return False
     from airflow import settings
     from sqlalchemy import inspect
 
     if settings.engine is None:
-        settings.configure_orm()  # type: ignore[no-untyped-call]  # unannotated in Airflow
+        configure_orm()
     if settings.engine is None or inspect(settings.engine).has_table("log"):
         return False
     callbacks.remove(action_log)

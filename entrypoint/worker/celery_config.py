@@ -37,6 +37,7 @@ import threading
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 from celery.signals import worker_init, worker_ready, worker_shutting_down
 
+from entrypoint import private_apis
 from entrypoint.worker import first_heartbeat, preload, protection, task_exit
 
 STOP_MARGIN_SECONDS = 10
@@ -80,6 +81,8 @@ def _correct_task_supervisor(**_: object) -> None:
 @worker_ready.connect  # type: ignore[untyped-decorator]  # Celery is untyped
 def _start_scale_in_protection(**_: object) -> None:
     # The main process's count of requests handed to the pool: no per-task work.
+    if not private_apis.available(private_apis.CELERY_ACTIVE_REQUESTS):
+        return
     from celery.worker import state
 
     protection.start_in_worker(os.environ, lambda: len(state.active_requests))

@@ -13,7 +13,7 @@ out `[workers] min_heartbeat_interval` after the start, as every later one
 does; Airflow's heartbeat timeout is measured from `last_heartbeat_at`, which
 the `run` call has just set. Installed in the Celery worker's main process
 before the pool forks (entrypoint.worker.celery_config), only if the supervisor
-still has the shape this was written against.
+still has the shape this was written against (entrypoint.private_apis).
 """
 
 from __future__ import annotations
@@ -21,18 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from entrypoint import private_apis
 from entrypoint.worker import method_patch
-
-_SUPERVISOR = "airflow.sdk.execution_time.supervisor"
-_PARAMETERS = ("self", "ti", "dag_rel_path", "bundle_info", "sentry_integration")
 
 
 def install() -> bool:
     """Patch Airflow's task supervisor; True when the fix is (already) in place."""
-    return method_patch.replace(_SUPERVISOR, "ActivitySubprocess", "_on_child_started",
-                                _PARAMETERS, _counting_start_as_heartbeat, "first heartbeat",
-                                attributes=("_last_heartbeat_attempt",
-                                            "_last_successful_heartbeat"))
+    return method_patch.replace(private_apis.ACTIVITY_SUBPROCESS, private_apis.ON_CHILD_STARTED,
+                                _counting_start_as_heartbeat)
 
 
 def _counting_start_as_heartbeat(original: Callable[..., Any]) -> Callable[..., Any]:

@@ -8,41 +8,38 @@ for that once, at its first task, all of them together on a new worker: exactly 
 scale-out needs the worker to be quick (BENCHMARKS.md, the fan-out's first run). Loaded
 here, before the pool forks, every pool process and task process inherits them.
 
-Only public module paths and Airflow's `import_all_models()` are used; any of them
-missing (an Airflow upgrade) is logged and skipped: the worker then runs as before,
-its first tasks slower.
+The module paths and Airflow's `import_all_models()` are Airflow internals, declared in
+entrypoint.private_apis; any of them missing or failing (an Airflow upgrade) is logged
+and skipped: the worker then runs as before, its first tasks slower.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
+
+from entrypoint import private_apis
 
 log = logging.getLogger(__name__)
 
 # What a task process imports to parse and run its DAG file (task_runner.parse).
-MODULES = (
-    "airflow.sdk.execution_time.task_runner",
-    "airflow.dag_processing.dagbag",
-)
+MODULES = (private_apis.TASK_RUNNER_MODULE, private_apis.DAGBAG_MODULE)
 
 
 def install() -> list[str]:
     """Import MODULES, every ORM model, and configure the mappers; return what failed."""
-    failed = []
-    for name in MODULES:
-        try:
-            importlib.import_module(name)
-        except Exception as exc:  # noqa: BLE001 - an optimisation never stops the worker
-            failed.append(f"{name}: {type(exc).__name__}: {exc}")
+    # A lookup imports the module; one that is missing or fails is named in its warning.
+    failed = [entry.name for entry in MODULES if private_apis.lookup(entry) is None]
+    import_all_models = private_apis.lookup(private_apis.IMPORT_ALL_MODELS)
+    if import_all_models is None:
+        failed.append(private_apis.IMPORT_ALL_MODELS.name)
+        return failed
     try:
-        from airflow import models
         from sqlalchemy.orm import configure_mappers
 
-        models.import_all_models()  # type: ignore[no-untyped-call]  # unannotated in Airflow
+        import_all_models()
         configure_mappers()
-    except Exception as exc:  # noqa: BLE001 - as above
-        failed.append(f"airflow.models.import_all_models: {type(exc).__name__}: {exc}")
-    for failure in failed:
+    except Exception as exc:  # noqa: BLE001 - an optimisation never stops the worker
+        failure = f"{private_apis.IMPORT_ALL_MODELS.name}: {type(exc).__name__}: {exc}"
         log.warning("not preloaded in the worker (its first tasks will load it): %s", failure)
+        failed.append(failure)
     return failed

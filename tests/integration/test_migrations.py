@@ -30,9 +30,10 @@ def test_the_private_callback_list_is_still_there():
     that renames it brings back PostgreSQL's ERROR line on a fresh database."""
     from airflow.utils import cli_action_loggers
 
-    from entrypoint.programs import airflow_migrate
+    from entrypoint import private_apis
 
-    callbacks = getattr(cli_action_loggers, airflow_migrate.PRIVATE_CALLBACKS)
+    callbacks = private_apis.lookup(private_apis.CLI_PRE_EXEC_CALLBACKS)
+    assert callbacks is not None, private_apis.check(private_apis.CLI_PRE_EXEC_CALLBACKS)
     assert cli_action_loggers.default_action_log in callbacks
 
 

@@ -33,7 +33,9 @@ S3FS_ACTIONS = {"find": ["s3:ListBucket"], "_find": ["s3:ListBucket"],
                 "ls": ["s3:ListBucket"], "get": ["s3:GetObject"],
                 "cat_file": ["s3:GetObject"], "info": ["s3:GetObject"],
                 # A URL presigned for get_object (s3fs's default client method), then fetched.
-                "_url": ["s3:GetObject"]}
+                "_url": ["s3:GetObject"],
+                # The client that presigns when _url is gone: made, no request sent.
+                "set_session": []}
 # Actions the ECS agent checks against the task role for its task-protection endpoint.
 AGENT_ACTIONS = {"PUT": "ecs:UpdateTaskProtection", "GET": "ecs:GetTaskProtection"}
 ROLES = ("scheduler", "webserver", "worker", "migrate")
@@ -132,14 +134,15 @@ def s3fs_actions(role: str | None = None) -> set[str]:
         text = path.read_text()
         if "s3fs" not in text:  # the modules that use an S3FileSystem, named `fs`
             continue
-        if role is not None and role not in roles_of(path):
-            continue
-        for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
-                    _names_fs(node.func.value):
-                assert node.func.attr in S3FS_ACTIONS, \
-                    f"{path}: fs.{node.func.attr}: add the S3 actions it issues to the table"
-                actions.update(S3FS_ACTIONS[node.func.attr])
+        calls = [node.func.attr for node in ast.walk(ast.parse(text))
+                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                 and _names_fs(node.func.value)]
+        if not calls or (role is not None and role not in roles_of(path)):
+            continue  # naming s3fs without calling it (entrypoint.private_apis) is no call
+        for call in calls:
+            assert call in S3FS_ACTIONS, \
+                f"{path}: fs.{call}: add the S3 actions it issues to the table"
+            actions.update(S3FS_ACTIONS[call])
     assert actions or role is not None, \
         "the S3 DAG source makes no s3fs call any more: update this test"
     return actions

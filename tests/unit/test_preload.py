@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
 
+from entrypoint import private_apis
 from entrypoint.worker import preload
 
 pytestmark = pytest.mark.airflow
@@ -34,10 +36,23 @@ def test_preload_loads_the_dag_bag_and_configures_every_mapper():
 
 def test_a_module_airflow_no_longer_has_is_skipped_with_a_warning(monkeypatch):
     warnings = []
-    monkeypatch.setattr(preload, "MODULES", ("airflow.no_such_module_here",))
+    gone = dataclasses.replace(private_apis.DAGBAG_MODULE, module="airflow.no_such_module_here")
+    monkeypatch.setattr(preload, "MODULES", (private_apis.TASK_RUNNER_MODULE, gone))
+    monkeypatch.setattr(private_apis, "_warned", set())
     # Airflow's logging set-up, once imported, owns the handlers: record the call itself.
-    monkeypatch.setattr(preload.log, "warning", lambda msg, *args: warnings.append(msg % args))
-    failed = preload.install()
-    assert len(failed) == 1 and failed[0].startswith("airflow.no_such_module_here: ")
-    assert warnings == [f"not preloaded in the worker (its first tasks will load it): "
-                        f"{failed[0]}"]
+    monkeypatch.setattr(private_apis.log, "warning", lambda msg, *args: warnings.append(msg % args))
+    assert preload.install() == ["airflow.no_such_module_here"]
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith("private API changed: airflow.no_such_module_here "
+                                  "(apache-airflow-core ")
+    assert "does not import (ModuleNotFoundError" in warnings[0]
+    assert warnings[0].endswith("; so not preloaded in the worker; its first tasks load it")
+
+
+def test_import_all_models_gone_skips_the_models_and_says_so(monkeypatch):
+    from airflow import models
+
+    monkeypatch.setattr(private_apis, "_warned", set())
+    monkeypatch.delattr(models, "import_all_models")
+    monkeypatch.setattr(preload, "MODULES", ())
+    assert preload.install() == ["airflow.models.import_all_models"]

@@ -4,8 +4,10 @@ import datetime
 
 import botocore.auth
 import pytest
+import s3fs
 from fsspec.asyn import sync
 
+from entrypoint import private_apis
 from entrypoint.config import load
 from entrypoint.dagsync import s3source
 from entrypoint.dagsync.presign import Presigner, quote_key
@@ -97,3 +99,57 @@ def test_rotated_credentials_and_a_new_day_sign_like_botocore(frozen_clock, monk
     tomorrow = datetime.datetime(2026, 11, 26, 0, 0, 1)
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: tomorrow)
     assert presigner._sign(first, "prefix/x.py") == botocores(first, "prefix/x.py")
+
+
+def _aws_fs(monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.setattr(private_apis, "_warned", set())
+    return s3source.filesystem(load({}), {"AWS_REGION": "eu-west-1"})
+
+
+def _s3fs_urls(fs):
+    async def urls():
+        return [await fs._url("dags-bucket/" + key, expires=600) for key in KEYS]
+
+    return sync(fs.loop, urls)
+
+
+def _presigned(fs):
+    presigner = Presigner(fs)
+
+    async def urls():
+        return [await presigner.url("dags-bucket/" + key) for key in KEYS]
+
+    return presigner, sync(fs.loop, urls)
+
+
+def _reshape_host_helper(monkeypatch):
+    # botocore calls it too, so it can't just be removed: a renamed parameter instead.
+    original = botocore.auth._host_from_url
+    monkeypatch.setattr(botocore.auth, "_host_from_url", lambda endpoint: original(endpoint))
+    assert "_host_from_url" in private_apis.check(private_apis.BOTOCORE_HOST_FROM_URL)
+
+
+def test_a_changed_botocore_host_helper_leaves_every_url_to_s3fs(frozen_clock, monkeypatch):
+    fs = _aws_fs(monkeypatch)
+    theirs = _s3fs_urls(fs)
+    _reshape_host_helper(monkeypatch)
+    presigner, ours = _presigned(fs)
+    assert presigner._base is None, "the own signer was used without botocore's Host helper"
+    assert ours == theirs
+
+
+def test_without_s3fs_url_its_client_presigns_the_same_urls(frozen_clock, monkeypatch):
+    fs = _aws_fs(monkeypatch)
+    theirs = _s3fs_urls(fs)
+    monkeypatch.delattr(s3fs.S3FileSystem, "_url")
+    assert private_apis.check(private_apis.S3FS_URL) is not None
+    presigner, ours = _presigned(fs)
+    assert ours == theirs  # the first through s3fs's client, the others signed here
+    assert presigner._base is not None
+    _reshape_host_helper(monkeypatch)
+    presigner, ours = _presigned(fs)
+    assert presigner._base is None
+    assert ours == theirs  # every one through s3fs's client

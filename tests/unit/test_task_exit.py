@@ -15,7 +15,11 @@ import time
 
 import psutil
 import pytest
-from airflow.sdk.execution_time.supervisor import PsutilTracker, WatchedSubprocess
+from airflow.sdk.execution_time.supervisor import (
+    InProcessTestSupervisor,
+    PsutilTracker,
+    WatchedSubprocess,
+)
 
 from entrypoint.worker import task_exit
 
@@ -96,6 +100,19 @@ def test_without_sockets_a_live_process_is_waited_for_at_most_the_timeout(patche
     finally:
         os.kill(pid, 9)
         _reap(pid)
+
+
+def test_a_bare_psutil_process_that_outlives_the_wait_is_no_error(patched):
+    # Airflow's in-process supervisors hold psutil.Process() itself (no tracker, so no
+    # TimeoutExpired attribute): a wait that times out must not become an AttributeError.
+    sup = object.__new__(InProcessTestSupervisor)
+    sup.selector = selectors.DefaultSelector()
+    sup._process = psutil.Process()  # as Airflow's run_in_process makes it
+    sup._exit_code = None
+    assert not hasattr(sup._process, "TimeoutExpired")
+    started = time.monotonic()
+    assert InProcessTestSupervisor._service_subprocess(sup, max_wait_time=0.2) is None
+    assert time.monotonic() - started >= 0.15  # it waited, then Airflow's check ran
 
 
 def test_with_a_socket_open_airflow_code_runs_unchanged(patched, monkeypatch):

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from entrypoint import private_apis
 from entrypoint.probe import health
 from entrypoint.tools.ecs import healthcheck
 from entrypoint.tools.ecs.settings import ROLES, partition_of
@@ -52,6 +53,9 @@ def against_model(doc: Any, service: str, operation: str, source: str) -> list[s
     if not isinstance(doc, dict):
         return [f"{source}: $: must be a JSON object ({operation} input)"]
     report = ParamValidator().validate(doc, input_shape(service, operation))
+    if private_apis.lookup(private_apis.BOTOCORE_VALIDATION_ERRORS) is None:
+        text = report.generate_report() if report.has_errors() else ""
+        return [f"{source}: {line.strip()}" for line in text.splitlines() if line.strip()]
     problems = []
     for kind, name, info in report._errors:  # the report's structured form
         path = "$" + name

@@ -1,0 +1,329 @@
+"""Every private API of Airflow, Celery, kombu, botocore and s3fs that airflow-ecs relies on.
+
+A private API is a name its library does not document or promise to keep: an
+underscore name, an internal module or function, an attribute of a library's
+object. Each one we use is declared here once: the library, the dotted name,
+the shape the code using it was written for, where it is used, and what runs
+instead when it is missing or changed.
+
+A use site never reaches in by itself: it calls `lookup(ENTRY)`, which imports
+the name and checks its shape, and returns it, or returns None after one
+warning line naming the API and the fallback. The use site then keeps the
+library's own behaviour: a correction is not installed, a fast path is not
+taken, a public way is used. tests/unit/test_private_apis.py checks every
+entry against the installed libraries, so an upgrade that removes or reshapes
+one fails there, by name, and scans entrypoint/ for underscore names used
+without an entry here.
+
+Import-light: the health probe and the start-up import this module, so it
+imports no library until a lookup asks for one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+log = logging.getLogger("airflow-ecs.private_apis")
+
+Kind = Literal["module", "class", "function", "method", "list", "sized", "value"]
+
+
+@dataclass(frozen=True)
+class PrivateApi:
+    """One private name we use, and the shape our code was written against.
+
+    kind: a module; a class (with `attributes`: declared as attrs fields or
+    present on the class; `instance_attributes`: set by its constructor, checked
+    on an instance made without arguments); a function, or a method of a class
+    (its first parameter is the instance); a list; a sized collection; any value.
+    parameters: the exact parameter names, in order, of a function we replace.
+    accepts: the parameters a call of ours passes, by these names (None: we never
+    call it); every other parameter must have a default.
+    """
+
+    library: str  # the distribution, as pip names it
+    module: str
+    attribute: str  # dotted path inside the module; "" for the module itself
+    kind: Kind
+    used_in: str
+    fallback: str
+    parameters: tuple[str, ...] | None = None
+    accepts: tuple[str, ...] | None = None
+    attributes: tuple[str, ...] = ()
+    instance_attributes: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.module}.{self.attribute}" if self.attribute else self.module
+
+
+ENTRIES: list[PrivateApi] = []
+
+
+def _entry(library: str, module: str, attribute: str, kind: Kind, *, used_in: str,
+           fallback: str, parameters: tuple[str, ...] | None = None,
+           accepts: tuple[str, ...] | None = None, attributes: tuple[str, ...] = (),
+           instance_attributes: tuple[str, ...] = ()) -> PrivateApi:
+    entry = PrivateApi(library, module, attribute, kind, used_in, fallback, parameters,
+                       accepts, attributes, instance_attributes)
+    ENTRIES.append(entry)
+    return entry
+
+
+# --- Airflow's task supervisor (entrypoint.worker.task_exit, entrypoint.worker.first_heartbeat)
+_SUPERVISOR = "airflow.sdk.execution_time.supervisor"
+_TASK_EXIT_FALLBACK = ("the task-exit correction is not installed; Airflow's supervisor runs "
+                       "unchanged, and a finished task may keep its worker slot for up to "
+                       "[workers] min_heartbeat_interval")
+_FIRST_HEARTBEAT_FALLBACK = ("the first-heartbeat correction is not installed; Airflow's "
+                             "supervisor runs unchanged and sends a heartbeat right after "
+                             "starting each task")
+
+SUPERVISOR = _entry(
+    "apache-airflow-task-sdk", _SUPERVISOR, "WatchedSubprocess", "class",
+    attributes=("selector", "_exit_code", "_process"),
+    used_in="entrypoint/worker/task_exit.py: reads the selector's sockets, the exit code "
+            "and the process handle to wait on",
+    fallback=_TASK_EXIT_FALLBACK)
+SERVICE_SUBPROCESS = _entry(
+    "apache-airflow-task-sdk", _SUPERVISOR, "WatchedSubprocess._service_subprocess", "method",
+    parameters=("self", "max_wait_time", "raise_on_timeout", "expect_signal"),
+    used_in="entrypoint/worker/task_exit.py: replaced by a version that waits on the process "
+            "when no socket is left",
+    fallback=_TASK_EXIT_FALLBACK)
+CHECK_SUBPROCESS_EXIT = _entry(
+    "apache-airflow-task-sdk", _SUPERVISOR, "WatchedSubprocess._check_subprocess_exit",
+    "method", accepts=("raise_on_timeout", "expect_signal"),
+    used_in="entrypoint/worker/task_exit.py: called after that wait, as Airflow's own method "
+            "does after select()",
+    fallback=_TASK_EXIT_FALLBACK)
+PROCESS_WAIT = _entry(
+    "apache-airflow-task-sdk", _SUPERVISOR, "ProcessTracker.wait", "method",
+    accepts=("timeout",),
+    used_in="entrypoint/worker/task_exit.py: the supervisor's process handle (`_process`), "
+            "waited on until the process exits",
+    fallback=_TASK_EXIT_FALLBACK)
+ACTIVITY_SUBPROCESS = _entry(
+    "apache-airflow-task-sdk", _SUPERVISOR, "ActivitySubprocess", "class",
+    attributes=("_last_heartbeat_attempt", "_last_successful_heartbeat"),
+    used_in="entrypoint/worker/first_heartbeat.py: the run call's success counts as the "
+            "first heartbeat attempt",
+    fallback=_FIRST_HEARTBEAT_FALLBACK)
+ON_CHILD_STARTED = _entry(
+    "apache-airflow-task-sdk", _SUPERVISOR, "ActivitySubprocess._on_child_started", "method",
+    parameters=("self", "ti", "dag_rel_path", "bundle_info", "sentry_integration"),
+    used_in="entrypoint/worker/first_heartbeat.py: wrapped to set the heartbeat attempt "
+            "after the run call",
+    fallback=_FIRST_HEARTBEAT_FALLBACK)
+
+# --- Airflow's task code, loaded before the pool forks (entrypoint.worker.preload) ---------------
+_PRELOAD_FALLBACK = "not preloaded in the worker; its first tasks load it"
+
+TASK_RUNNER_MODULE = _entry(
+    "apache-airflow-task-sdk", "airflow.sdk.execution_time.task_runner", "", "module",
+    used_in="entrypoint/worker/preload.py: what a task process imports to run its task",
+    fallback=_PRELOAD_FALLBACK)
+DAGBAG_MODULE = _entry(
+    "apache-airflow-core", "airflow.dag_processing.dagbag", "", "module",
+    used_in="entrypoint/worker/preload.py: what a task process imports to parse its DAG file",
+    fallback=_PRELOAD_FALLBACK)
+IMPORT_ALL_MODELS = _entry(
+    "apache-airflow-core", "airflow.models", "import_all_models", "function", accepts=(),
+    used_in="entrypoint/worker/preload.py: imports every ORM model before the mappers are "
+            "configured",
+    fallback=_PRELOAD_FALLBACK)
+
+# --- Airflow's CLI, in the migrate child (entrypoint.programs.airflow_migrate) -------------------
+_MIGRATE_FALLBACK = ("`airflow db migrate` runs unchanged; on a database with no tables yet "
+                     "PostgreSQL logs `relation \"log\" does not exist` once")
+
+CLI_PRE_EXEC_CALLBACKS = _entry(
+    "apache-airflow-core", "airflow.utils.cli_action_loggers", "__pre_exec_callbacks", "list",
+    used_in="entrypoint/programs/airflow_migrate.py: the action-log callback is removed from "
+            "it on a database with no tables yet",
+    fallback=_MIGRATE_FALLBACK)
+CLI_DEFAULT_ACTION_LOG = _entry(
+    "apache-airflow-core", "airflow.utils.cli_action_loggers", "default_action_log",
+    "function",
+    used_in="entrypoint/programs/airflow_migrate.py: the callback removed",
+    fallback=_MIGRATE_FALLBACK)
+SETTINGS_ENGINE = _entry(
+    "apache-airflow-core", "airflow.settings", "engine", "value",
+    used_in="entrypoint/programs/airflow_migrate.py: the metadata database's engine, to see "
+            "whether the log table exists",
+    fallback=_MIGRATE_FALLBACK)
+SETTINGS_CONFIGURE_ORM = _entry(
+    "apache-airflow-core", "airflow.settings", "configure_orm", "function", accepts=(),
+    used_in="entrypoint/programs/airflow_migrate.py: creates that engine when the CLI has not "
+            "yet",
+    fallback=_MIGRATE_FALLBACK)
+
+# --- Celery, in the worker (entrypoint.worker.celery_config) ------------------------------------
+CELERY_ACTIVE_REQUESTS = _entry(
+    "celery", "celery.worker.state", "active_requests", "sized",
+    used_in="entrypoint/worker/celery_config.py: scale-in protection counts the requests the "
+            "worker has handed to its pool",
+    fallback="scale-in protection is not started; ECS may stop a busy worker on scale-in, "
+             "as without it")
+
+# --- kombu, in the worker probe (entrypoint.optional_imports) -----------------------------------
+KOMBU_ENTRYPOINTS = _entry(
+    "kombu", "kombu.utils.compat", "entrypoints", "function", accepts=("namespace",),
+    used_in="entrypoint/optional_imports.py: answers \"no plugins\" while the worker probe "
+            "imports kombu",
+    fallback="kombu searches every installed distribution for plugins, as it does "
+             "unchanged: the worker probe costs more CPU")
+
+# --- botocore and s3fs, in the S3 DAG sync (entrypoint.dagsync) ---------------------------------
+BOTOCORE_HOST_FROM_URL = _entry(
+    "botocore", "botocore.auth", "_host_from_url", "function", accepts=("url",),
+    used_in="entrypoint/dagsync/presign.py: the Host header botocore signs, for the "
+            "presigner's own URLs",
+    fallback="every presigned URL comes from s3fs (botocore's signer): the sync costs more "
+             "CPU")
+BOTOCORE_CLOCK = _entry(
+    "botocore", "botocore.auth", "get_current_datetime", "function", accepts=(),
+    used_in="entrypoint/dagsync/presign.py: the signing time, from the clock botocore's "
+            "signer reads",
+    fallback="every presigned URL comes from s3fs (botocore's signer): the sync costs more "
+             "CPU")
+S3FS_URL = _entry(
+    "s3fs", "s3fs", "S3FileSystem._url", "method", accepts=("path", "expires"),
+    used_in="entrypoint/dagsync/presign.py: the first presigned URL (fsspec names the "
+            "coroutine form of each method with a leading underscore)",
+    fallback="URLs from s3fs's aiobotocore client (set_session, then generate_presigned_url: "
+             "what _url does)")
+S3FS_FIND = _entry(
+    "s3fs", "s3fs", "S3FileSystem._find", "method", accepts=("path", "detail", "withdirs"),
+    used_in="entrypoint/dagsync/s3source.py: the listing, on s3fs's event loop under the "
+            "sync's deadline",
+    fallback="the listing through fsspec's public find(), in a thread")
+BOTOCORE_VALIDATION_ERRORS = _entry(
+    "botocore", "botocore.validate", "ValidationErrors", "class",
+    instance_attributes=("_errors",),
+    used_in="entrypoint/tools/ecs/validate.py: each error of a validation report as data "
+            "(kind, path, details), one problem per error",
+    fallback="botocore's own report text (generate_report), one problem per line")
+
+
+# --- checking and looking up --------------------------------------------------------------------
+def resolve(entry: PrivateApi) -> Any:
+    """The object entry names, its shape checked; LookupError saying what is wrong."""
+    import importlib
+
+    try:
+        found: Any = importlib.import_module(entry.module)
+    except Exception as exc:  # noqa: BLE001 - any failure to import means it is not usable
+        raise LookupError(f"{entry.module} does not import ({type(exc).__name__}: {exc})"
+                          ) from None
+    walked = entry.module
+    for part in entry.attribute.split(".") if entry.attribute else ():
+        if not hasattr(found, part):
+            raise LookupError(f"{walked} has no {part}")
+        found = getattr(found, part)
+        walked = f"{walked}.{part}"
+    problem = _shape_problem(entry, found)
+    if problem:
+        raise LookupError(problem)
+    return found
+
+
+def _shape_problem(entry: PrivateApi, found: Any) -> str | None:
+    if entry.kind == "module":
+        return None
+    if entry.kind == "class":
+        if not isinstance(found, type):
+            return f"is a {type(found).__name__}, not a class"
+        # attrs classes declare their instance attributes; others have them on the class.
+        declared = {a.name for a in getattr(found, "__attrs_attrs__", ())}
+        missing = [a for a in entry.attributes if a not in declared and not hasattr(found, a)]
+        if entry.instance_attributes:
+            try:
+                instance = found()
+            except Exception as exc:  # noqa: BLE001 - a changed constructor is a changed shape
+                return f"can no longer be made without arguments ({type(exc).__name__}: {exc})"
+            missing += [a for a in entry.instance_attributes if not hasattr(instance, a)]
+        return f"has no {', '.join(missing)}" if missing else None
+    if entry.kind in ("function", "method"):
+        return _signature_problem(entry, found)
+    if entry.kind == "list":
+        return None if isinstance(found, list) else f"is a {type(found).__name__}, not a list"
+    if entry.kind == "sized":
+        return None if hasattr(found, "__len__") else \
+            f"is a {type(found).__name__}, which has no length"
+    return None
+
+
+def _signature_problem(entry: PrivateApi, found: Any) -> str | None:
+    import inspect
+
+    if not callable(found):
+        return f"is a {type(found).__name__}, not callable"
+    try:
+        # Follows __wrapped__: a replacement of ours is checked as the original it wraps.
+        signature = inspect.signature(found)
+    except (TypeError, ValueError) as exc:
+        return f"has no readable signature ({exc})"
+    names = tuple(signature.parameters)
+    if entry.parameters is not None and names != entry.parameters:
+        return (f"takes ({', '.join(names)}); this code was written for "
+                f"({', '.join(entry.parameters)})")
+    if entry.accepts is None:
+        return None
+    instance = (None,) if entry.kind == "method" else ()
+    try:
+        signature.bind(*instance, **dict.fromkeys(entry.accepts))
+    except TypeError as exc:
+        return (f"takes ({', '.join(names)}), which a call passing "
+                f"({', '.join(entry.accepts) or 'nothing'}) does not fit: {exc}")
+    return None
+
+
+def check(entry: PrivateApi) -> str | None:
+    """What is wrong with entry in the installed libraries, naming it; None when it fits."""
+    try:
+        resolve(entry)
+    except LookupError as exc:
+        return _described(entry, exc)
+    return None
+
+
+def _described(entry: PrivateApi, problem: LookupError) -> str:
+    return f"{entry.name} ({entry.library}{_version(entry.library)}): {problem}"
+
+
+def _version(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return " " + metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return ", not installed"
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def lookup(entry: PrivateApi) -> Any | None:
+    """The object entry names, or None (warning once per process) when it is missing or
+    changed: the caller then takes entry.fallback."""
+    fits, found = _looked_up(entry)
+    return found if fits else None
+
+
+def available(entry: PrivateApi) -> bool:
+    """lookup() for a value that may itself be None: whether entry fits (warning if not)."""
+    return _looked_up(entry)[0]
+
+
+def _looked_up(entry: PrivateApi) -> tuple[bool, Any]:
+    try:
+        return True, resolve(entry)
+    except LookupError as exc:
+        problem = _described(entry, exc)
+    if (entry.name, problem) not in _warned:
+        _warned.add((entry.name, problem))
+        log.warning("private API changed: %s; so %s", problem, entry.fallback)
+    return False, None
