@@ -13,6 +13,21 @@ import re
 from collections.abc import Callable, Mapping
 
 from entrypoint import rolenames
+from entrypoint.airflow_names import (
+    API_SECRET_KEY,
+    AUTH_MANAGER,
+    BROKER_URL,
+    DAGS_FOLDER,
+    DB_URL,
+    EXECUTION_API_URL,
+    EXECUTOR,
+    FERNET_KEY,
+    JWT_SECRET,
+    RESULT_BACKEND,
+    SIMPLE_AUTH_MANAGER_ALL_ADMINS,
+    TASK_TIMEOUT,
+    VISIBILITY_TIMEOUT,
+)
 from entrypoint.config import ADMIN_PASSWORD_VAR, Settings
 from entrypoint.log import mask_url
 from entrypoint.urls import (
@@ -23,20 +38,6 @@ from entrypoint.urls import (
     problems_in_url,
 )
 
-# Named beside the role table, which says which role requires which (each measured by
-# removing one variable at a time); here too for the rules below and other modules.
-FERNET_KEY = rolenames.FERNET_KEY
-JWT_SECRET = rolenames.JWT_SECRET
-API_SECRET_KEY = rolenames.API_SECRET_KEY
-EXECUTION_API_URL = rolenames.EXECUTION_API_URL
-DB_URL = rolenames.DB_URL
-BROKER_URL = rolenames.BROKER_URL
-RESULT_BACKEND = rolenames.RESULT_BACKEND
-VISIBILITY_TIMEOUT = "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT"
-TASK_TIMEOUT = "AIRFLOW__CORE__DEFAULT_TASK_EXECUTION_TIMEOUT"
-
-# The keys every Airflow role must share with the others (fingerprinted in Redis).
-SHARED_KEYS = rolenames.SHARED_KEYS
 JWT_MIN_BYTES = 64
 
 _HOW_TO_SET = {
@@ -178,9 +179,9 @@ def _execution_api_url(roles: list[str], settings: Settings, env: Mapping[str, s
 
 
 def _executor(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
-    executor = env.get("AIRFLOW__CORE__EXECUTOR", "")
+    executor = env.get(EXECUTOR, "")
     if any(rolenames.row(m).runs_executor for m in roles) and "CeleryExecutor" not in executor:
-        return [f"invalid setting: AIRFLOW__CORE__EXECUTOR={executor!r}: these images run tasks "
+        return [f"invalid setting: {EXECUTOR}={executor!r}: these images run tasks "
                 "on Celery workers; set it to CeleryExecutor (or unset it)"]
     return []
 
@@ -211,21 +212,21 @@ def _visibility_timeout(roles: list[str], settings: Settings, env: Mapping[str, 
 
 
 def _dags_folder(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
-    folder = env.get("AIRFLOW__CORE__DAGS_FOLDER", "").rstrip("/")
+    folder = env.get(DAGS_FOLDER, "").rstrip("/")
     if settings.dags_source != "image" and folder and folder != str(settings.dags_dir):
-        return [f"invalid setting: AIRFLOW__CORE__DAGS_FOLDER={folder!r} differs from "
+        return [f"invalid setting: {DAGS_FOLDER}={folder!r} differs from "
                 f"AIRFLOW_ECS_DAGS_DIR={str(settings.dags_dir)!r}, where synced DAGs are "
-                "published; unset AIRFLOW__CORE__DAGS_FOLDER"]
+                f"published; unset {DAGS_FOLDER}"]
     return []
 
 
 def _admin_login(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
     if not any(rolenames.row(m).admin_login for m in roles):
         return []
-    manager = env.get("AIRFLOW__CORE__AUTH_MANAGER", "")
+    manager = env.get(AUTH_MANAGER, "")
     if manager and not manager.endswith("SimpleAuthManager"):
         return []
-    all_admins = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "").lower() == "true"
+    all_admins = env.get(SIMPLE_AUTH_MANAGER_ALL_ADMINS, "").lower() == "true"
     if not env.get(ADMIN_PASSWORD_VAR) and not all_admins:
         return [f"required setting: {ADMIN_PASSWORD_VAR} for the webserver (the admin login; "
                 "Airflow's generated password file needs a writable AIRFLOW_HOME and differs "

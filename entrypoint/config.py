@@ -1,340 +1,408 @@
-"""Our own settings: every `AIRFLOW_ECS_*` variable, read once into a frozen object.
+"""Our own settings: every `AIRFLOW_ECS_*` variable, declared once, read once into a frozen object.
 
-Nothing else in the runtime reads `os.environ` for these settings. `load()`
-validates everything and reports every problem at once, each naming the
-variable, the value seen (settings here are never secret) and the fix.
+`Settings` below is the one table: each field is a setting, its variable is
+`AIRFLOW_ECS_` + the field's name in capitals, and the helper it is assigned
+from (`text`, `integer`, `boolean`, ...) declares its kind, default, range or
+choices, meaning and README example. `load()` and its checks, the README's
+reference (entrypoint.tools.reference) and every other reader take their values
+from that declaration: adding a setting is one entry here plus the code that
+uses it.
 
-Secret-valued inputs (the admin password, git credentials) are not held here:
-they are resolved by `entrypoint.secrets` and read from the resolved
-environment by the code that needs them, by the variable names given below.
+`load()` validates everything and reports every problem at once, each naming
+the variable, the value seen (settings here are never secret) and the fix.
+Code that runs in another process and needs only a few settings that the
+start-up has already validated (Airflow's worker) reads them with
+`load(env, only=(...))`, through the same declaration.
+
+Secret-valued inputs (the admin password, git credentials) are declared in the
+same table as class variables, never held in a Settings: they are resolved by
+`entrypoint.secrets` and read from the resolved environment by the code that
+needs them, by the variable names given below.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from entrypoint.airflow_names import PREFIX
 from entrypoint.errors import ConfigError
 
 # Set by the entrypoint itself on the role's environment, never by users: the
 # mark by which `airflow-ecs health` finds the resolved values (running_env).
 from entrypoint.running_env import MARKER as ROLE_ENV_MARKER
 
-PREFIX = "AIRFLOW_ECS_"
-
 DAG_SOURCES = ("image", "git", "s3")
-
-# Names of secret-valued variables, read from the resolved environment.
-ADMIN_PASSWORD_VAR = "AIRFLOW_ECS_ADMIN_PASSWORD"
-GIT_TOKEN_VAR = "AIRFLOW_ECS_DAGS_GIT_TOKEN"
-GIT_SSH_KEY_VAR = "AIRFLOW_ECS_DAGS_GIT_SSH_KEY"
+_LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
+# Kinds of setting: how a value is read, and the Python type it becomes.
+TEXT, PATH, INTEGER, NUMBER, BOOLEAN, CHOICE, LIST, SECRET = (
+    "text", "path", "integer", "number", "boolean", "choice", "list", "secret")
 
-@dataclasses.dataclass(frozen=True)
+
+@dataclasses.dataclass(eq=False)
 class Setting:
-    """One documented setting: the README's configuration table is built from these."""
+    """The declaration of one setting (see `Settings`, the table of them)."""
 
-    name: str
-    default: str
+    kind: str
+    default: Any  # the value when the variable is unset or blank; None: no value
     meaning: str
     example: str
+    low: int | float | None = None  # the range of an integer or number
+    high: int | float | None = None
+    choices: tuple[str, ...] = ()
+    shown: str | None = None  # the README's default, where it isn't the value itself
+    # Also put into the role's environment (entrypoint.defaults), where processes
+    # started beside or inside the role read it without importing this module.
+    exported: bool = False
+    # A further check of a value read: the problem ("must ..."), or None.
+    check: Callable[[Setting, Any], str | None] | None = None
+    tidy: Callable[[Any], Any] | None = None  # applied to a value read that passed
+    attr: str = ""  # the Settings attribute; bound when the table is read
+
+    @property
+    def name(self) -> str:
+        return PREFIX + self.attr.upper()
+
+    @property
+    def secret(self) -> bool:
+        return self.kind == SECRET
+
+    @property
+    def shown_default(self) -> str:
+        if self.shown is not None:
+            return self.shown
+        if self.default is None or self.default == "":
+            return "(unset)"
+        return as_env(self.default)
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("AIRFLOW_ECS_SSM_PATH", "(unset)",
-            "Parameter Store path whose parameters (recursive, SecureString decrypted) "
-            "become environment variables named after their last path segment.",
-            "/airflow/prod/"),
-    Setting("AIRFLOW_ECS_WAIT_TIMEOUT", "300",
-            "Overall deadline in seconds for the dependency waits (Redis, metadata DB, "
-            "migrations, execution API).", "120"),
-    Setting("AIRFLOW_ECS_DB_MIGRATE", "false",
-            "Run `airflow db migrate` at start instead of waiting for another task to do it.",
-            "true"),
-    Setting("AIRFLOW_ECS_STOP_TIMEOUT", "120",
-            "Seconds ECS gives a container between SIGTERM and SIGKILL (the task "
-            "definition's stopTimeout). A worker still running tasks 10 s before it ends "
-            "restores their messages to the queue, so another worker runs them.", "120"),
-    Setting("AIRFLOW_ECS_ADMIN_USERNAME", "admin",
-            "User name of the admin account created from AIRFLOW_ECS_ADMIN_PASSWORD.", "admin"),
-    Setting(ADMIN_PASSWORD_VAR, "(unset)",
-            "Admin password (secret: give it as a reference or through ECS `secrets`). "
-            "Unset: no admin user is configured.", "ssm:/airflow/prod/admin-password"),
-    Setting("AIRFLOW_ECS_API_PORT", "8080", "Port the webserver role's api-server listens on.",
-            "8080"),
-    Setting("AIRFLOW_ECS_CHECK_FINGERPRINTS", "true",
-            "Publish and compare fingerprints of the shared keys in Redis; a role whose keys "
-            "differ from the deployment's refuses to start.", "false"),
-    Setting("AIRFLOW_ECS_LOG_LEVEL", "INFO", "Log level of the entrypoint's own messages.",
-            "DEBUG"),
-    Setting("AIRFLOW_ECS_PROTECTION", "true",
-            "Workers on ECS protect their task from scale-in and deployments while they run "
-            "tasks (through ECS_AGENT_URI, which ECS sets).", "false"),
-    Setting("AIRFLOW_ECS_PROTECTION_MINUTES", "60",
-            "Expiry of each protection (1 to 2880); renewed while tasks run.", "120"),
-    Setting("AIRFLOW_ECS_PROTECTION_IDLE_SECONDS", "60",
-            "Idle time after the last task before a worker clears its protection.", "300"),
-    Setting("AIRFLOW_ECS_METRICS_INTERVAL", "60",
-            "Seconds between two publications of the metrics role.", "30"),
-    Setting("AIRFLOW_ECS_METRICS_NAMESPACE", "AirflowEcs",
-            "CloudWatch namespace the metrics role publishes to.", "Airflow/prod"),
-    Setting("AIRFLOW_ECS_METRICS_CLUSTER", "default",
-            "ECS cluster of the worker service (a metric dimension, and where running workers "
-            "are counted).", "airflow"),
-    Setting("AIRFLOW_ECS_METRICS_WORKER_SERVICE", "(unset)",
-            "ECS service of the workers; its running count divides the backlog. Unset: the "
-            "whole backlog is published as the backlog per worker.", "airflow-worker"),
-    Setting("AIRFLOW_ECS_METRICS_QUEUES", "(the default queue and every bound queue)",
-            "Comma-separated Celery queues to report even when empty.", "default,heavy"),
-    Setting("AIRFLOW_ECS_DAGS_SOURCE", "image", "Where DAGs come from: image, git or s3.", "git"),
-    Setting("AIRFLOW_ECS_DAGS_DIR", "/opt/airflow/dags",
-            "Folder Airflow reads DAGs from (the roles' dags_folder is pointed there).",
-            "/opt/airflow/dags"),
-    Setting("AIRFLOW_ECS_DAGS_STATE_DIR", "(dags dir's parent)/.dags-sync",
-            "Where synced trees and the sync status are kept (must be writable).",
-            "/opt/airflow/.dags-sync"),
-    Setting("AIRFLOW_ECS_DAGS_REFRESH_SECONDS", "0",
-            "Seconds between DAG syncs after start-up; 0 syncs at start-up only.", "60"),
-    Setting("AIRFLOW_ECS_DAGS_ALLOW_SHRINK", "false",
-            "Publish a sync that empties the tree or loses more than half of its files.",
-            "true"),
-    Setting("AIRFLOW_ECS_DAGS_KEEP_SECONDS", "300",
-            "Grace period before a replaced DAG tree is deleted.", "600"),
-    Setting("AIRFLOW_ECS_DAGS_SYNC_TIMEOUT", "120", "Deadline in seconds of one sync.", "300"),
-    Setting("AIRFLOW_ECS_DAGS_GIT_URL", "(unset)",
-            "Git repository of the DAGs (https, ssh, git or file URL).",
-            "https://github.com/acme/dags.git"),
-    Setting("AIRFLOW_ECS_DAGS_GIT_REF", "main", "Branch, tag or full commit sha to sync.",
-            "release"),
-    Setting("AIRFLOW_ECS_DAGS_GIT_SUBDIR", "(repository root)",
-            "Folder inside the repository that holds the DAGs.", "dags"),
-    Setting("AIRFLOW_ECS_DAGS_GIT_DEPTH", "1", "Clone depth; 0 fetches full history.", "1"),
-    Setting("AIRFLOW_ECS_DAGS_GIT_SUBMODULES", "false", "Also sync submodules (recursively).",
-            "true"),
-    Setting("AIRFLOW_ECS_DAGS_GIT_USERNAME", "x-access-token",
-            "User name sent with the HTTPS token.", "oauth2"),
-    Setting(GIT_TOKEN_VAR, "(unset)",
-            "HTTPS token for the git URL (secret; re-read on every sync).",
-            "secretsmanager:airflow/dags-token"),
-    Setting(GIT_SSH_KEY_VAR, "(unset)",
-            "SSH private key for an ssh git URL (secret; re-read on every sync).",
-            "ssm:/airflow/prod/dags-deploy-key"),
-    Setting("AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS", "(unset)",
-            "known_hosts lines for the SSH host; required with an SSH key.",
-            "github.com ssh-ed25519 AAAA..."),
-    Setting("AIRFLOW_ECS_DAGS_S3_URI", "(unset)", "S3 prefix holding the DAGs.",
-            "s3://acme-airflow/dags/"),
-    Setting("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", "64",
-            "Parallel S3 downloads (open connections) per sync, at most half the "
-            "open-file limit.", "128"),
-)
-DOCUMENTED = {s.name for s in SETTINGS}
+_KEY = "airflow_ecs"  # the key of a field's declaration in its metadata
+
+
+def _field(setting: Setting) -> Any:
+    # Any: to mypy the field is its default's type, as written on the attribute.
+    return dataclasses.field(default=setting.default, metadata={_KEY: setting})
+
+
+# The helpers a field of Settings is assigned from, one per kind. Each takes the
+# Setting's other attributes (shown, exported, check, tidy) as keywords.
+def text(default: str | None, meaning: str, example: str, **extra: Any) -> Any:
+    return _field(Setting(TEXT, default, meaning, example, **extra))
+
+
+def path(default: Path, meaning: str, example: str, **extra: Any) -> Any:
+    return _field(Setting(PATH, default, meaning, example, **extra))
+
+
+def integer(default: int, low: int, high: int, meaning: str, example: str,
+            **extra: Any) -> Any:
+    return _field(Setting(INTEGER, default, meaning, example, low=low, high=high, **extra))
+
+
+def number(default: float, low: float, high: float, meaning: str, example: str,
+           **extra: Any) -> Any:
+    return _field(Setting(NUMBER, default, meaning, example, low=low, high=high, **extra))
+
+
+def boolean(default: bool, meaning: str, example: str, **extra: Any) -> Any:
+    return _field(Setting(BOOLEAN, default, meaning, example, **extra))
+
+
+def choice(default: str, choices: tuple[str, ...], meaning: str, example: str,
+           **extra: Any) -> Any:
+    """One of `choices` (lower case), given in any case."""
+    return _field(Setting(CHOICE, default, meaning, example, choices=choices, **extra))
+
+
+def text_list(meaning: str, example: str, **extra: Any) -> Any:
+    """Comma-separated values, empty ones dropped; unset: none."""
+    return _field(Setting(LIST, (), meaning, example, **extra))
+
+
+def secret(meaning: str, example: str) -> Setting:
+    """A secret-valued variable: declared here, never read into a Settings."""
+    return Setting(SECRET, None, meaning, example)
+
+
+# --- checks of single values ------------------------------------------------------------------
+_SSM_PATH = re.compile(r"^/[A-Za-z0-9_.\-/]*$")
+
+
+def _parameter_store_path(s: Setting, value: str) -> str | None:
+    if _SSM_PATH.match(value):
+        return None
+    return ("must be a Parameter Store path: start with '/', then letters, digits and _.-/ "
+            f"only, e.g. {s.name}={s.example}")
+
+
+def _absolute(s: Setting, value: Path) -> str | None:
+    return None if value.is_absolute() else f"must be an absolute path, e.g. {s.example}"
+
+
+def _inside_repository(s: Setting, value: str) -> str | None:
+    return "must stay inside the repository (no '..')" if ".." in Path(value).parts else None
 
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    ssm_path: str | None = None
-    wait_timeout: float = 300.0
-    db_migrate: bool = False
-    stop_timeout: int = 120
-    admin_username: str = "admin"
-    api_port: int = 8080
-    check_fingerprints: bool = True
-    log_level: str = "INFO"
-    protection: bool = True
-    protection_minutes: int = 60
-    protection_idle_seconds: int = 60
-    metrics_interval: float = 60.0
-    metrics_namespace: str = "AirflowEcs"
-    metrics_cluster: str = "default"
-    metrics_worker_service: str = ""
-    metrics_queues: tuple[str, ...] = ()
-    dags_source: str = "image"
-    dags_dir: Path = Path("/opt/airflow/dags")
-    dags_state_dir: Path = Path("/opt/airflow/.dags-sync")
-    dags_refresh_seconds: int = 0
-    dags_allow_shrink: bool = False
-    dags_keep_seconds: int = 300
-    dags_sync_timeout: int = 120
-    dags_git_url: str | None = None
-    dags_git_ref: str = "main"
-    dags_git_subdir: str = ""
-    dags_git_depth: int = 1
-    dags_git_submodules: bool = False
-    dags_git_username: str = "x-access-token"
-    dags_git_known_hosts: str | None = None
-    dags_s3_uri: str | None = None
-    dags_s3_concurrency: int = 64
+    """Every setting, in the README's order: one entry each, the only place it is declared."""
+
+    ssm_path: str | None = text(
+        None, "Parameter Store path whose parameters (recursive, SecureString decrypted) "
+        "become environment variables named after their last path segment.", "/airflow/prod/",
+        check=_parameter_store_path, tidy=lambda p: p if p.endswith("/") else p + "/")
+    wait_timeout: float = number(
+        300.0, 1, 86400, "Overall deadline in seconds for the dependency waits (Redis, "
+        "metadata DB, migrations, execution API).", "120")
+    db_migrate: bool = boolean(
+        False, "Run `airflow db migrate` at start instead of waiting for another task to do it.",
+        "true")
+    stop_timeout: int = integer(
+        120, 2, 86400, "Seconds ECS gives a container between SIGTERM and SIGKILL (the task "
+        "definition's stopTimeout). A worker still running tasks 10 s before it ends restores "
+        "their messages to the queue, so another worker runs them.", "120", exported=True)
+    admin_username: str = text(
+        "admin", "User name of the admin account created from AIRFLOW_ECS_ADMIN_PASSWORD.",
+        "admin")
+    ADMIN_PASSWORD: ClassVar[Setting] = secret(
+        "Admin password (secret: give it as a reference or through ECS `secrets`). Unset: no "
+        "admin user is configured.", "ssm:/airflow/prod/admin-password")
+    api_port: int = integer(
+        8080, 1, 65535, "Port the webserver role's api-server listens on.", "8080",
+        exported=True)
+    check_fingerprints: bool = boolean(
+        True, "Publish and compare fingerprints of the shared keys in Redis; a role whose keys "
+        "differ from the deployment's refuses to start.", "false")
+    log_level: str = choice(
+        "INFO", _LOG_LEVELS, "Log level of the entrypoint's own messages.", "DEBUG",
+        tidy=str.upper)
+    protection: bool = boolean(
+        True, "Workers on ECS protect their task from scale-in and deployments while they run "
+        "tasks (through ECS_AGENT_URI, which ECS sets).", "false")
+    protection_minutes: int = integer(
+        60, 1, 2880, "Expiry of each protection (1 to 2880); renewed while tasks run.", "120")
+    protection_idle_seconds: int = integer(
+        60, 0, 86400, "Idle time after the last task before a worker clears its protection.",
+        "300")
+    metrics_interval: float = number(
+        60.0, 1, 3600, "Seconds between two publications of the metrics role.", "30")
+    metrics_namespace: str = text(
+        "AirflowEcs", "CloudWatch namespace the metrics role publishes to.", "Airflow/prod")
+    metrics_cluster: str = text(
+        "default", "ECS cluster of the worker service (a metric dimension, and where running "
+        "workers are counted).", "airflow")
+    metrics_worker_service: str = text(
+        "", "ECS service of the workers; its running count divides the backlog. Unset: the "
+        "whole backlog is published as the backlog per worker.", "airflow-worker")
+    metrics_queues: tuple[str, ...] = text_list(
+        "Comma-separated Celery queues to report even when empty.", "default,heavy",
+        shown="(the default queue and every bound queue)")
+    dags_source: str = choice(
+        "image", DAG_SOURCES, "Where DAGs come from: image, git or s3.", "git", exported=True)
+    # (RUF009: path() returns a dataclasses.field, whose default, a Path, is immutable.)
+    dags_dir: Path = path(  # noqa: RUF009
+        Path("/opt/airflow/dags"), "Folder Airflow reads DAGs from (the roles' dags_folder is "
+        "pointed there).", "/opt/airflow/dags", check=_absolute)
+    # Unset: the dags dir's parent/.dags-sync (load() derives it).
+    dags_state_dir: Path = path(  # noqa: RUF009
+        Path("/opt/airflow/.dags-sync"), "Where synced trees and the sync status are kept "
+        "(must be writable).", "/opt/airflow/.dags-sync", shown="(dags dir's parent)/.dags-sync")
+    dags_refresh_seconds: int = integer(
+        0, 0, 86400, "Seconds between DAG syncs after start-up; 0 syncs at start-up only.", "60")
+    dags_allow_shrink: bool = boolean(
+        False, "Publish a sync that empties the tree or loses more than half of its files.",
+        "true")
+    dags_keep_seconds: int = integer(
+        300, 0, 86400, "Grace period before a replaced DAG tree is deleted.", "600")
+    dags_sync_timeout: int = integer(
+        120, 1, 86400, "Deadline in seconds of one sync.", "300")
+    dags_git_url: str | None = text(
+        None, "Git repository of the DAGs (https, ssh, git or file URL).",
+        "https://github.com/acme/dags.git")
+    dags_git_ref: str = text("main", "Branch, tag or full commit sha to sync.", "release")
+    dags_git_subdir: str = text(
+        "", "Folder inside the repository that holds the DAGs.", "dags",
+        shown="(repository root)", check=_inside_repository, tidy=lambda d: d.strip("/"))
+    dags_git_depth: int = integer(1, 0, 1_000_000, "Clone depth; 0 fetches full history.", "1")
+    dags_git_submodules: bool = boolean(False, "Also sync submodules (recursively).", "true")
+    dags_git_username: str = text(
+        "x-access-token", "User name sent with the HTTPS token.", "oauth2")
+    DAGS_GIT_TOKEN: ClassVar[Setting] = secret(
+        "HTTPS token for the git URL (secret; re-read on every sync).",
+        "secretsmanager:airflow/dags-token")
+    DAGS_GIT_SSH_KEY: ClassVar[Setting] = secret(
+        "SSH private key for an ssh git URL (secret; re-read on every sync).",
+        "ssm:/airflow/prod/dags-deploy-key")
+    dags_git_known_hosts: str | None = text(
+        None, "known_hosts lines for the SSH host; required with an SSH key.",
+        "github.com ssh-ed25519 AAAA...")
+    dags_s3_uri: str | None = text(None, "S3 prefix holding the DAGs.", "s3://acme-airflow/dags/")
+    dags_s3_concurrency: int = integer(
+        64, 1, 1024, "Parallel S3 downloads (open connections) per sync, at most half the "
+        "open-file limit.", "128")
 
 
-class _Reader:
-    """Reads and converts settings, collecting every problem instead of stopping at one."""
+# --- the table, read from Settings ------------------------------------------------------------
+@functools.cache
+def _table(cls: type[Settings]) -> tuple[Setting, ...]:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    table = []
+    # Class annotations in definition order, base classes first: fields and secrets alike.
+    for klass in reversed(cls.__mro__):
+        for attr in vars(klass).get("__annotations__", {}):
+            setting = (fields[attr].metadata.get(_KEY) if attr in fields
+                       else getattr(cls, attr, None))
+            if not isinstance(setting, Setting):
+                raise TypeError(f"Settings.{attr} is not declared with a setting helper")
+            setting.attr = attr
+            table.append(setting)
+    return tuple(table)
 
-    def __init__(self, env: Mapping[str, str]):
-        self.env = env
-        self.problems: list[str] = []
 
-    def raw(self, name: str) -> str | None:
-        value = self.env.get(name)
-        return None if value is None or value.strip() == "" else value.strip()
+def table() -> tuple[Setting, ...]:
+    """Every setting, secrets included, in the order declared."""
+    return _table(Settings)
 
-    def text(self, name: str, default: str | None) -> str | None:
-        value = self.raw(name)
-        return default if value is None else value
 
-    def _convert(self, name: str, default: Any, kind: str, convert: Callable[[str], Any],
-                 fix: str) -> Any:
-        value = self.raw(name)
-        if value is None:
-            return default
+def declared(attr: str) -> Setting:
+    """The declaration of one setting, by its Settings attribute."""
+    for setting in table():
+        if setting.attr == attr:
+            return setting
+    raise KeyError(attr)
+
+
+SETTINGS = table()  # the same, for code that reads it as a constant
+
+# Names of secret-valued variables, read from the resolved environment.
+ADMIN_PASSWORD_VAR = declared("ADMIN_PASSWORD").name
+GIT_TOKEN_VAR = declared("DAGS_GIT_TOKEN").name
+GIT_SSH_KEY_VAR = declared("DAGS_GIT_SSH_KEY").name
+
+
+# --- reading ----------------------------------------------------------------------------------
+def as_env(value: Any) -> str:
+    """A setting's value as its variable spells it (what `load` reads back as the same)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    return "" if value is None else str(value)
+
+
+def _read(s: Setting, raw: str) -> tuple[Any, str | None]:
+    """The value of setting s given as raw (stripped, not blank), or the problem with it."""
+    name = s.name
+    value: Any = raw
+    if s.kind in (INTEGER, NUMBER):
+        whole = s.kind == INTEGER
+        assert s.low is not None and s.high is not None
+        low, high = (f"{s.low}", f"{s.high}") if whole else (f"{s.low:g}", f"{s.high:g}")
         try:
-            return convert(value)
-        except (TypeError, ValueError):
-            self.problems.append(f"invalid setting: {name}={value!r} must be {kind}; {fix}")
-            return default
-
-    def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
-        value: float | None = self._convert(
-            name, None, f"a number from {minimum:g} to {maximum:g}", float,
-            f"e.g. {name}={default:g}")
-        if value is None:
-            return default
-        if not minimum <= value <= maximum:
-            self.problems.append(f"invalid setting: {name}={value:g} must be from {minimum:g} "
-                                 f"to {maximum:g}")
-            return default
-        return value
-
-    def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
-        value: int | None = self._convert(
-            name, None, f"a whole number from {minimum} to {maximum}", int,
-            f"e.g. {name}={default}")
-        if value is None:
-            return default
-        if not minimum <= value <= maximum:
-            self.problems.append(f"invalid setting: {name}={value} must be from {minimum} "
-                                 f"to {maximum}")
-            return default
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self.raw(name)
-        if value is None:
-            return default
-        lowered = value.lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        self.problems.append(f"invalid setting: {name}={value!r} must be true or false")
-        return default
-
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.raw(name)
-        if value is None:
-            return default
-        if value.lower() not in choices:
-            self.problems.append(f"invalid setting: {name}={value!r} must be one of "
-                                 f"{', '.join(choices)}")
-            return default
-        return value.lower()
+            value = int(raw) if whole else float(raw)
+        except ValueError:
+            kind, example = ("a whole number", f"{s.default}") if whole else \
+                ("a number", f"{s.default:g}")
+            return None, (f"invalid setting: {name}={raw!r} must be {kind} from {low} to {high}; "
+                          f"e.g. {name}={example}")
+        if not s.low <= value <= s.high:
+            shown = f"{value}" if whole else f"{value:g}"
+            return None, f"invalid setting: {name}={shown} must be from {low} to {high}"
+    elif s.kind == BOOLEAN:
+        if raw.lower() not in _TRUE | _FALSE:
+            return None, f"invalid setting: {name}={raw!r} must be true or false"
+        value = raw.lower() in _TRUE
+    elif s.kind == CHOICE:
+        if raw.lower() not in s.choices:
+            return None, (f"invalid setting: {name}={raw!r} must be one of "
+                          f"{', '.join(s.choices)}")
+        value = raw.lower()
+    elif s.kind == PATH:
+        value = Path(raw)
+    elif s.kind == LIST:
+        value = tuple(item.strip() for item in raw.split(",") if item.strip())
+    if s.check is not None:
+        problem = s.check(s, value)
+        if problem:
+            return None, f"invalid setting: {name}={str(value)!r} {problem}"
+    return (value if s.tidy is None else s.tidy(value)), None
 
 
-_SSM_PATH = re.compile(r"^/[A-Za-z0-9_.\-/]*$")
-_LOG_LEVELS = ("debug", "info", "warning", "error")
+def _raw(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    return None if value is None or value.strip() == "" else value.strip()
 
 
-def load(env: Mapping[str, str]) -> Settings:
-    """Read and validate every AIRFLOW_ECS_* setting; raise ConfigError listing all problems."""
-    r = _Reader(env)
-    ssm_path = r.text("AIRFLOW_ECS_SSM_PATH", None)
-    if ssm_path is not None:
-        if not _SSM_PATH.match(ssm_path):
-            r.problems.append(
-                f"invalid setting: AIRFLOW_ECS_SSM_PATH={ssm_path!r} must be a Parameter Store "
-                "path: start with '/', then letters, digits and _.-/ only, "
-                "e.g. AIRFLOW_ECS_SSM_PATH=/airflow/prod/")
-        elif not ssm_path.endswith("/"):
-            ssm_path += "/"
+def load(env: Mapping[str, str], only: Collection[str] | None = None) -> Settings:
+    """Read and validate every AIRFLOW_ECS_* setting; raise ConfigError listing all problems.
 
-    dags_dir = Path(r.text("AIRFLOW_ECS_DAGS_DIR", "/opt/airflow/dags") or "/opt/airflow/dags")
-    if not dags_dir.is_absolute():
-        r.problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_DIR={str(dags_dir)!r} must be an "
-                          "absolute path, e.g. /opt/airflow/dags")
-    state_default = str(dags_dir.parent / ".dags-sync")
-    dags_state_dir = Path(r.text("AIRFLOW_ECS_DAGS_STATE_DIR", state_default) or state_default)
-
-    settings = Settings(
-        ssm_path=ssm_path,
-        wait_timeout=r.number("AIRFLOW_ECS_WAIT_TIMEOUT", 300.0, 1, 86400),
-        db_migrate=r.boolean("AIRFLOW_ECS_DB_MIGRATE", False),
-        stop_timeout=r.integer("AIRFLOW_ECS_STOP_TIMEOUT", 120, 2, 86400),
-        admin_username=r.text("AIRFLOW_ECS_ADMIN_USERNAME", "admin") or "admin",
-        api_port=r.integer("AIRFLOW_ECS_API_PORT", 8080, 1, 65535),
-        check_fingerprints=r.boolean("AIRFLOW_ECS_CHECK_FINGERPRINTS", True),
-        log_level=r.choice("AIRFLOW_ECS_LOG_LEVEL", "info", _LOG_LEVELS).upper(),
-        protection=r.boolean("AIRFLOW_ECS_PROTECTION", True),
-        protection_minutes=r.integer("AIRFLOW_ECS_PROTECTION_MINUTES", 60, 1, 2880),
-        protection_idle_seconds=r.integer("AIRFLOW_ECS_PROTECTION_IDLE_SECONDS", 60, 0, 86400),
-        metrics_interval=r.number("AIRFLOW_ECS_METRICS_INTERVAL", 60.0, 1, 3600),
-        metrics_namespace=r.text("AIRFLOW_ECS_METRICS_NAMESPACE", "AirflowEcs") or "AirflowEcs",
-        metrics_cluster=r.text("AIRFLOW_ECS_METRICS_CLUSTER", "default") or "default",
-        metrics_worker_service=r.text("AIRFLOW_ECS_METRICS_WORKER_SERVICE", "") or "",
-        metrics_queues=tuple(q.strip() for q in
-                             (r.text("AIRFLOW_ECS_METRICS_QUEUES", "") or "").split(",")
-                             if q.strip()),
-        dags_source=r.choice("AIRFLOW_ECS_DAGS_SOURCE", "image", DAG_SOURCES),
-        dags_dir=dags_dir,
-        dags_state_dir=dags_state_dir,
-        dags_refresh_seconds=r.integer("AIRFLOW_ECS_DAGS_REFRESH_SECONDS", 0, 0, 86400),
-        dags_allow_shrink=r.boolean("AIRFLOW_ECS_DAGS_ALLOW_SHRINK", False),
-        dags_keep_seconds=r.integer("AIRFLOW_ECS_DAGS_KEEP_SECONDS", 300, 0, 86400),
-        dags_sync_timeout=r.integer("AIRFLOW_ECS_DAGS_SYNC_TIMEOUT", 120, 1, 86400),
-        dags_git_url=r.text("AIRFLOW_ECS_DAGS_GIT_URL", None),
-        dags_git_ref=r.text("AIRFLOW_ECS_DAGS_GIT_REF", "main") or "main",
-        dags_git_subdir=(r.text("AIRFLOW_ECS_DAGS_GIT_SUBDIR", "") or "").strip("/"),
-        dags_git_depth=r.integer("AIRFLOW_ECS_DAGS_GIT_DEPTH", 1, 0, 1_000_000),
-        dags_git_submodules=r.boolean("AIRFLOW_ECS_DAGS_GIT_SUBMODULES", False),
-        dags_git_username=r.text("AIRFLOW_ECS_DAGS_GIT_USERNAME", "x-access-token")
-        or "x-access-token",
-        dags_git_known_hosts=r.text("AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS", None),
-        dags_s3_uri=r.text("AIRFLOW_ECS_DAGS_S3_URI", None),
-        dags_s3_concurrency=r.integer("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", 64, 1, 1024),
-    )
-
-    if settings.dags_source == "git" and not settings.dags_git_url:
-        r.problems.append("required setting: AIRFLOW_ECS_DAGS_GIT_URL when "
-                          "AIRFLOW_ECS_DAGS_SOURCE=git, e.g. https://github.com/acme/dags.git")
-    if settings.dags_source == "s3":
-        uri = settings.dags_s3_uri
-        if not uri:
-            r.problems.append("required setting: AIRFLOW_ECS_DAGS_S3_URI when "
-                              "AIRFLOW_ECS_DAGS_SOURCE=s3, e.g. s3://acme-airflow/dags/")
-        elif not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", uri):
-            r.problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_S3_URI={uri!r} must be "
-                              "s3://BUCKET/PREFIX/ with a valid bucket name")
-    if ".." in Path(settings.dags_git_subdir).parts:
-        r.problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_GIT_SUBDIR="
-                          f"{settings.dags_git_subdir!r} must stay inside the repository "
-                          "(no '..')")
-
-    unknown = sorted(n for n in env if n.startswith(PREFIX) and n != ROLE_ENV_MARKER
-                     and _base_name(n) not in DOCUMENTED)
-    for name in unknown:
-        r.problems.append(f"unknown setting: {name}; see the README's configuration reference "
-                          "(a typo?)")
-
-    if r.problems:
-        raise ConfigError(r.problems)
+    With `only` (Settings attributes), read just those, leave the others at their
+    declared defaults, and skip the checks that span settings and the search for
+    unknown ones: for a process that needs a few settings the start-up validated.
+    """
+    strangers = set(only or ()) - {s.attr for s in table()}
+    if strangers:
+        raise KeyError(f"not settings: {', '.join(sorted(strangers))}")
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for s in table():
+        if s.secret or (only is not None and s.attr not in only):
+            continue
+        raw = _raw(env, s.name)
+        if raw is not None:
+            value, problem = _read(s, raw)
+            if problem:
+                problems.append(problem)
+            else:
+                values[s.attr] = value
+    if "dags_state_dir" not in values and (only is None or "dags_state_dir" in only):
+        dags_dir = values.get("dags_dir", declared("dags_dir").default)
+        values["dags_state_dir"] = dags_dir.parent / ".dags-sync"
+    settings = Settings(**values)
+    if only is None:
+        problems.extend(_across(settings))
+        known = {s.name for s in table()}
+        problems.extend(f"unknown setting: {name}; see the README's configuration reference "
+                        "(a typo?)" for name in sorted(env) if _unknown(name, known))
+    if problems:
+        raise ConfigError(problems)
     return settings
 
 
-def _base_name(name: str) -> str:
+def _across(settings: Settings) -> list[str]:
+    """Problems of settings that depend on each other."""
+    problems = []
+    if settings.dags_source == "git" and not settings.dags_git_url:
+        problems.append("required setting: AIRFLOW_ECS_DAGS_GIT_URL when "
+                        "AIRFLOW_ECS_DAGS_SOURCE=git, e.g. https://github.com/acme/dags.git")
+    if settings.dags_source == "s3":
+        uri = settings.dags_s3_uri
+        if not uri:
+            problems.append("required setting: AIRFLOW_ECS_DAGS_S3_URI when "
+                            "AIRFLOW_ECS_DAGS_SOURCE=s3, e.g. s3://acme-airflow/dags/")
+        elif not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", uri):
+            problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_S3_URI={uri!r} must be "
+                            "s3://BUCKET/PREFIX/ with a valid bucket name")
+    return problems
+
+
+def _unknown(name: str, known: Collection[str]) -> bool:
+    if not name.startswith(PREFIX) or name == ROLE_ENV_MARKER:
+        return False
     # NAME_FILE is the file form of NAME (see entrypoint.secrets).
-    return name[: -len("_FILE")] if name.endswith("_FILE") else name
+    return (name[: -len("_FILE")] if name.endswith("_FILE") else name) not in known
+
+
+def exported_env(settings: Settings) -> dict[str, str]:
+    """The variables of the settings declared `exported`, with the values in `settings`."""
+    return {s.name: as_env(getattr(settings, s.attr)) for s in table() if s.exported}

@@ -14,7 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from entrypoint.config import ADMIN_PASSWORD_VAR, Settings
+from entrypoint.airflow_names import (
+    API_PORT,
+    AUTH_MANAGER,
+    DAGS_FOLDER,
+    EXECUTOR,
+    SIMPLE_AUTH_MANAGER_PASSWORDS_FILE,
+    SIMPLE_AUTH_MANAGER_USERS,
+    VISIBILITY_TIMEOUT,
+    WORKER_CONCURRENCY,
+)
+from entrypoint.config import ADMIN_PASSWORD_VAR, Settings, exported_env
 
 SIMPLE_AUTH_MANAGER = ("airflow.api_fastapi.auth.managers.simple.simple_auth_manager."
                        "SimpleAuthManager")
@@ -35,11 +45,11 @@ def tuned(settings: Settings) -> list[Default]:
     # the sync period plus a few seconds, instead of Airflow's 300 s.
     refresh = "10" if syncing else "60"
     return [
-        Default("AIRFLOW__CORE__EXECUTOR", "CeleryExecutor",
+        Default(EXECUTOR, "CeleryExecutor",
                 "without it a scheduler silently runs tasks itself with the LocalExecutor"),
         Default("AIRFLOW__CORE__LOAD_EXAMPLES", "False",
                 "Airflow otherwise loads 56 example DAGs into every deployment"),
-        Default("AIRFLOW__CORE__DAGS_FOLDER", str(settings.dags_dir),
+        Default(DAGS_FOLDER, str(settings.dags_dir),
                 "the folder the image bakes and the DAG sync publishes (AIRFLOW_ECS_DAGS_DIR)"),
         Default("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", refresh,
                 "Airflow's 300 s makes new DAG files wait up to five minutes"),
@@ -47,14 +57,14 @@ def tuned(settings: Settings) -> list[Default]:
                 "Airflow's 1 s pause after an idle scheduler loop delays each run's start and "
                 "each wave of downstream tasks by up to 1 s; the shorter pause costs the idle "
                 "scheduler a few % of a CPU (BENCHMARKS.md shows its idle CPU)"),
-        Default("AIRFLOW__CELERY__WORKER_CONCURRENCY", "4",
+        Default(WORKER_CONCURRENCY, "4",
                 "Airflow's 16 slots don't fit a 2 GB Fargate task (4 slots used ~0.9 GB RSS)"),
         Default("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", "120",
                 "a task on a worker that was killed is retried after 2 minutes instead of 5"),
         Default("AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT", "300",
                 "a task whose broker message was lost is requeued after 5 minutes instead of 10 "
                 "(long enough for a new Fargate worker to start)"),
-        Default("AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT", "21600",
+        Default(VISIBILITY_TIMEOUT, "21600",
                 "a message held by a killed worker is redelivered after 6 h instead of 24 h; "
                 "keep it above the longest task's execution_timeout"),
         Default("AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS",
@@ -72,7 +82,7 @@ def tuned(settings: Settings) -> list[Default]:
                 "Airflow's Celery executor treats a STARTED result exactly as PENDING, task "
                 "adoption included, so recording it only costs every task one more "
                 "result-backend write to the database"),
-        Default("AIRFLOW__API__PORT", str(settings.api_port),
+        Default(API_PORT, str(settings.api_port),
                 "the port of the webserver role (AIRFLOW_ECS_API_PORT)"),
         Default("AIRFLOW__LOGGING__COLORED_CONSOLE_LOG", "False",
                 "CloudWatch Logs shows colour codes as noise"),
@@ -92,7 +102,12 @@ def apply(role: str, settings: Settings, env: Mapping[str, str]) -> dict[str, st
     out = dict(env)
     for default in tuned(settings):
         out.setdefault(default.name, default.value)
-    out.setdefault("AIRFLOW_ECS_STOP_TIMEOUT", str(settings.stop_timeout))
+    # Processes started beside or inside the role read these settings from its
+    # environment (Airflow's worker, the health probe): fill in the value loaded where
+    # the variable is unset or blank, which config reads as the default.
+    for name, value in exported_env(settings).items():
+        if not out.get(name, "").strip():
+            out[name] = value
     # An arbitrary UID (OpenShift-style, or ECS `user`) has no passwd entry, and the
     # read-only root filesystem forbids adding one: Airflow's CLI calls
     # getpass.getuser(), which then fails unless USER is set.
@@ -102,9 +117,8 @@ def apply(role: str, settings: Settings, env: Mapping[str, str]) -> dict[str, st
         # webserver role writes under the scratch directory at start: Airflow's
         # own generated file under AIRFLOW_HOME works with neither a read-only
         # root filesystem nor several webserver tasks.
-        out.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS",
-                       f"{settings.admin_username}:admin")
-        out.setdefault("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
+        out.setdefault(SIMPLE_AUTH_MANAGER_USERS, f"{settings.admin_username}:admin")
+        out.setdefault(SIMPLE_AUTH_MANAGER_PASSWORDS_FILE,
                        str(_scratch_dir() / "simple-auth-passwords.json"))
     return out
 
@@ -119,19 +133,19 @@ def _user_name() -> str:
 
 
 def _uses_simple_auth_manager(env: Mapping[str, str]) -> bool:
-    return env.get("AIRFLOW__CORE__AUTH_MANAGER", SIMPLE_AUTH_MANAGER) == SIMPLE_AUTH_MANAGER
+    return env.get(AUTH_MANAGER, SIMPLE_AUTH_MANAGER) == SIMPLE_AUTH_MANAGER
 
 
 def write_admin_password_file(settings: Settings, env: Mapping[str, str]) -> Path | None:
     """Write the SimpleAuthManager passwords file (mode 0600) for the webserver role."""
     password = env.get(ADMIN_PASSWORD_VAR)
-    path_value = env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE")
+    path_value = env.get(SIMPLE_AUTH_MANAGER_PASSWORDS_FILE)
     if not password or not path_value or not _uses_simple_auth_manager(env):
         return None
     path = Path(path_value)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     users = [u.split(":")[0] for u in
-             env.get("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "").split(",") if u.strip()]
+             env.get(SIMPLE_AUTH_MANAGER_USERS, "").split(",") if u.strip()]
     passwords = {u.strip(): password for u in users if u.strip() == settings.admin_username}
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from entrypoint.checks import BROKER_URL, SHARED_KEYS
+from entrypoint.airflow_names import BROKER_URL, SHARED_KEYS
 from entrypoint.config import Settings
 from entrypoint.errors import KeyMismatchError, WaitTimeout
 from entrypoint.log import log, mask_url, redact

@@ -21,17 +21,16 @@ from __future__ import annotations
 from typing import Any
 
 # --- what a row refers to ---------------------------------------------------------------------
-# Settings a role requires (`checks`: "required setting: NAME (needed by ROLE)"). Named
-# here so the table needs no import; `entrypoint.checks` re-exports them.
-DB_URL = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
-BROKER_URL = "AIRFLOW__CELERY__BROKER_URL"
-RESULT_BACKEND = "AIRFLOW__CELERY__RESULT_BACKEND"
-EXECUTION_API_URL = "AIRFLOW__CORE__EXECUTION_API_SERVER_URL"
-FERNET_KEY = "AIRFLOW__CORE__FERNET_KEY"
-JWT_SECRET = "AIRFLOW__API_AUTH__JWT_SECRET"
-API_SECRET_KEY = "AIRFLOW__API__SECRET_KEY"
-# The keys every Airflow role must share with the others (fingerprinted in Redis).
-SHARED_KEYS = (FERNET_KEY, JWT_SECRET, API_SECRET_KEY)
+# Settings a role requires (`checks`: "required setting: NAME (needed by ROLE)"), and
+# the options its probe reads; each name is spelled once, in entrypoint.airflow_names.
+from entrypoint.airflow_names import (
+    BROKER_URL,
+    DB_URL,
+    EXECUTION_API_URL,
+    FLOWER_PORT,
+    RESULT_BACKEND,
+    SHARED_KEYS,
+)
 
 # What a role waits for at start (`waits.wait_for_dependencies`), where it is configured.
 REDIS = "redis"  # an authenticated PING to the broker
@@ -180,7 +179,7 @@ TABLE: tuple[Role, ...] = (
     Role("flower", command=("celery", "flower"),
          needs=(BROKER_URL,),
          waits_for=frozenset({REDIS}),
-         health=HttpGet("AIRFLOW__CELERY__FLOWER_PORT", "5555", "/healthcheck"),
+         health=HttpGet(FLOWER_PORT, "5555", "/healthcheck"),
          groupable=True, checked_by_default=True),
     # One-off: `airflow db migrate` under our lock (entrypoint.migrations), then exit.
     Role("migrate", command=("db", "migrate"), program="migrate", extra_args=False,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from entrypoint import migrations, rolenames
-from entrypoint.checks import BROKER_URL, DB_URL, EXECUTION_API_URL
+from entrypoint.airflow_names import BROKER_URL, DB_URL, EXECUTION_API_URL
 from entrypoint.config import Settings
 from entrypoint.errors import ConfigError, MigrationError, WaitTimeout
 from entrypoint.log import log, mask_url, redact

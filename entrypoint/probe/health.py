@@ -28,6 +28,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from entrypoint import rolenames
+from entrypoint.airflow_names import BROKER_URL, DB_URL, PREFIX
 from entrypoint.errors import ConfigError
 from entrypoint.log import mask_url, redact
 
@@ -41,9 +42,6 @@ TIMEOUT = 5.0  # one probe's network exchange at most (connect, TLS, auth, query
 BUDGET = 10.0
 # How long past its deadline a step may overrun before the alarm stops it.
 GRACE = 0.5
-
-DB_URL = "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
-BROKER_URL = "AIRFLOW__CELERY__BROKER_URL"
 
 # A heartbeat's threshold when its option (rolenames.Heartbeat.threshold_var) is unset.
 DEFAULT_THRESHOLD = 30.0
@@ -239,11 +237,30 @@ def _probe_members(members: Sequence[str], env: Mapping[str, str],
 def _probe_other(role: str, env: Mapping[str, str], deadline: float) -> HealthResult:
     health = _health_of(role)
     if isinstance(health, rolenames.HttpGet):
-        port = env.get(health.port_var, health.default_port)
+        if health.port_var.startswith(PREFIX):  # ours: declared in config.Settings
+            port = _setting(env, health.port_var[len(PREFIX):].lower())
+        else:
+            port = env.get(health.port_var, health.default_port)
         return http_ok(role, f"http://127.0.0.1:{port}{health.path}", time_left(deadline))
     if isinstance(health, rolenames.CeleryPing):
         return celery_ping(env, deadline)
     return HealthResult(False, f"{role}: no health probe for this role")
+
+
+def _setting(env: Mapping[str, str], attr: str) -> str:
+    """Our setting `attr` (a field of config.Settings) as env gives it, or its default.
+
+    The entrypoint puts the value of every setting declared `exported` into the
+    environment of the role it starts, where the probe reads it (running_env):
+    config, whose import would cost every probe, is imported only when env lacks it
+    (a probe outside a started container), for the declared default.
+    """
+    value = env.get(PREFIX + attr.upper(), "").strip()
+    if value:
+        return value
+    from entrypoint import config
+
+    return config.as_env(getattr(config.Settings(), attr))
 
 
 def _url_setting(env: Mapping[str, str], name: str, schemes: Sequence[str]) -> str:
@@ -381,7 +398,7 @@ def celery_ping(env: Mapping[str, str], deadline: float | None = None) -> Health
 
 
 def _dag_sync(env: Mapping[str, str]) -> HealthResult | None:
-    if env.get("AIRFLOW_ECS_DAGS_SOURCE", "image").strip() in ("", "image"):
+    if _setting(env, "dags_source") == "image":
         return None  # DAGs baked into the image: nothing to report, nothing to import
     from entrypoint import config
     from entrypoint.dagsync import publish

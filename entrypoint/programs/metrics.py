@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from entrypoint.airflow_names import BROKER_URL, DEFAULT_QUEUE
 from entrypoint.log import log, mask_url
 
 if TYPE_CHECKING:
@@ -38,15 +39,22 @@ BINDING_PREFIX = "_kombu.binding."
 INTERNAL_EXCHANGES = ("celery.pidbox", "celeryev", "reply.celery.pidbox")
 
 
+# Airflow's own default of [operators] default_queue.
+AIRFLOW_DEFAULT_QUEUE = "default"
+
+
 @dataclass(frozen=True)
 class MetricsSettings:
+    """What the metrics role runs with: from config.Settings and the resolved environment
+    (settings_from), which hold every default."""
+
     broker_url: str
-    namespace: str = "AirflowEcs"
-    interval: float = 60.0
-    cluster: str = ""
-    worker_service: str = ""
-    queues: tuple[str, ...] = ()
-    default_queue: str = "default"
+    namespace: str
+    interval: float
+    cluster: str
+    worker_service: str
+    queues: tuple[str, ...]
+    default_queue: str
 
 
 @dataclass
@@ -68,13 +76,13 @@ class Sample:
 def settings_from(settings: Settings, env: Mapping[str, str]) -> MetricsSettings:
     """The metrics role's view of the validated settings and the resolved environment."""
     return MetricsSettings(
-        broker_url=env.get("AIRFLOW__CELERY__BROKER_URL", ""),
+        broker_url=env.get(BROKER_URL, ""),
         namespace=settings.metrics_namespace,
         interval=settings.metrics_interval,
         cluster=settings.metrics_cluster,
         worker_service=settings.metrics_worker_service,
         queues=settings.metrics_queues,
-        default_queue=env.get("AIRFLOW__OPERATORS__DEFAULT_QUEUE", "default"),
+        default_queue=env.get(DEFAULT_QUEUE, AIRFLOW_DEFAULT_QUEUE),
     )
 
 
@@ -125,14 +133,14 @@ def read_sample(client: redis.Redis, queues: Iterable[str]) -> Sample:
 def running_workers(ecs: Any, settings: MetricsSettings) -> int | None:
     if ecs is None or not settings.worker_service:
         return None
-    reply = ecs.describe_services(cluster=settings.cluster or "default",
+    reply = ecs.describe_services(cluster=settings.cluster,
                                   services=[settings.worker_service])
     services = reply.get("services") or []
     return int(services[0].get("runningCount", 0)) if services else None
 
 
 def metric_data(sample: Sample, settings: MetricsSettings) -> list[dict[str, Any]]:
-    base = [{"Name": "Cluster", "Value": settings.cluster or "default"},
+    base = [{"Name": "Cluster", "Value": settings.cluster},
             {"Name": "Service", "Value": settings.worker_service or "worker"}]
     data = []
     for queue in sorted(sample.queued):

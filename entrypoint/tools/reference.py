@@ -56,8 +56,8 @@ def _cell(text: str) -> str:
 def render() -> str:
     lines = [BEGIN, "", "### Settings", "",
              "| Variable | Default | Meaning | Example |", "| --- | --- | --- | --- |"]
-    for s in config.SETTINGS:
-        lines.append(f"| `{s.name}` | `{_cell(s.default)}` | {_cell(s.meaning)} | "
+    for s in config.table():
+        lines.append(f"| `{s.name}` | `{_cell(s.shown_default)}` | {_cell(s.meaning)} | "
                      f"`{_cell(s.example)}` |")
     lines += ["", "### Airflow defaults set by the entrypoint", "",
               "Applied only where the variable is not set; override any of them.", "",

@@ -33,11 +33,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Mapping
 
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
 from celery.signals import worker_init, worker_ready, worker_shutting_down
 
-from entrypoint import private_apis
+from entrypoint import config, private_apis
+from entrypoint.errors import ConfigError
 from entrypoint.worker import first_heartbeat, preload, protection, task_exit
 
 STOP_MARGIN_SECONDS = 10
@@ -47,12 +49,14 @@ CELERY_CONFIG = dict(DEFAULT_CELERY_CONFIG)
 CELERY_CONFIG["worker_soft_shutdown_timeout"] = 0.0
 
 
-def shutdown_deadline(environ: dict[str, str] | os._Environ[str]) -> float:
+def shutdown_deadline(environ: Mapping[str, str]) -> float:
     try:
-        stop_timeout = float(environ.get("AIRFLOW_ECS_STOP_TIMEOUT", "120"))
-    except ValueError:
-        stop_timeout = 120.0
-    return max(stop_timeout - STOP_MARGIN_SECONDS, 1.0)
+        stop_timeout = config.load(environ, only=("stop_timeout",)).stop_timeout
+    except ConfigError:
+        # The start-up refuses a bad value; a worker started some other way with one
+        # still gets a deadline: the declared default's.
+        stop_timeout = config.Settings().stop_timeout
+    return max(float(stop_timeout - STOP_MARGIN_SECONDS), 1.0)
 
 
 _timer: threading.Timer | None = None

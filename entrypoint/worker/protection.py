@@ -30,10 +30,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from entrypoint import config
+from entrypoint.errors import ConfigError
+
 logger = logging.getLogger("airflow-ecs.protection")
 
 PATH = "/task-protection/v1/state"
-MAX_MINUTES = 2880
+# ECS's limit on ExpiresInMinutes, the range of AIRFLOW_ECS_PROTECTION_MINUTES.
+MAX_MINUTES = int(config.declared("protection_minutes").high or 0)
+_SETTINGS = ("protection", "protection_minutes", "protection_idle_seconds")
+_DEFAULTS = config.Settings()
 
 
 class AgentError(Exception):
@@ -91,8 +97,10 @@ def _parse_date(value: str) -> float:
 class ProtectionManager:
     """Decides, once per `step()`, whether the task must be protected, and tells the agent."""
 
-    def __init__(self, agent: AgentClient, active_count: Callable[[], int], minutes: int = 60,
-                 idle_grace: float = 60.0, clock: Callable[[], float] = time.time):
+    def __init__(self, agent: AgentClient, active_count: Callable[[], int],
+                 minutes: int = _DEFAULTS.protection_minutes,
+                 idle_grace: float = _DEFAULTS.protection_idle_seconds,
+                 clock: Callable[[], float] = time.time):
         if not 1 <= minutes <= MAX_MINUTES:
             raise ValueError(f"protection minutes must be from 1 to {MAX_MINUTES}")
         self.agent = agent
@@ -170,12 +178,16 @@ def start_in_worker(environ: Mapping[str, str],
     agent_uri = environ.get("ECS_AGENT_URI", "")
     if not agent_uri:
         return None
-    if environ.get("AIRFLOW_ECS_PROTECTION", "true").strip().lower() in ("0", "false", "no",
-                                                                          "off"):
+    try:
+        settings = config.load(environ, only=_SETTINGS)
+    except ConfigError as exc:
+        logger.error("scale-in protection not started: %s", "; ".join(exc.problems))
         return None
-    minutes = int(environ.get("AIRFLOW_ECS_PROTECTION_MINUTES", "60"))
-    grace = float(environ.get("AIRFLOW_ECS_PROTECTION_IDLE_SECONDS", "60"))
-    manager = ProtectionManager(AgentClient(agent_uri), active_count, minutes, grace)
+    if not settings.protection:
+        return None
+    manager = ProtectionManager(AgentClient(agent_uri), active_count,
+                                settings.protection_minutes,
+                                float(settings.protection_idle_seconds))
     stop = threading.Event()
     thread = threading.Thread(target=manager.run, args=(stop,), name="ecs-protection",
                               daemon=True)
