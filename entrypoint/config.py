@@ -133,6 +133,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", "64",
             "Parallel S3 downloads (open connections) per sync, at most half the "
             "open-file limit.", "128"),
+    # Versioned DAG bundles (docs/dags.md, "Versioned DAGs").
+    Setting("AIRFLOW_ECS_DAGS_VERSIONED", "false",
+            "Serve git or S3 DAGs as an Airflow versioned DAG bundle: each DAG run keeps the "
+            "DAG version it started with, and workers fetch that version.", "true"),
+    Setting("AIRFLOW_ECS_DAGS_VERSION_KEEP_SECONDS", "3600",
+            "Grace period before a DAG version that no running task uses is deleted from "
+            "local disk (versioned mode).", "86400"),
+    Setting("AIRFLOW_ECS_DAGS_S3_MANIFEST_URI", "(unset)",
+            "S3 prefix, outside AIRFLOW_ECS_DAGS_S3_URI, where the dag-processor keeps each "
+            "DAG version's object list, so workers can build versions older than the "
+            "current one (versioned mode). Unset: a worker builds the current version, or "
+            "one it built before.", "s3://acme-airflow/dag-versions/"),
 )
 DOCUMENTED = {s.name for s in SETTINGS}
 
@@ -171,6 +183,9 @@ class Settings:
     dags_git_known_hosts: str | None = None
     dags_s3_uri: str | None = None
     dags_s3_concurrency: int = 64
+    dags_versioned: bool = False
+    dags_version_keep_seconds: int = 3600
+    dags_s3_manifest_uri: str | None = None
 
 
 class _Reader:
@@ -306,6 +321,10 @@ def load(env: Mapping[str, str]) -> Settings:
         dags_git_known_hosts=r.text("AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS", None),
         dags_s3_uri=r.text("AIRFLOW_ECS_DAGS_S3_URI", None),
         dags_s3_concurrency=r.integer("AIRFLOW_ECS_DAGS_S3_CONCURRENCY", 64, 1, 1024),
+        dags_versioned=r.boolean("AIRFLOW_ECS_DAGS_VERSIONED", False),
+        dags_version_keep_seconds=r.integer("AIRFLOW_ECS_DAGS_VERSION_KEEP_SECONDS", 3600, 0,
+                                            30 * 86400),
+        dags_s3_manifest_uri=r.text("AIRFLOW_ECS_DAGS_S3_MANIFEST_URI", None),
     )
 
     if settings.dags_source == "git" and not settings.dags_git_url:
@@ -319,6 +338,20 @@ def load(env: Mapping[str, str]) -> Settings:
         elif not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", uri):
             r.problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_S3_URI={uri!r} must be "
                               "s3://BUCKET/PREFIX/ with a valid bucket name")
+    if settings.dags_versioned and settings.dags_source == "image":
+        r.problems.append("invalid setting: AIRFLOW_ECS_DAGS_VERSIONED=true needs "
+                          "AIRFLOW_ECS_DAGS_SOURCE=git or s3 (the image's DAGs have one "
+                          "version); set the source or unset AIRFLOW_ECS_DAGS_VERSIONED")
+    manifests = settings.dags_s3_manifest_uri
+    if manifests is not None:
+        if not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", manifests):
+            r.problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_S3_MANIFEST_URI={manifests!r} "
+                              "must be s3://BUCKET/PREFIX/ with a valid bucket name")
+        elif settings.dags_s3_uri and _under(manifests, settings.dags_s3_uri):
+            r.problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_S3_MANIFEST_URI={manifests!r} "
+                              "is inside AIRFLOW_ECS_DAGS_S3_URI: each manifest written there "
+                              "would change the DAGs' version; choose a prefix outside it, "
+                              "e.g. s3://BUCKET/dag-versions/")
     if ".." in Path(settings.dags_git_subdir).parts:
         r.problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_GIT_SUBDIR="
                           f"{settings.dags_git_subdir!r} must stay inside the repository "
@@ -333,6 +366,14 @@ def load(env: Mapping[str, str]) -> Settings:
     if r.problems:
         raise ConfigError(r.problems)
     return settings
+
+
+def _under(uri: str, prefix: str) -> bool:
+    """Whether S3 URI uri lies under the S3 prefix (both s3://bucket/prefix)."""
+    def folder(value: str) -> str:
+        return value.rstrip("/") + "/"
+
+    return folder(uri).startswith(folder(prefix))
 
 
 def _base_name(name: str) -> str:
