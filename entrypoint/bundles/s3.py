@@ -105,11 +105,19 @@ class S3DagBundle(SyncedDagBundle):
     def _objects(self, fs: Any, version: str,
                  deadline: s3fetch.Deadline) -> dict[str, tuple[str, int]]:
         """The manifest of version (see the module docstring); DagSyncError without one."""
-        found = s3source.listing(fs, self.settings, deadline)
-        current = s3source.revision(found.objects)
-        if current == version:
-            return found.objects
         key = self._manifest_key(version)
+        try:
+            found = s3source.listing(fs, self.settings, deadline)
+        except DagSyncError as exc:
+            # The current content can't be listed or used (a key that can't be a file,
+            # say): an older version may still be built from its manifest.
+            if key is None:
+                raise
+            current = f"unknown: {exc}"
+        else:
+            current = s3source.revision(found.objects)
+            if current == version:
+                return found.objects
         if key is None:
             raise DagSyncError(f"it is not the prefix's current content (now version "
                                f"{current}) and no manifest of older versions is kept: set "

@@ -74,3 +74,15 @@ def test_versioned_settings_refused_with_the_fix():
         config.load({**S3, "AIRFLOW_ECS_DAGS_VERSION_KEEP_SECONDS": "-1"})
     beside = config.load({**S3, "AIRFLOW_ECS_DAGS_S3_MANIFEST_URI": "s3://acme/dags-versions/"})
     assert beside.dags_s3_manifest_uri == "s3://acme/dags-versions/"
+
+
+def test_health_reports_the_sync_only_where_it_runs(tmp_path):
+    from entrypoint.probe import health
+
+    env = {**GIT, "AIRFLOW_ECS_DAGS_VERSIONED": "true",
+           "AIRFLOW_ECS_DAGS_DIR": str(tmp_path / "dags")}
+    assert health._dag_sync(env, "worker") is None
+    assert health._dag_sync(env, "scheduler+triggerer") is None
+    assert health._dag_sync(env, "scheduler+dag-processor").reason == "DAGs not synced yet"
+    plain = {k: v for k, v in env.items() if k != "AIRFLOW_ECS_DAGS_VERSIONED"}
+    assert health._dag_sync(plain, "worker").reason == "DAGs not synced yet"
