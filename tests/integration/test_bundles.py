@@ -494,3 +494,31 @@ def test_s3_twenty_threads_fetch_each_object_once(s3, tmp_path, monkeypatch):
     assert seen == [50] * 20
     gets = object_gets(proxy)
     assert len(gets) == 50 and len(set(gets)) == 50
+
+
+def test_airflow_builds_the_bundle_from_the_list_the_entrypoint_sets(repo, tmp_path,
+                                                                     monkeypatch):
+    """The contract with Airflow: its bundle manager imports the class named by the
+    defaults' dag_bundle_config_list, with its kwargs, tracking and at a version."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+    from entrypoint import defaults
+
+    a = repo.commit({"a.py": "A"})
+    b = repo.commit({"a.py": "B"})
+    environment(monkeypatch, tmp_path, AIRFLOW_ECS_DAGS_SOURCE="git",
+                AIRFLOW_ECS_DAGS_GIT_URL=f"file://{repo.bare}",
+                AIRFLOW_ECS_DAGS_REFRESH_SECONDS="45")
+    env = defaults.apply("dag-processor", config.load(os.environ), {})
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
+                       env["AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST"])
+    monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    manager = DagBundlesManager()
+    tracking = next(iter(manager.get_all_dag_bundles()))
+    assert isinstance(tracking, GitDagBundle) and tracking.refresh_interval == 45
+    tracking.initialize()
+    assert tracking.get_current_version().version == b
+    assert (tracking.path / "a.py").read_text() == "B"
+    at_a = manager.get_bundle(NAME, version=a)
+    at_a.initialize()
+    assert (at_a.path / "a.py").read_text() == "A"
