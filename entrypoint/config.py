@@ -248,6 +248,18 @@ class Settings:
     dags_s3_concurrency: int = integer(
         64, 1, 1024, "Parallel S3 downloads (open connections) per sync, at most half the "
         "open-file limit.", "128")
+    # Versioned DAG bundles (docs/dags.md, "Versioned DAGs").
+    dags_versioned: bool = boolean(
+        False, "Serve git or S3 DAGs as an Airflow versioned DAG bundle: each DAG run keeps "
+        "the DAG version it started with, and workers fetch that version.", "true")
+    dags_version_keep_seconds: int = integer(
+        3600, 0, 30 * 86400, "Grace period before a DAG version that no running task uses is "
+        "deleted from local disk (versioned mode).", "86400")
+    dags_s3_manifest_uri: str | None = text(
+        None, "S3 prefix, outside AIRFLOW_ECS_DAGS_S3_URI, where the dag-processor keeps each "
+        "DAG version's object list, so workers can build versions older than the current one "
+        "(versioned mode). Unset: a worker builds the current version, or one it built "
+        "before.", "s3://acme-airflow/dag-versions/")
 
 
 # --- the table, read from Settings ------------------------------------------------------------
@@ -390,10 +402,35 @@ def _across(settings: Settings) -> list[str]:
         if not uri:
             problems.append("required setting: AIRFLOW_ECS_DAGS_S3_URI when "
                             "AIRFLOW_ECS_DAGS_SOURCE=s3, e.g. s3://acme-airflow/dags/")
-        elif not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", uri):
+        elif not _S3_URI.match(uri):
             problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_S3_URI={uri!r} must be "
                             "s3://BUCKET/PREFIX/ with a valid bucket name")
+    if settings.dags_versioned and settings.dags_source == "image":
+        problems.append("invalid setting: AIRFLOW_ECS_DAGS_VERSIONED=true needs "
+                        "AIRFLOW_ECS_DAGS_SOURCE=git or s3 (the image's DAGs have one "
+                        "version); set the source or unset AIRFLOW_ECS_DAGS_VERSIONED")
+    manifests = settings.dags_s3_manifest_uri
+    if manifests is not None:
+        if not _S3_URI.match(manifests):
+            problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_S3_MANIFEST_URI={manifests!r} "
+                            "must be s3://BUCKET/PREFIX/ with a valid bucket name")
+        elif settings.dags_s3_uri and _under(manifests, settings.dags_s3_uri):
+            problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_S3_MANIFEST_URI={manifests!r} "
+                            "is inside AIRFLOW_ECS_DAGS_S3_URI: each manifest written there "
+                            "would change the DAGs' version; choose a prefix outside it, "
+                            "e.g. s3://BUCKET/dag-versions/")
     return problems
+
+
+_S3_URI = re.compile(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$")
+
+
+def _under(uri: str, prefix: str) -> bool:
+    """Whether S3 URI uri lies under the S3 prefix (both s3://bucket/prefix)."""
+    def folder(value: str) -> str:
+        return value.rstrip("/") + "/"
+
+    return folder(uri).startswith(folder(prefix))
 
 
 def _unknown(name: str, known: Collection[str]) -> bool:

@@ -39,11 +39,50 @@ class Default:
 
 def tuned(settings: Settings) -> list[Default]:
     """The defaults for these settings, with the reason for each (the README lists them)."""
-    syncing = settings.dags_source != "image" and settings.dags_refresh_seconds > 0
+    syncing = (settings.dags_source != "image" and settings.dags_refresh_seconds > 0
+               and not settings.dags_versioned)
     # New files are found when the dag-processor lists the folder: with a sync
     # period set, list often (listing is cheap) so a synced DAG appears within
     # the sync period plus a few seconds, instead of Airflow's 300 s.
     refresh = "10" if syncing else "60"
+    return [*_common(settings, refresh), *(_versioned(settings) if settings.dags_versioned
+                                           else [])]
+
+
+BUNDLE_CLASSES = {"git": "entrypoint.bundles.git.GitDagBundle",
+                  "s3": "entrypoint.bundles.s3.S3DagBundle"}
+# Airflow's name for its default bundle: DAGs keep their bundle when versioning is
+# switched on or off.
+BUNDLE_NAME = "dags-folder"
+
+
+def bundle_config(settings: Settings) -> str:
+    """[dag_processor] dag_bundle_config_list naming this image's bundle for the source."""
+    kwargs = ({"refresh_interval": settings.dags_refresh_seconds}
+              if settings.dags_refresh_seconds > 0 else {})
+    return json.dumps([{"name": BUNDLE_NAME, "classpath": BUNDLE_CLASSES[settings.dags_source],
+                        "kwargs": kwargs}])
+
+
+def _versioned(settings: Settings) -> list[Default]:
+    return [
+        Default("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST", bundle_config(settings),
+                "AIRFLOW_ECS_DAGS_VERSIONED=true: the versioned bundle over the DAG sync, so "
+                "each DAG run keeps the DAG version it started with (docs/dags.md); its "
+                "refresh_interval is AIRFLOW_ECS_DAGS_REFRESH_SECONDS when set"),
+        Default("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_STORAGE_PATH",
+                str(settings.dags_state_dir / "bundles"),
+                "DAG versions are kept beside the sync's state (AIRFLOW_ECS_DAGS_STATE_DIR), "
+                "on the writable volume, instead of in /tmp"),
+        Default("AIRFLOW__DAG_PROCESSOR__STALE_BUNDLE_CLEANUP_INTERVAL", "0",
+                "the bundle removes unused versions itself after "
+                "AIRFLOW_ECS_DAGS_VERSION_KEEP_SECONDS, renaming each away before deleting "
+                "it; Airflow's cleanup deletes a version in place, where a task starting on "
+                "it could see half of it"),
+    ]
+
+
+def _common(settings: Settings, refresh: str) -> list[Default]:
     return [
         Default(EXECUTOR, "CeleryExecutor",
                 "without it a scheduler silently runs tasks itself with the LocalExecutor"),

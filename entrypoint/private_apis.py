@@ -200,6 +200,16 @@ S3FS_FIND = _entry(
     used_in="entrypoint/dagsync/s3source.py: the listing, on s3fs's event loop under the "
             "sync's deadline",
     fallback="the listing through fsspec's public find(), in a thread")
+S3FS_PIPE_FILE = _entry(
+    "s3fs", "s3fs", "S3FileSystem._pipe_file", "method", accepts=("path", "data"),
+    used_in="entrypoint/bundles/s3.py: writing a DAG version's manifest, on s3fs's event "
+            "loop under the sync's deadline",
+    fallback="fsspec's public, blocking pipe_file(), in a thread")
+S3FS_CAT_FILE = _entry(
+    "s3fs", "s3fs", "S3FileSystem._cat_file", "method", accepts=("path",),
+    used_in="entrypoint/bundles/s3.py: reading a DAG version's manifest, on s3fs's event "
+            "loop under the sync's deadline",
+    fallback="fsspec's public, blocking cat_file(), in a thread")
 BOTOCORE_VALIDATION_ERRORS = _entry(
     "botocore", "botocore.validate", "ValidationErrors", "class",
     instance_attributes=("_errors",),

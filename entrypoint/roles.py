@@ -60,7 +60,10 @@ def prepare(role: str, settings: Settings, env: Mapping[str, str],
         path = defaults.write_admin_password_file(settings, env)
         if path:
             log.info("admin login %r configured for the webserver", settings.admin_username)
-    syncing = settings.dags_source != "image" and settings.dags_refresh_seconds > 0
+    # In versioned mode the dag-processor's bundle refreshes the DAGs itself, and
+    # workers fetch each task's version: no sync runs beside any role.
+    syncing = (settings.dags_source != "image" and settings.dags_refresh_seconds > 0
+               and not settings.dags_versioned)
     if len(members) == 1 and not syncing:
         return Launch(kind="exec", env=env, argv=members[0].argv + tuple(extra_args))
     if extra_args and len(members) > 1:

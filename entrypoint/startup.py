@@ -37,7 +37,7 @@ def start(role: str, extra_args: Sequence[str] = (), command: Sequence[str] = ()
         problems = checks.check(role, settings, env)
         if problems:
             raise ConfigError(problems)
-        dagsync.sync_at_start(settings, env)                          # 3. DAGs (seam)
+        dagsync.sync_at_start(settings, env, role)                    # 3. DAGs (seam)
         waits.wait_for_dependencies(role, settings, env)              # 4. dependencies
         fingerprints.verify_and_publish(role, settings, env)
         env = running_env.mark(env)  # so that `airflow-ecs health` finds the resolved values

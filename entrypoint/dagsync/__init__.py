@@ -22,13 +22,18 @@ if TYPE_CHECKING:
     from entrypoint.dagsync.sync import sync_once as sync_once
 
 
-def sync_at_start(settings: Settings, env: Mapping[str, str]) -> None:
+def sync_at_start(settings: Settings, env: Mapping[str, str], role: str = "") -> None:
     """The start-up seam: one sync for git or S3; nothing at all for the image source.
 
     The image source (the default) imports nothing more: the sync machinery (and its
-    imports) loads only when there is something to sync.
+    imports) loads only when there is something to sync. In versioned mode only a role
+    with the dag-processor syncs (the tree its tracking bundle starts from, and a bad
+    setting or credential stops it at once); the other roles read no DAG folder, and a
+    worker fetches each task's version as the task starts.
     """
     if settings.dags_source == "image":
+        return
+    if settings.dags_versioned and "dag-processor" not in role.split("+"):
         return
     from entrypoint.dagsync import sync
 

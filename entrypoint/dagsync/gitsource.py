@@ -299,6 +299,19 @@ def fetch_commit(settings: Settings, env: Mapping[str, str], token: str | None,
         return cache, _fetch(settings, child, cache, url, new_cache=True)
 
 
+def has_commit(settings: Settings, env: Mapping[str, str], cache: Path, sha: str) -> bool:
+    """Whether the cache already holds commit sha (then no fetch is needed for it)."""
+    if not (cache / "HEAD").exists():
+        return False
+    with credentials(settings, env, None, None) as child:
+        try:
+            _git(["--git-dir", str(cache), "cat-file", "-e", f"{sha}^{{commit}}"], child,
+                 float(settings.dags_sync_timeout), f"looking for commit {sha[:12]}")
+        except DagSyncError:
+            return False
+    return True
+
+
 def _depth(settings: Settings) -> list[str]:
     return [f"--depth={settings.dags_git_depth}"] if settings.dags_git_depth else []
 

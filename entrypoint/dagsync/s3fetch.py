@@ -86,11 +86,15 @@ def run(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T], deadline:
 
 
 def fetch(fs: Any, pairs: Sequence[tuple[str, Path]], concurrency: int,
-          env: Mapping[str, str], deadline: Deadline) -> None:
-    """Download every (bucket/key, local path) pair; raise DagSyncError on failure."""
+          env: Mapping[str, str], deadline: Deadline,
+          etags: Mapping[str, str] | None = None) -> None:
+    """Download every (bucket/key, local path) pair; raise DagSyncError on failure.
+
+    With etags ({bucket/key: ETag}), each GET carries If-Match: an object replaced since
+    it was listed fails the download instead of bringing other content than listed."""
     if pairs:
-        run(fs.loop, _fetch_all(fs, pairs, usable_concurrency(concurrency), env), deadline,
-            f"downloading {len(pairs)} objects")
+        run(fs.loop, _fetch_all(fs, pairs, usable_concurrency(concurrency), env, etags or {}),
+            deadline, f"downloading {len(pairs)} objects")
 
 
 def usable_concurrency(wanted: int) -> int:
@@ -131,7 +135,7 @@ def _ssl_context(env: Mapping[str, str]) -> ssl.SSLContext | bool:
 
 
 async def _fetch_all(fs: Any, pairs: Sequence[tuple[str, Path]], concurrency: int,
-                     env: Mapping[str, str]) -> None:
+                     env: Mapping[str, str], etags: Mapping[str, str]) -> None:
     import aiohttp
 
     from entrypoint.dagsync.presign import Presigner
@@ -143,8 +147,9 @@ async def _fetch_all(fs: Any, pairs: Sequence[tuple[str, Path]], concurrency: in
     async with aiohttp.ClientSession(connector=connector, timeout=timeout,
                                      auto_decompress=False) as session:
         # The first object alone: its URL teaches the presigner the bucket's endpoint.
-        await _fetch_one(presigner, session, limit, *pairs[0])
-        tasks = [asyncio.ensure_future(_fetch_one(presigner, session, limit, remote, local))
+        await _fetch_one(presigner, session, limit, *pairs[0], etags.get(pairs[0][0]))
+        tasks = [asyncio.ensure_future(_fetch_one(presigner, session, limit, remote, local,
+                                                  etags.get(remote)))
                  for remote, local in pairs[1:]]
         try:
             await asyncio.gather(*tasks)
@@ -156,12 +161,12 @@ async def _fetch_all(fs: Any, pairs: Sequence[tuple[str, Path]], concurrency: in
 
 async def _fetch_one(presigner: Presigner, session: aiohttp.ClientSession,
                      limit: asyncio.Semaphore, remote: str,
-                     local: Path) -> None:
+                     local: Path, etag: str | None = None) -> None:
     async with limit:
         try:
             # The first attempt outside tenacity: its per-call bookkeeping cost as much
             # CPU as a GET, and nearly every object succeeds at once.
-            return await _get(presigner, session, remote, local)
+            return await _get(presigner, session, remote, local, etag)
         except Retryable:
             await asyncio.sleep(RETRY_DELAY)
         import tenacity  # here: only a retry needs it (BENCHMARKS.md, import costs)
@@ -175,14 +180,14 @@ async def _fetch_one(presigner: Presigner, session: aiohttp.ClientSession,
         try:
             async for attempt in retrying:
                 with attempt:
-                    await _get(presigner, session, remote, local)
+                    await _get(presigner, session, remote, local, etag)
         except Retryable as exc:
             raise DagSyncError(f"downloading s3://{remote} failed {ATTEMPTS} times, last: "
                                f"{exc}") from None
 
 
 async def _get(presigner: Presigner, session: aiohttp.ClientSession, remote: str,
-               local: Path) -> None:
+               local: Path, etag: str | None = None) -> None:
     import aiohttp
     from yarl import URL
 
@@ -194,9 +199,13 @@ async def _get(presigner: Presigner, session: aiohttp.ClientSession, remote: str
     try:
         # encoded=True: the URL is already quoted exactly as it was signed.
         url = URL(signed, encoded=True)
-        async with session.get(url, proxy=_proxy_for(url.scheme, url.host or "")) as response:
+        # If-Match is not part of the presigned signature (only the host is), so S3
+        # takes it as a plain condition on the GET.
+        headers = {"If-Match": f'"{etag}"'} if etag else None
+        async with session.get(url, proxy=_proxy_for(url.scheme, url.host or ""),
+                               headers=headers) as response:
             if response.status != 200:
-                await _refuse(response, remote)
+                await _refuse(response, remote, etag)
             expected = response.content_length
             written = 0
             with open(local, "wb") as out:
@@ -213,7 +222,8 @@ async def _get(presigner: Presigner, session: aiohttp.ClientSession, remote: str
         raise Retryable(f"got {written} of {expected} bytes")
 
 
-async def _refuse(response: aiohttp.ClientResponse, remote: str) -> None:
+async def _refuse(response: aiohttp.ClientResponse, remote: str,
+                  etag: str | None = None) -> None:
     """Raise the error an unsuccessful answer calls for."""
     body = (await response.read())[:4096].decode("utf-8", "replace")
     code = _xml_text(body, "Code") or response.reason or ""
@@ -224,6 +234,9 @@ async def _refuse(response: aiohttp.ClientResponse, remote: str) -> None:
         raise DagSyncError(f"access denied reading s3://{remote} ({code}): grant the task "
                            "role s3:GetObject on the prefix (and kms:Decrypt if the objects "
                            "are encrypted with a KMS key)")
+    if response.status == 412:
+        raise DagSyncError(f"s3://{remote} was replaced after it was listed (its ETag is no "
+                           f"longer {etag}); its listed content is gone")
     if response.status == 404:
         raise DagSyncError(f"s3://{remote} disappeared during the sync (deleted after the "
                            "listing); the next sync uses a new listing")

@@ -175,10 +175,23 @@ def read_manifest(tree: Path | None) -> dict[str, tuple[str, int]]:
     if tree is None:
         return {}
     try:
-        data = json.loads(sidecar(tree).read_text())
-        return {k: (str(v[0]), int(v[1])) for k, v in data.items()}
-    except (OSError, ValueError, TypeError, AttributeError, IndexError, KeyError):
+        return parse_manifest(sidecar(tree).read_bytes())
+    except (OSError, ValueError):
         return {}
+
+
+def parse_manifest(data: bytes) -> dict[str, tuple[str, int]]:
+    """{key: (etag, size)} from a manifest's JSON; ValueError when it is none."""
+    try:
+        found = json.loads(data)
+        return {str(k): (str(v[0]), int(v[1])) for k, v in found.items()}
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError,
+            RecursionError) as exc:
+        raise ValueError(f"not a manifest ({type(exc).__name__})") from None
+
+
+def manifest_json(objects: Mapping[str, tuple[str, int]]) -> str:
+    return json.dumps({k: list(v) for k, v in objects.items()})
 
 
 def _has(path: Path, size: int) -> bool:
@@ -193,11 +206,15 @@ def _has(path: Path, size: int) -> bool:
 
 def build_tree(fs: Any, settings: Settings, env: Mapping[str, str],
                objects: Mapping[str, tuple[str, int]], previous: Path | None,
-               tree: Path, deadline: s3fetch.Deadline) -> int:
-    """Fill tree; return how many objects were downloaded."""
+               tree: Path, deadline: s3fetch.Deadline, if_match: bool = False) -> int:
+    """Fill tree; return how many objects were downloaded.
+
+    if_match: download each object only while its ETag is the listed one (a tree that
+    must be exactly one version of the prefix, never a mix with later uploads)."""
     bucket, prefix = split_uri(settings.dags_s3_uri or "")
     old = read_manifest(previous)
     pairs = []
+    etags = {}
     folders: set[Path] = set()
     for key, (etag, size) in objects.items():
         target = tree / key
@@ -208,7 +225,9 @@ def build_tree(fs: Any, settings: Settings, env: Mapping[str, str],
             os.link(previous / key, target, follow_symlinks=False)
         else:
             pairs.append((f"{bucket}/{prefix}{key}", target))
-    s3fetch.fetch(fs, pairs, settings.dags_s3_concurrency, env, deadline)
+            if if_match and etag:
+                etags[f"{bucket}/{prefix}{key}"] = etag
+    s3fetch.fetch(fs, pairs, settings.dags_s3_concurrency, env, deadline, etags)
     for key, (_, size) in objects.items():
         try:
             complete = os.stat(tree / key).st_size == size
@@ -217,5 +236,5 @@ def build_tree(fs: Any, settings: Settings, env: Mapping[str, str],
         if not complete:
             raise DagSyncError(f"s3://{bucket}/{prefix}{key!r} arrived incomplete; not "
                                "publishing this sync")
-    sidecar(tree).write_text(json.dumps({k: list(v) for k, v in objects.items()}))
+    sidecar(tree).write_text(manifest_json(objects))
     return len(pairs)

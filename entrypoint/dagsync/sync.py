@@ -29,7 +29,7 @@ class SyncResult:
     fetched: int = 0
 
 
-def _credential(name: str, env: Mapping[str, str], raw_env: Mapping[str, str]) -> str | None:
+def credential(name: str, env: Mapping[str, str], raw_env: Mapping[str, str]) -> str | None:
     """The credential in variable name, read again now (so a rotated one is used).
 
     From `NAME_FILE` when set, else by resolving the original reference (raw_env
@@ -104,8 +104,8 @@ def _sync_git(settings: Settings, env: Mapping[str, str], raw_env: Mapping[str, 
               published: Path | None) -> SyncResult:
     from entrypoint.dagsync import gitsource
 
-    token = _credential(GIT_TOKEN_VAR, env, raw_env)
-    ssh_key = _credential(GIT_SSH_KEY_VAR, env, raw_env)
+    token = credential(GIT_TOKEN_VAR, env, raw_env)
+    ssh_key = credential(GIT_SSH_KEY_VAR, env, raw_env)
     cache, sha = gitsource.fetch_commit(settings, env, token, ssh_key)
     status = publish.read_status(settings)
     intact = status is not None and _intact(published, status, status.revision or "")

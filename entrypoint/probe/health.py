@@ -187,7 +187,7 @@ def probe(role: str, env: Mapping[str, str], budget: float = BUDGET) -> HealthRe
     try:
         with deadline_alarm(budget + GRACE):
             results = _probe_members(role.split("+"), env, deadline)
-            dags = _dag_sync(env)
+            dags = _dag_sync(env, role)
             if dags is not None:
                 results.append(dags)
     except DeadlinePassed:
@@ -397,7 +397,7 @@ def celery_ping(env: Mapping[str, str], deadline: float | None = None) -> Health
                                f"{mask_url(broker)} within {timeout:.1f}s")
 
 
-def _dag_sync(env: Mapping[str, str]) -> HealthResult | None:
+def _dag_sync(env: Mapping[str, str], role: str = "") -> HealthResult | None:
     if _setting(env, "dags_source") == "image":
         return None  # DAGs baked into the image: nothing to report, nothing to import
     from entrypoint import config
@@ -409,6 +409,8 @@ def _dag_sync(env: Mapping[str, str]) -> HealthResult | None:
         return HealthResult(False, f"configuration: {exc.problems[0]}")
     if settings.dags_source == "image":
         return None
+    if settings.dags_versioned and "dag-processor" not in role.split("+"):
+        return None  # versioned: only the dag-processor syncs; a worker fetches per task
     status, problem = publish.load_status(settings)
     if problem:
         return HealthResult(False, f"DAG sync status unknown: {problem}")

@@ -137,8 +137,9 @@ class Stack:
         self._token = ""
 
     # --- containers -------------------------------------------------------------------
-    def _start(self, name: str, container: DockerContainer) -> DockerContainer:
-        container.with_network(self.network).with_network_aliases(name)
+    def _start(self, name: str, container: DockerContainer,
+               aliases: tuple[str, ...] = ()) -> DockerContainer:
+        container.with_network(self.network).with_network_aliases(name, *aliases)
         container.with_name(f"e2e-{name}-{os.getpid()}")
         container.start()
         self.containers[name] = container
@@ -193,7 +194,8 @@ class Stack:
         return env
 
     def airflow(self, name: str, role_image: str, command: str,
-                env: dict[str, str] | None = None, publish: int | None = None) -> DockerContainer:
+                env: dict[str, str] | None = None, publish: int | None = None,
+                aliases: tuple[str, ...] = ()) -> DockerContainer:
         """Start an Airflow container hardened as the task definitions run it: read-only
         root filesystem, tmpfs scratch, an arbitrary UID with GID 0."""
         container = DockerContainer(role_image)
@@ -204,7 +206,7 @@ class Stack:
             container.with_tmpfs_mount(path, options)
         if publish:
             self._publish(container, publish)
-        return self._start(name, container)
+        return self._start(name, container, aliases)
 
     def start(self) -> Stack:
         s = self.secrets
@@ -240,23 +242,46 @@ class Stack:
         if code != 0:
             raise RuntimeError(f"migrate exited {code}:\n{self.logs('migrate')}")
         self.start_scheduler()
-        # The api-server reads DAGs from the database: it needs no DAG source.
-        self.airflow("webserver", image("webserver"), "run webserver",
-                     env=self.airflow_env(source="image"), publish=8080)
+        self.start_webserver()
         for n in (1, 2):
             self.start_worker(f"worker{n}")
-        self.api_url = f"http://127.0.0.1:{published_port(self.containers['webserver'], 8080)}"
+        self.use_webserver("webserver")
         self._wait_http(self.api_url + "/api/v2/monitor/health", "webserver", timeout=300)
         for name in ("scheduler", "webserver", "worker1", "worker2"):
             self.wait_healthy(name)
         return self
 
-    def start_scheduler(self, source: str = "git") -> DockerContainer:
-        return self.airflow("scheduler", image("scheduler"),
+    def start_scheduler(self, source: str = "git", name: str = "scheduler") -> DockerContainer:
+        return self.airflow(name, image("scheduler"),
                             "run scheduler+dag-processor+triggerer", env=self.airflow_env(source))
+
+    def start_webserver(self, name: str = "webserver") -> DockerContainer:
+        """A webserver that also answers to "webserver", the name in the workers' execution
+        API URL, as every webserver task does behind one load balancer or Service Connect
+        name. The api-server reads DAGs from the database: it needs no DAG source."""
+        return self.airflow(name, image("webserver"), "run webserver",
+                            env=self.airflow_env(source="image"), publish=8080,
+                            aliases=("webserver",) if name != "webserver" else ())
+
+    def use_webserver(self, name: str) -> None:
+        """Send the test's API calls to this webserver (a login made on one is valid on
+        all: they share the JWT secret)."""
+        self.api_url = f"http://127.0.0.1:{published_port(self.containers[name], 8080)}"
 
     def start_worker(self, name: str, source: str = "git") -> DockerContainer:
         return self.airflow(name, image("worker"), "run worker", env=self.airflow_env(source))
+
+    def replace(self, name: str, start) -> None:
+        """Replace a container as an ECS rolling deployment (minimumHealthyPercent 100,
+        maximumPercent 200) does: the new one first, healthy, then the old one stopped
+        with SIGTERM and its stop timeout. `start(new_name)` starts the new container."""
+        new = f"{name}-next"
+        start(new)
+        self.wait_healthy(new)
+        docker("stop", "-t", "60", self.containers[name].get_wrapped_container().id,
+               timeout=120)
+        self.remove(name)
+        self.containers[name] = self.containers.pop(new)
 
     def remove(self, name: str) -> None:
         container = self.containers.pop(name, None)

@@ -193,6 +193,59 @@ def test_broker_restart_with_runs_in_flight(stack):
         assert stack.inspect(name)["State"]["Running"], name
 
 
+# 12
+@pytest.mark.timeout(1800)  # four replacements, each waiting for a healthy new container
+def test_two_schedulers_and_two_webservers_survive_a_rolling_deployment(stack):
+    """Two of each, as scheduler_count and webserver_count 2 deploy them; each replaced in
+    turn, new task first, as an ECS rolling deployment does, while runs are in flight. No
+    task fails or retries, and a running task's log is read through the webserver from
+    the worker's log server."""
+    stack.start_scheduler(name="scheduler2")
+    stack.start_webserver("webserver2")
+    for name in ("scheduler2", "webserver2"):
+        stack.wait_healthy(name)
+    runs = {"sleep_task": [stack.trigger("sleep_task", {"seconds": 150})]}
+    ti = stack.wait_running("sleep_task", runs["sleep_task"][0], "sleep", timeout=120)
+
+    log_path = (f"/dags/sleep_task/dagRuns/{runs['sleep_task'][0]}/taskInstances/sleep/"
+                f"logs/{ti['try_number']}?full_content=true")
+    for webserver in ("webserver", "webserver2"):
+        stack.use_webserver(webserver)
+        code, text = stack.api_text(log_path)
+        assert code == 200, text[:2000]
+        # The source line names the worker's log server: read while the task runs.
+        assert f"http://{ti['hostname']}:8793/log/" in text, text[:4000]
+    running = stack.api("GET", f"/dags/sleep_task/dagRuns/{runs['sleep_task'][0]}"
+                                "/taskInstances/sleep")
+    assert running["state"] == "running", running
+
+    runs["example_fanout"] = []
+    for name, other, start in (
+            ("webserver", "webserver2", stack.start_webserver),
+            ("webserver2", "webserver", stack.start_webserver),
+            ("scheduler", None, lambda new: stack.start_scheduler(name=new)),
+            ("scheduler2", None, lambda new: stack.start_scheduler(name=new))):
+        if other:
+            stack.use_webserver(other)
+        runs["example_fanout"].append(stack.trigger("example_fanout"))
+        stack.replace(name, start)
+        print(f"{name} replaced")
+    stack.use_webserver("webserver")
+
+    for dag_id, run_ids in runs.items():
+        for run_id in run_ids:
+            run = stack.wait_run(dag_id, run_id, timeout=300)
+            tis = stack.task_instances(dag_id, run_id)
+            assert run["state"] == "success", (dag_id, run, tis)
+            assert all(t["state"] == "success" and t["try_number"] == 1 for t in tis), [
+                (t["task_id"], t["map_index"], t["state"], t["try_number"]) for t in tis
+                if t["state"] != "success" or t["try_number"] != 1]
+    # Back to one of each for the scenarios that follow.
+    for name in ("scheduler2", "webserver2"):
+        docker("stop", "-t", "60", container_id(stack, name), timeout=120)
+        stack.remove(name)
+
+
 # 10
 def test_missing_ssm_parameter_fails_fast_and_names_it(stack):
     missing = f"{SSM_PATH}E2E_MISSING_BROKER_URL"

@@ -35,7 +35,12 @@ S3FS_ACTIONS = {"find": ["s3:ListBucket"], "_find": ["s3:ListBucket"],
                 # A URL presigned for get_object (s3fs's default client method), then fetched.
                 "_url": ["s3:GetObject"],
                 # The client that presigns when _url is gone: made, no request sent.
-                "set_session": []}
+                "set_session": [],
+                # A DAG version's manifest (entrypoint.bundles.s3), under its own prefix
+                # (AIRFLOW_ECS_DAGS_S3_MANIFEST_URI, not a deployment setting: docs/dags.md
+                # lists the grants it needs).
+                "_pipe_file": ["s3:PutObject"], "pipe_file": ["s3:PutObject"],
+                "_cat_file": ["s3:GetObject"]}
 # Actions the ECS agent checks against the task role for its task-protection endpoint.
 AGENT_ACTIONS = {"PUT": "ecs:UpdateTaskProtection", "GET": "ecs:GetTaskProtection"}
 ROLES = ("scheduler", "webserver", "worker", "migrate")
@@ -44,6 +49,7 @@ ROLES_OF = {
     "secrets.py": ROLES,  # every entrypoint resolves its secrets at start
     "programs/metrics.py": ("scheduler",),  # the metrics sidecar of the scheduler task
     "dagsync": ("scheduler", "worker"),  # the roles that read DAG files
+    "bundles": ("scheduler", "worker"),  # versioned DAGs: the dag-processor and tasks
     "worker/protection.py": ("worker",),
 }
 # Airflow's S3 task-log handler: workers write task logs, the scheduler task's triggerer
@@ -55,7 +61,8 @@ LOG_READERS = ("scheduler", "webserver", "worker")
 
 def roles_of(path: Path) -> tuple[str, ...]:
     relative = path.relative_to(RUNTIME)
-    key = relative.parts[0] if relative.parts[0] == "dagsync" else relative.as_posix()
+    key = (relative.parts[0] if relative.parts[0] in ("dagsync", "bundles")
+           else relative.as_posix())
     assert key in ROLES_OF, f"{path} calls AWS: add the roles that run it to ROLES_OF"
     return ROLES_OF[key]
 
@@ -175,7 +182,8 @@ def test_the_derivation_finds_the_calls_the_runtime_makes():
     assert boto3_actions() == {"ssm:GetParametersByPath", "ssm:GetParameters",
                                "secretsmanager:GetSecretValue", "cloudwatch:PutMetricData",
                                "ecs:DescribeServices"}
-    assert s3fs_actions() == {"s3:ListBucket", "s3:GetObject"}
+    # PutObject: the versioned S3 bundle's manifests (entrypoint.bundles.s3).
+    assert s3fs_actions() == {"s3:ListBucket", "s3:GetObject", "s3:PutObject"}
     assert agent_actions() == {"ecs:UpdateTaskProtection", "ecs:GetTaskProtection"}
 
 

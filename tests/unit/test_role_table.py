@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from entrypoint import checks, cli, config, rolenames, roles, waits
-from entrypoint.probe import health
 from entrypoint.airflow_names import (
     API_SECRET_KEY,
     BROKER_URL,
@@ -27,6 +26,7 @@ from entrypoint.airflow_names import (
     JWT_SECRET,
     RESULT_BACKEND,
 )
+from entrypoint.probe import health
 from entrypoint.rolenames import (
     DB,
     EXECUTION_API,
