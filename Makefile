@@ -124,7 +124,7 @@ demo: ## trigger example_fanout through the REST API and show which worker ran e
 SETTINGS ?= task-definitions/settings/example.json
 
 .PHONY: task-definitions
-task-definitions: venv ## render and validate the ECS task, service, scaling and IAM JSON into build/task-definitions/ (SETTINGS=file)
+task-definitions: venv ## render and validate the ECS task, service, scaling and IAM JSON and their CloudFormation template into build/task-definitions/ (SETTINGS=file)
 	$(VENV)/bin/airflow-ecs render --settings $(SETTINGS)
 
 .PHONY: deploy
