@@ -3,7 +3,9 @@ task definition registers and reads back as rendered, the migrate task runs to
 completion before the services are created, a second deploy updates them in place, and a
 failed migration stops the rollout."""
 
+import ast
 import json
+import re
 from pathlib import Path
 
 import boto3
@@ -204,3 +206,131 @@ def test_rendered_files_are_accepted_by_the_aws_cli_as_they_are(tmp_path, aws_se
     reply = run("ecs", "create-service", "--cli-input-json",
                 f"file://{out / 'services' / 'worker.json'}")
     assert reply["service"]["serviceName"] == "airflow-worker"
+
+
+# --- the CloudFormation stack --------------------------------------------------------------
+
+SETTINGS_FILES = sorted((ROOT / "task-definitions" / "settings").glob("*.json"))
+# moto 5.2's CloudFormation has no model of these types: it skips them with a warning and
+# the stack completes without them. tests/unit/test_cloudformation.py lints them instead.
+MOTO_SKIPS = {"AWS::ServiceDiscovery::HttpNamespace", "AWS::EC2::SecurityGroupEgress",
+              "AWS::ApplicationAutoScaling::ScalableTarget",
+              "AWS::ApplicationAutoScaling::ScalingPolicy", "AWS::CloudWatch::Alarm"}
+
+
+@pytest.fixture
+def stack_aws(monkeypatch):
+    """moto in-process with a VPC, two private and two public subnets in two zones and an
+    ACM certificate. Also supplied here, where moto's CloudFormation falls short of AWS's:
+    the ENI attribute RunTask reads (as in `aws`); an updated task definition's keys in
+    the ECS API's spelling, as moto gives a created one; and list parameters read back as
+    CloudFormation writes them, comma-separated."""
+    from moto import mock_aws
+    from moto.cloudformation.models import Stack
+    from moto.core.utils import pascal_to_camelcase, remap_nested_keys
+    from moto.ec2.models.elastic_network_interfaces import NetworkInterface
+    from moto.ecs.models import TaskDefinition
+
+    monkeypatch.setattr(NetworkInterface, "private_dns_name", property(
+        lambda eni: f"ip-{eni.private_ip_address.replace('.', '-')}.{REGION}.compute.internal"),
+        raising=False)
+    update = TaskDefinition.update_from_cloudformation_json.__func__
+
+    def update_in_api_spelling(cls, original_resource, new_resource_name, cloudformation_json,
+                               account_id, region_name):
+        props = dict(cloudformation_json["Properties"])
+        for key in ("ContainerDefinitions", "Volumes"):
+            props[key] = remap_nested_keys(props.get(key, []), pascal_to_camelcase)
+        return update(cls, original_resource, new_resource_name,
+                      {**cloudformation_json, "Properties": props}, account_id, region_name)
+
+    monkeypatch.setattr(TaskDefinition, "update_from_cloudformation_json",
+                        classmethod(update_in_api_spelling))
+    listed = Stack.parameter_list.fget
+    monkeypatch.setattr(Stack, "parameter_list", property(lambda stack: [
+        {**p, "ParameterValue": ",".join(p["ParameterValue"])
+         if isinstance(p["ParameterValue"], list) else p["ParameterValue"]}
+        for p in listed(stack)]))
+    with mock_aws():
+        client = lambda service: boto3.client(service, region_name=REGION)  # noqa: E731
+        ec2 = client("ec2")
+        vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.9.{i}.0/24",
+                                     AvailabilityZone=f"{REGION}{zone}")["Subnet"]["SubnetId"]
+                   for i, zone in enumerate("abab")]
+        certificate = client("acm").request_certificate(
+            DomainName="airflow.example.com")["CertificateArn"]
+        client.stack = {"vpc_id": vpc, "subnets": subnets[:2], "public_subnets": subnets[2:],
+                        "certificate_arn": certificate}
+        yield client
+
+
+def stack_settings(tmp_path, aws, source=EXAMPLE, **overrides) -> Path:
+    path = tmp_path / "stack-settings.json"
+    data = {**source, **aws.stack, "cloudformation_stack": "airflow", "poll_seconds": 1,
+            **overrides}
+    data.pop("security_groups", None)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("path", SETTINGS_FILES, ids=lambda p: p.name)
+def test_the_template_of_each_settings_file_creates_on_moto(tmp_path, stack_aws, path):
+    import warnings
+
+    from entrypoint.tools.ecs import cloudformation
+
+    aws = stack_aws
+    rendered = render.render(stack_settings(tmp_path, aws, json.loads(path.read_text())), {})
+    cf = aws("cloudformation")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cf.create_stack(StackName="airflow", TemplateBody=json.dumps(rendered.stack),
+                        Capabilities=["CAPABILITY_NAMED_IAM"], Parameters=[
+                            {"ParameterKey": k, "ParameterValue": v}
+                            for k, v in cloudformation.parameter_values(
+                                rendered.settings).items()])
+    [stack] = cf.describe_stacks(StackName="airflow")["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    skipped = {m.group(1) for w in caught
+               if (m := re.search(r"parse (\S+) but it's not supported", str(w.message)))}
+    types = {r["Type"] for r in rendered.stack["Resources"].values()}
+    assert skipped == MOTO_SKIPS & types == MOTO_SKIPS
+
+    s, docs = rendered.settings, rendered.documents
+    ecs = aws("ecs")
+    [cluster] = ecs.describe_clusters(clusters=[s["cluster"]])["clusters"]
+    assert cluster["status"] == "ACTIVE"
+    names = [f"{s['name']}-{role}" for role in ("scheduler", "webserver", "worker")]
+    services = ecs.describe_services(cluster=s["cluster"], services=names)["services"]
+    assert sorted(x["serviceName"] for x in services) == names
+    for role in ("scheduler", "webserver", "worker", "migrate"):
+        stored = ecs.describe_task_definition(taskDefinition=f"{s['name']}-{role}")[
+            "taskDefinition"]
+        assert subset_differences(docs[f"{role}.json"]["containerDefinitions"],
+                                  stored["containerDefinitions"]) == [], role
+    iam = aws("iam")
+    for role in ("scheduler", "webserver", "worker", "migrate"):
+        name = s[f"{role}_task_role_arn"].rsplit("/", 1)[1]
+        policy = iam.get_role_policy(RoleName=name, PolicyName="airflow-ecs")["PolicyDocument"]
+        if isinstance(policy, str):  # moto keeps a stack's inline policy as Python's text
+            policy = ast.literal_eval(policy)
+        # The stack's resources under the names the settings give them: the same policy.
+        assert policy == docs[f"iam/task-role-policy-{role}.json"], role
+    [group] = aws("logs").describe_log_groups(logGroupNamePrefix=s["log_group"])["logGroups"]
+    assert group["retentionInDays"] == s["log_retention_days"]
+    elb = aws("elbv2")
+    [target_group] = elb.describe_target_groups()["TargetGroups"]
+    assert (target_group["HealthCheckPath"], target_group["Port"]) == (
+        cloudformation.WEBSERVER_HEALTH_PATH, s["api_port"])
+    [listener] = elb.describe_listeners(LoadBalancerArn=target_group["LoadBalancerArns"][0])[
+        "Listeners"]
+    assert (listener["Protocol"], listener["Port"]) == ("HTTPS", 443)
+    groups = {g["GroupName"]: g for g in aws("ec2").describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [s["vpc_id"]]}])["SecurityGroups"]}
+    by_id = {g["GroupId"]: name.split("-")[-2] for name, g in groups.items()
+             if "SecurityGroup" in name}
+    web = next(g for name, g in groups.items() if "WebserverSecurityGroup" in name)
+    assert sorted((by_id.get(pair["GroupId"]), rule["FromPort"])
+                  for rule in web["IpPermissions"] for pair in rule["UserIdGroupPairs"]) == [
+        ("LoadBalancerSecurityGroup", 8080), ("WorkerSecurityGroup", 8080)]
