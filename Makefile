@@ -128,7 +128,7 @@ task-definitions: venv ## render and validate the ECS task, service, scaling and
 	$(VENV)/bin/airflow-ecs render --settings $(SETTINGS)
 
 .PHONY: deploy
-deploy: venv ## register the task definitions, run the migrate task, then create or update the services (SETTINGS=file)
+deploy: venv ## register the task definitions, run the migrate task, then create or update the services, or the CloudFormation stack with cloudformation_stack set (SETTINGS=file)
 	$(VENV)/bin/airflow-ecs deploy --settings $(SETTINGS)
 
 .PHONY: machine-deps
