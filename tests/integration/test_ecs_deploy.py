@@ -286,11 +286,15 @@ def test_the_template_of_each_settings_file_creates_on_moto(tmp_path, stack_aws,
     from entrypoint.tools.ecs import cloudformation
 
     aws = stack_aws
-    rendered = render.render(stack_settings(tmp_path, aws, json.loads(path.read_text())), {})
+    settings = stack_settings(tmp_path, aws, json.loads(path.read_text()))
+    rendered = render.render(settings, {})
+    render.render_all(settings, {}, tmp_path / "out")
     cf = aws("cloudformation")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cf.create_stack(StackName="airflow", TemplateBody=json.dumps(rendered.stack),
+        # The file as written, as `aws cloudformation deploy --template-file` sends it.
+        body = (tmp_path / "out" / "cloudformation.json").read_text()
+        cf.create_stack(StackName="airflow", TemplateBody=body,
                         Capabilities=["CAPABILITY_NAMED_IAM"], Parameters=[
                             {"ParameterKey": k, "ParameterValue": v}
                             for k, v in cloudformation.parameter_values(
@@ -552,3 +556,34 @@ def test_cli_deploy_creates_the_stack_against_the_endpoint_url(tmp_path, aws_ser
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     assert len(aws("ecs").list_services(cluster="stacked")["serviceArns"]) == 3
     assert (tmp_path / "o" / "cloudformation.json").exists()
+
+
+def test_the_written_template_deploys_with_aws_cloudformation_deploy(tmp_path, aws_server):
+    """By hand, as docs/deploy.md shows it: the file as written, no S3 bucket."""
+    import os
+    import subprocess
+    import sys
+
+    aws = aws_server
+    ec2 = aws("ec2")
+    vpc = ec2.describe_subnets(SubnetIds=[aws.subnet])["Subnets"][0]["VpcId"]
+    public = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.8.{i}.0/24",
+                                AvailabilityZone=f"{REGION}{zone}")["Subnet"]["SubnetId"]
+              for i, zone in ((4, "a"), (5, "b"))]
+    certificate = aws("acm").request_certificate(DomainName="airflow.example.com")[
+        "CertificateArn"]
+    out = tmp_path / "out"
+    render.render_all(settings_file(tmp_path, aws, cluster="by-hand"), {}, out)
+    env = {**os.environ, "AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "x",
+           "AWS_SECRET_ACCESS_KEY": "y"}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "aws"), "--endpoint-url", aws.url,
+         "cloudformation", "deploy", "--stack-name", "by-hand",
+         "--template-file", str(out / "cloudformation.json"),
+         "--capabilities", "CAPABILITY_NAMED_IAM", "--parameter-overrides", f"VpcId={vpc}",
+         f"PublicSubnetIds={','.join(public)}", f"CertificateArn={certificate}"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [stack] = aws("cloudformation").describe_stacks(StackName="by-hand")["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    assert len(aws("ecs").list_services(cluster="by-hand")["serviceArns"]) == 3

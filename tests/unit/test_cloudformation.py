@@ -56,6 +56,7 @@ def test_cfn_lint_finds_nothing_in_the_template_of_each_settings_file(path):
 @pytest.mark.parametrize("data", [EVERYTHING, CHINA], ids=["every-stack-setting", "aws-cn"])
 def test_cfn_lint_finds_nothing_with_every_stack_setting_or_another_partition(tmp_path, data):
     rendered = stack_of(tmp_path, data)
+    assert len(cloudformation.body(rendered.stack).encode()) <= cloudformation.BODY_LIMIT
     matches = lint(json.dumps(rendered.stack), config=ManualArgs(
         regions=[data["region"]], include_checks=["I"]))
     assert [f"{m.rule.id} {m.message}" for m in matches] == []
@@ -67,6 +68,8 @@ def test_render_writes_the_template_and_the_same_settings_give_the_same_bytes(tm
     [a] = [p for p in first if p.name == "cloudformation.json"]
     [b] = [p for p in second if p.name == "cloudformation.json"]
     assert a.read_bytes() == b.read_bytes()
+    # Sent as it is, or deployed with `aws cloudformation deploy --template-file`.
+    assert len(a.read_bytes()) <= cloudformation.BODY_LIMIT
     assert json.loads(a.read_text()) == render.render(EXAMPLE, {}).stack
     other = render.render(EXAMPLE, {"AIRFLOW_ECS_DEPLOY_IMAGE_TAG": "0.1.1"}).stack
     assert other != json.loads(a.read_text())

@@ -15,6 +15,7 @@ random names): a stack update changes only what the settings or templates change
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ from entrypoint.errors import ConfigError
 from entrypoint.tools.ecs.settings import BY_NAME, ROLES
 
 FILE = "cloudformation.json"
+# The largest template CloudFormation takes in a request (TemplateBody, or `aws
+# cloudformation deploy --template-file` without an S3 bucket).
+BODY_LIMIT = 51_200
 POLICY_NAME = "airflow-ecs"
 HTTPS_PORT = 443
 REDIS_PORT = 6379
@@ -89,6 +93,12 @@ CONDITIONS = {"HasRedisSecurityGroup": "RedisSecurityGroupId",
               "HasDatabaseSecurityGroup": "DatabaseSecurityGroupId",
               "HasDatabaseInstance": "DatabaseInstanceIdentifier",
               "HasAlarmTopic": "AlarmTopicArn"}
+
+
+def body(stack: Mapping[str, Any]) -> str:
+    """The template as it is written and sent: without indentation, which would take it
+    past BODY_LIMIT (`jq . cloudformation.json` reads it indented)."""
+    return json.dumps(stack, separators=(",", ":")) + "\n"
 
 
 def parameter_values(s: Mapping[str, Any]) -> dict[str, str]:

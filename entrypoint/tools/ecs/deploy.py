@@ -26,8 +26,6 @@ from entrypoint.tools.ecs import cloudformation
 from entrypoint.tools.ecs.render import TEMPLATES, Rendered, render, write
 
 log = logging.getLogger("airflow-ecs")
-# The largest template CloudFormation takes in the request itself (TemplateBody).
-TEMPLATE_BODY_LIMIT = 51_200
 CAPABILITIES = ["CAPABILITY_NAMED_IAM"]  # the roles have names: the policies name them
 NO_CHANGES = ("didn't contain changes", "No updates are to be performed")
 # Stack states no change set can leave, and the way out of each.
@@ -232,10 +230,11 @@ def _change_stack(cf: Any, s: Mapping[str, Any], template: Mapping[str, Any], ex
     from botocore.exceptions import ClientError, WaiterError
 
     name = s["cloudformation_stack"]
-    body = json.dumps(template, separators=(",", ":"))
-    if len(body.encode()) > TEMPLATE_BODY_LIMIT:
+    body = cloudformation.body(template)
+    if len(body.encode()) > cloudformation.BODY_LIMIT:
         raise DeployError(f"the template of stack {name} is {len(body.encode())} bytes, more "
-                          f"than the {TEMPLATE_BODY_LIMIT} CloudFormation takes in a request")
+                          f"than the {cloudformation.BODY_LIMIT} CloudFormation takes in a "
+                          "request")
     wait = {"Delay": s["poll_seconds"],
             "MaxAttempts": max(1, math.ceil(s["stack_timeout"] / s["poll_seconds"]))}
     token = f"airflow-ecs-{uuid.uuid4().hex}"

@@ -152,7 +152,8 @@ def write(rendered: Rendered, out_dir: Path) -> list[Path]:
     for relative, doc in sorted(rendered.documents.items()):
         path = out_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(doc, indent=2) + "\n")
+        path.write_text(cloudformation.body(doc) if relative == cloudformation.FILE
+                        else json.dumps(doc, indent=2) + "\n")
         written.append(path)
     return written
 
