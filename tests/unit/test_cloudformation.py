@@ -445,3 +445,21 @@ def test_before_the_migration_existing_services_stay_on_the_task_definitions_the
         stack["Resources"]["WorkerTaskDefinition"]
     assert stack["Resources"]["WorkerService"]["Properties"]["TaskDefinition"] == {
         "Ref": "WorkerTaskDefinition"}
+
+
+def test_a_name_is_replaced_only_where_it_names_the_resource(tmp_path):
+    # The log group named as the deployment: the tags, the namespace and the metric's
+    # dimensions still say "airflow", only the awslogs driver's option refers to the group.
+    stack = stack_of(tmp_path, {**BASE, "log_group": "airflow"}).stack
+    resources = stack["Resources"]
+    worker = resources["WorkerTaskDefinition"]["Properties"]
+    assert worker["ContainerDefinitions"][0]["LogConfiguration"]["Options"][
+        "awslogs-group"] == {"Ref": "LogGroup"}
+    assert worker["Tags"] == [{"Key": "airflow-ecs:deployment", "Value": "airflow"}]
+    service = resources["WorkerService"]["Properties"]
+    assert service["ServiceConnectConfiguration"]["Namespace"] == "airflow"
+    assert "DesiredCount" not in service
+    dimensions = resources["WorkerScalingPolicy"]["Properties"][
+        "TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]["Dimensions"]
+    assert dimensions == [{"Name": "Cluster", "Value": "airflow"},
+                          {"Name": "Service", "Value": "airflow-worker"}]

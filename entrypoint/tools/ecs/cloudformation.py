@@ -2,8 +2,12 @@
 
 Built from the documents `render` has just filled and validated, with no templates of
 its own: the stack's task definitions, services, worker scaling and IAM policies are the
-rendered JSON files, their keys spelt as CloudFormation spells them, and every ARN or
-name of a resource the stack creates turned into a Ref or Fn::GetAtt of that resource.
+rendered JSON files, their keys spelt as CloudFormation spells them, and the ARNs and
+names by which they point at a resource the stack creates (roles, log group, cluster,
+target group, task definitions, subnets, security groups) turned into a Ref, Fn::GetAtt
+or Fn::Sub of that resource. The stack gives its resources the names the settings give
+them (cluster, services, families, roles, namespace), so the names the documents carry
+as plain values (the metrics container's environment, the metric's dimensions) hold.
 Around them the stack creates what the API path of `deploy` expects to exist: the
 cluster and its Service Connect namespace, the log group, the IAM roles, one security
 group per role holding only the rules that role's connections need, the load balancer,
@@ -206,8 +210,8 @@ def template(s: Mapping[str, Any], documents: Mapping[str, Any]) -> dict[str, An
                         "balancer forwards to")
     if problems:
         raise ConfigError([f"{FILE}: {p}" for p in problems])
-    documents = {key: _with_references(doc, _reference_table(s, roles), _prefix_table(s))
-                 for key, doc in documents.items()}
+    refs = _References(_reference_table(s, roles), _prefix_table(s), s["log_group"])
+    documents = {key: refs.put(doc) for key, doc in documents.items()}
     tds = {r.name: documents[f"{r.name}.json"] for r in roles.values()}
     tags = [{"Key": t["key"], "Value": t["value"]}
             for t in next(iter(tds.values())).get("tags", [])]
@@ -575,12 +579,12 @@ def _outputs(s: Mapping[str, Any], roles: Mapping[str, Role]) -> dict[str, Any]:
 
 
 def _reference_table(s: Mapping[str, Any], roles: Mapping[str, Role]) -> dict[str, Any]:
-    """What the rendered documents name by value, and the reference the stack puts
-    instead: the resources it creates under those names."""
+    """The ARNs the rendered documents name, and the reference the stack puts instead:
+    the resources it creates under them. (An ARN names one thing only; a name alone
+    may equal another value, and is replaced where it stands instead.)"""
     table: dict[str, Any] = {
         s["execution_role_arn"]: {"Fn::GetAtt": ["ExecutionRole", "Arn"]},
         target_group_placeholder(s): {"Ref": "TargetGroup"},
-        s["log_group"]: {"Ref": "LogGroup"},
         (f"arn:{s['partition']}:logs:{s['region']}:{s['account_id']}:log-group:"
          f"{s['log_group']}:*"): {"Fn::GetAtt": ["LogGroup", "Arn"]},
     }
@@ -597,18 +601,27 @@ def _prefix_table(s: Mapping[str, Any]) -> dict[str, str]:
             for kind in ("service", "task")}
 
 
-def _with_references(node: Any, table: Mapping[str, Any], prefixes: Mapping[str, str]) -> Any:
-    if isinstance(node, dict):
-        return {k: _with_references(v, table, prefixes) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_with_references(v, table, prefixes) for v in node]
-    if isinstance(node, str):
-        if node in table:
-            return table[node]
-        for prefix, sub in prefixes.items():
+@dataclass(frozen=True)
+class _References:
+    arns: Mapping[str, Any]  # whole ARNs: the reference instead
+    prefixes: Mapping[str, str]  # ARN beginnings: the same in Fn::Sub's terms
+    log_group: str  # the log group's name, where the awslogs driver names it
+
+    def put(self, node: Any, key: str = "") -> Any:
+        if isinstance(node, dict):
+            return {k: self.put(v, k) for k, v in node.items()}
+        if isinstance(node, list):
+            return [self.put(v) for v in node]
+        if not isinstance(node, str):
+            return node
+        if key == "awslogs-group" and node == self.log_group:
+            return {"Ref": "LogGroup"}
+        if node in self.arns:
+            return self.arns[node]
+        for prefix, sub in self.prefixes.items():
             if node.startswith(prefix):
                 return {"Fn::Sub": sub + node[len(prefix):]}
-    return node
+        return node
 
 
 def references(node: Any) -> Iterator[str]:
