@@ -124,11 +124,11 @@ demo: ## trigger example_fanout through the REST API and show which worker ran e
 SETTINGS ?= task-definitions/settings/example.json
 
 .PHONY: task-definitions
-task-definitions: venv ## render and validate the ECS task, service, scaling and IAM JSON into build/task-definitions/ (SETTINGS=file)
+task-definitions: venv ## render and validate the ECS task, service, scaling and IAM JSON and their CloudFormation template into build/task-definitions/ (SETTINGS=file)
 	$(VENV)/bin/airflow-ecs render --settings $(SETTINGS)
 
 .PHONY: deploy
-deploy: venv ## register the task definitions, run the migrate task, then create or update the services (SETTINGS=file)
+deploy: venv ## register the task definitions, run the migrate task, then create or update the services, or the CloudFormation stack with cloudformation_stack set (SETTINGS=file)
 	$(VENV)/bin/airflow-ecs deploy --settings $(SETTINGS)
 
 .PHONY: machine-deps

@@ -9,6 +9,9 @@ Layout of the templates (the output mirrors it):
     task-definitions/iam/*.json         IAM policy documents; task-role-policy.json is
                                         rendered once per role, as
                                         iam/task-role-policy-ROLE.json
+    (no template)                       cloudformation.json: all of the above as one
+                                        CloudFormation stack (cloudformation.py), with
+                                        the resources the API path expects to exist
 
 Nothing is written unless every file renders and validates; the problems of all
 files are reported together.
@@ -23,7 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.errors import ConfigError
-from entrypoint.tools.ecs import environment, healthcheck, settings, template, validate
+from entrypoint.tools.ecs import (
+    cloudformation,
+    environment,
+    healthcheck,
+    settings,
+    template,
+    validate,
+)
 
 TEMPLATES = Path(__file__).resolve().parents[3] / "task-definitions"
 TASK_ROLE_POLICY = "task-role-policy"
@@ -37,7 +47,12 @@ class Rendered:
     documents: dict[str, Any]
 
     def task_definitions(self) -> dict[str, dict[str, Any]]:
-        return {k: v for k, v in self.documents.items() if "/" not in k}
+        return {k: v for k, v in self.documents.items()
+                if "/" not in k and k != cloudformation.FILE}
+
+    @property
+    def stack(self) -> dict[str, Any]:
+        return dict(self.documents[cloudformation.FILE])
 
     def of_kind(self, folder: str) -> dict[str, Any]:
         return {k: v for k, v in self.documents.items() if k.startswith(folder + "/")}
@@ -45,8 +60,19 @@ class Rendered:
 
 def render(settings_file: Path | None, env: Mapping[str, str],
            templates: Path = TEMPLATES) -> Rendered:
-    """Fill and validate every template; raise ConfigError listing every problem."""
+    """Fill and validate every template, then build the CloudFormation template from the
+    same templates; raise ConfigError listing every problem."""
     values = settings.load(settings_file, env)
+    docs = _documents(values, templates)
+    # The stack makes the webserver's target group: its template is built from a rendering
+    # that names a stand-in for it, which becomes a reference to the stack's own.
+    stack_docs = _documents({**values, "target_group_arn":
+                             cloudformation.target_group_placeholder(values)}, templates)
+    docs[cloudformation.FILE] = cloudformation.template(values, stack_docs)
+    return Rendered(values, docs)
+
+
+def _documents(values: Mapping[str, Any], templates: Path) -> dict[str, Any]:
     base = environment.template_values(values)
     problems: list[str] = []
     docs: dict[str, Any] = {}
@@ -109,7 +135,7 @@ def render(settings_file: Path | None, env: Mapping[str, str],
                 problems.extend(validate.iam_policy(doc, source, values["partition"]))
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))  # a per-role template's once
-    return Rendered(values, docs)
+    return docs
 
 
 def render_all(settings_file: Path | None, env: Mapping[str, str], out_dir: Path,
@@ -126,7 +152,8 @@ def write(rendered: Rendered, out_dir: Path) -> list[Path]:
     for relative, doc in sorted(rendered.documents.items()):
         path = out_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(doc, indent=2) + "\n")
+        path.write_text(cloudformation.body(doc) if relative == cloudformation.FILE
+                        else json.dumps(doc, indent=2) + "\n")
         written.append(path)
     return written
 

@@ -10,6 +10,7 @@ and prefix of an S3 URI, ...) are computed here, in one place.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import re
 from collections.abc import Mapping
@@ -85,7 +86,9 @@ DEPLOY_SETTINGS: tuple[DeploySetting, ...] = (
                   "s3://BUCKET/PREFIX/ for task logs: workers are ephemeral, their disks too."),
     DeploySetting("log_group", "text", "", "CloudWatch log group; empty: /ecs/NAME."),
     DeploySetting("subnets", "list", REQUIRED, "Private subnets of the tasks."),
-    DeploySetting("security_groups", "list", REQUIRED, "Security groups of the tasks."),
+    DeploySetting("security_groups", "list", [],
+                  "Security groups of the tasks (required unless cloudformation_stack is set: "
+                  "the stack makes its own)."),
     DeploySetting("assign_public_ip", "text", "DISABLED", "ENABLED or DISABLED."),
     DeploySetting("target_group_arn", "text", "",
                   "ALB target group of the webserver (health check path /api/v2/monitor/health); "
@@ -118,6 +121,44 @@ DEPLOY_SETTINGS: tuple[DeploySetting, ...] = (
                   "concurrency keeps every slot busy."),
     DeploySetting("metrics_namespace", "text", "AirflowEcs",
                   "CloudWatch namespace of the metrics."),
+    DeploySetting("cloudformation_stack", "text", "",
+                  "CloudFormation stack `deploy` creates or updates from "
+                  "build/task-definitions/cloudformation.json; empty: `deploy` calls the ECS and "
+                  "Application Auto Scaling APIs instead."),
+    DeploySetting("vpc_id", "text", "",
+                  "VPC of the subnets (the stack's VpcId; required with cloudformation_stack)."),
+    DeploySetting("public_subnets", "list", [],
+                  "Subnets of the stack's internet-facing load balancer, in two zones or more "
+                  "(PublicSubnetIds; required with cloudformation_stack)."),
+    DeploySetting("certificate_arn", "text", "",
+                  "ACM certificate of the stack's HTTPS listener (CertificateArn; required with "
+                  "cloudformation_stack)."),
+    DeploySetting("load_balancer_cidr", "text", "0.0.0.0/0",
+                  "Addresses the stack's load balancer takes HTTPS from "
+                  "(LoadBalancerIngressCidr)."),
+    DeploySetting("redis_security_group", "text", "",
+                  "Security group of the Redis: the stack lets the tasks that use Redis in on "
+                  "6379 (RedisSecurityGroupId); empty: add that rule yourself, for the stack's "
+                  "RedisClientSecurityGroups output."),
+    DeploySetting("database_security_group", "text", "",
+                  "Security group of the database: the stack lets every task in on 5432 "
+                  "(DatabaseSecurityGroupId); empty: add that rule yourself, for the stack's "
+                  "DatabaseClientSecurityGroups output."),
+    DeploySetting("database_instance", "text", "",
+                  "RDS instance identifier of the metadata database: the stack alarms on its "
+                  "connections (DatabaseInstanceIdentifier); empty: no such alarm."),
+    DeploySetting("database_connections_threshold", "int", 0,
+                  "Connections above which that alarm fires, below the instance's "
+                  "max_connections (DatabaseConnectionsThreshold; required with "
+                  "database_instance)."),
+    DeploySetting("alarm_topic_arn", "text", "",
+                  "SNS topic the stack's alarms notify (AlarmTopicArn); empty: they notify no "
+                  "one."),
+    DeploySetting("log_retention_days", "int", 30,
+                  "Days the stack's log group keeps the containers' logs (one of CloudWatch "
+                  "Logs' retention periods)."),
+    DeploySetting("stack_timeout", "int", 3600,
+                  "Seconds `deploy` waits for each change of the stack to finish."),
     DeploySetting("migrate_timeout", "int", 900, "Seconds `deploy` waits for the migrate task."),
     DeploySetting("poll_seconds", "int", 6, "Seconds between `deploy`'s status polls."),
 )
@@ -129,6 +170,11 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,30}$")
 _SSM = re.compile(r"^/[A-Za-z0-9_.\-/]*/$")
 _SSM_NAME = re.compile(r"^/[A-Za-z0-9_.\-/]*[A-Za-z0-9_.\-]$")
+_STACK = re.compile(r"^[A-Za-z][A-Za-z0-9\-]{0,127}$")
+_DB_INSTANCE = re.compile(r"^[A-Za-z](?:-?[A-Za-z0-9])*$")
+# The periods CloudWatch Logs accepts as a log group's retention.
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096,
+                      1827, 2192, 2557, 2922, 3288, 3653)
 
 
 def load(settings_file: Path | None, env: Mapping[str, str]) -> dict[str, Any]:
@@ -245,7 +291,41 @@ def _check(v: dict[str, Any], origin: dict[str, str], settings_file: Path | None
     need(v["assign_public_ip"] in ("ENABLED", "DISABLED"), "assign_public_ip",
          "must be ENABLED or DISABLED")
     need(bool(v["subnets"]), "subnets", "must name at least one subnet")
-    need(bool(v["security_groups"]), "security_groups", "must name at least one security group")
+    stack = v["cloudformation_stack"]
+    need(bool(v["security_groups"]) or bool(stack), "security_groups",
+         "must name at least one security group (or set cloudformation_stack: the stack "
+         "makes the tasks' groups)")
+    need(not stack or bool(_STACK.match(stack)), "cloudformation_stack",
+         "must be a stack name: a letter, then letters, digits or - (128 at most)")
+    need(not v["vpc_id"] or bool(re.fullmatch(r"vpc-[0-9a-f]{8,17}", v["vpc_id"])), "vpc_id",
+         "must be a VPC id, e.g. vpc-0a1b2c3d4e5f60000")
+    need(all(re.fullmatch(r"subnet-[0-9a-f]{8,17}", x) for x in v["public_subnets"]),
+         "public_subnets", "must be subnet ids, e.g. subnet-0a1b2c3d4e5f60004")
+    for key in ("redis_security_group", "database_security_group"):
+        need(not v[key] or bool(re.fullmatch(r"sg-[0-9a-f]{8,17}", v[key])), key,
+             "must be empty or a security group id, e.g. sg-0a1b2c3d4e5f60005")
+    need(not v["database_instance"] or (len(v["database_instance"]) <= 63 and
+                                        bool(_DB_INSTANCE.match(v["database_instance"]))),
+         "database_instance", "must be empty or an RDS instance identifier (a letter, then "
+         "letters, digits or single hyphens, 63 at most)")
+    need(v["database_connections_threshold"] >= (1 if v["database_instance"] else 0),
+         "database_connections_threshold",
+         "must be at least 1 with database_instance: set it below the instance's "
+         "max_connections")
+    try:
+        cidr = ipaddress.IPv4Network(v["load_balancer_cidr"])
+    except ValueError:
+        cidr = None
+    need(cidr is not None and str(cidr) == v["load_balancer_cidr"], "load_balancer_cidr",
+         "must be an IPv4 network such as 0.0.0.0/0 or 203.0.113.0/24 (no host bits set)")
+    need(v["log_retention_days"] in LOG_RETENTION_DAYS, "log_retention_days",
+         f"must be one of CloudWatch Logs' periods: {', '.join(map(str, LOG_RETENTION_DAYS))}")
+    if stack:
+        for key in ("vpc_id", "certificate_arn"):
+            need(bool(v[key]), key, f"is required with cloudformation_stack {stack!r}")
+        need(len(v["public_subnets"]) >= 2, "public_subnets",
+             f"must name two subnets or more, in different zones, with cloudformation_stack "
+             f"{stack!r} (the load balancer's)")
     need(v["worker_min_count"] >= 1, "worker_min_count",
          "must be at least 1: the backlog per worker can't scale a service out from 0")
     need(v["worker_max_count"] >= v["worker_min_count"], "worker_max_count",
@@ -270,12 +350,15 @@ def _check(v: dict[str, Any], origin: dict[str, str], settings_file: Path | None
              f"is {allowance} s, longer than ECS's health check can wait "
              f"({healthcheck.longest_allowance()} s)")
     partition = partition_of(v["region"])
-    for key, service in (("kms_key_arn", "kms"), ("target_group_arn", "elasticloadbalancing")):
+    for key, service in (("kms_key_arn", "kms"), ("target_group_arn", "elasticloadbalancing"),
+                         ("certificate_arn", "acm"), ("alarm_topic_arn", "sns")):
         need(not v[key] or v[key].startswith(f"arn:{partition}:{service}:{v['region']}:"),
              key, f"must be an ARN of the region's partition: arn:{partition}:{service}:"
              f"{v['region']}:...")
     need(v["poll_seconds"] >= 1, "poll_seconds", "must be at least 1")
     need(v["migrate_timeout"] >= v["poll_seconds"], "migrate_timeout",
+         "must be at least poll_seconds")
+    need(v["stack_timeout"] >= v["poll_seconds"], "stack_timeout",
          "must be at least poll_seconds")
     return problems
 
