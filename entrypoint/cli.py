@@ -142,8 +142,9 @@ def _strip_dashes(args: list[str]) -> list[str]:
 
 def _health_args(argv: Sequence[str]) -> SimpleNamespace | None:
     """`health ROLE` without building the whole parser: ECS and Docker run the probe
-    every 30 s in every container, and the parser is a tenth of a scheduler probe's
-    CPU. Anything else (options, a bad role) goes through the parser and its errors."""
+    every 30 s in every container, and building the parser is CPU each probe would pay
+    (BENCHMARKS.md, import costs). Anything else (options, a bad role) goes through the
+    parser and its errors."""
     if len(argv) != 2 or argv[0] != "health" or argv[1].startswith("-"):
         return None
     from entrypoint.rolenames import parse_role

@@ -131,7 +131,7 @@ def _common(settings: Settings, refresh: str) -> list[Default]:
 def _scratch_dir() -> Path:
     # /tmp is a writable scratch volume in every task definition; the root
     # filesystem is read-only.
-    import tempfile  # here, not at the top: ~6 ms of every start-up otherwise
+    import tempfile  # here: every start-up would pay it (BENCHMARKS.md, import costs)
 
     return Path(tempfile.gettempdir()) / "airflow-ecs"
 

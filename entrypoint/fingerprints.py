@@ -30,7 +30,7 @@ REDIS_KEY = "airflow-ecs:key-fingerprints"
 
 
 def fingerprint(name: str, value: str) -> str:
-    import hashlib  # here, not at the top: OpenSSL's load costs every start-up ~5 ms
+    import hashlib  # here: OpenSSL's load, every start-up (BENCHMARKS.md, import costs)
 
     digest = hashlib.sha256(b"airflow-ecs key fingerprint\0" + name.encode() + b"\0"
                             + value.encode())

@@ -35,8 +35,8 @@ def kombu_without_plugins() -> Iterator[None]:
 
     At import, kombu.serialization and kombu.matcher each read the entry points
     of every installed distribution (hundreds, with Airflow) for third-party
-    serializers and matchers: ~50 ms, a tenth of the worker probe, spent on
-    plugins a JSON ping never uses. kombu asks through one function,
+    serializers and matchers (BENCHMARKS.md, import costs: a sizeable part of
+    the worker probe), spent on plugins a JSON ping never uses. kombu asks through one function,
     kombu.utils.compat.entrypoints, only at import time; it answers "none" here.
     That function is internal to kombu (entrypoint.private_apis): where it is
     missing or changed, kombu is imported as it is, plugins searched.

@@ -1,7 +1,8 @@
 """`airflow-ecs health ROLE`: the probe of Docker HEALTHCHECK and ECS, run every 30 s.
 
-It must be cheap on a small Fargate task, so it never imports Airflow (2 s
-of CPU per call) nor boto3, and every probe is bounded by short timeouts.
+It must be cheap on a small Fargate task, so it never imports Airflow nor
+boto3 (seconds and a quarter second of CPU per call: BENCHMARKS.md, import
+costs), and every probe is bounded by short timeouts.
 
 Each role's row in the role table (rolenames.TABLE) says which probe it gets:
 - a job heartbeat (scheduler, dag-processor, triggerer): the role's job on
@@ -286,8 +287,9 @@ def _heartbeat_ages(url: str, job_types: list[str], host: str,
                     timeout: float) -> dict[str, float]:
     """Seconds since each job type's freshest heartbeat, by the database's clock.
 
-    PostgreSQL is queried with psycopg2 directly: importing SQLAlchemy alone costs
-    about 0.2 s of CPU, on every probe of every task, every 30 s.
+    PostgreSQL is queried with psycopg2 directly: importing SQLAlchemy alone would
+    cost more than the rest of the probe (BENCHMARKS.md, import costs), on every
+    probe of every task, every 30 s.
     """
     rows = postgres_query(postgres_params(url), _HEARTBEAT_AGES,
                           {"job_types": job_types, "host": host}, timeout)
@@ -352,7 +354,7 @@ def celery_ping(env: Mapping[str, str], deadline: float | None = None) -> Health
     Celery's control API is a thin layer over kombu's pidbox mailbox (namespace
     "celery", fanout, JSON), so the probe talks to the mailbox through kombu
     directly: the same messages on the wire, without importing Celery's app
-    machinery (a third of the probe's CPU)."""
+    machinery (a large part of the probe's CPU otherwise)."""
     from entrypoint.optional_imports import absent, kombu_without_plugins
     from entrypoint.urls import BROKER_SCHEMES
 

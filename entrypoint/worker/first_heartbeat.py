@@ -4,9 +4,9 @@ The supervisor starts a task with the execution API's `run` call, which marks
 the task instance running and records a heartbeat (`last_heartbeat_at`) in the
 same write. Its heartbeat loop, though, times heartbeats from a last attempt
 that starts at zero, so its first pass sends another heartbeat at once: one
-more API request, database update and round trip per task, 1 of the 6
-requests a short task makes (measured on the local stack: run, heartbeat,
-rendered fields, XCom, state, and the XCom reads of a downstream task).
+more API request, database update and round trip per task, beside the few
+a short task makes (run, heartbeat, rendered fields, XCom, state, and the
+XCom reads of a downstream task).
 
 Here the `run` call counts as that first attempt, so the next heartbeat goes
 out `[workers] min_heartbeat_interval` after the start, as every later one

@@ -8,8 +8,8 @@ instant between the two, every socket is gone, so the next select() has
 nothing to wake it and sleeps its whole timeout,
 `[workers] min_heartbeat_interval` (5 s by default), before the exit is
 noticed. The task has already reported its state, but its worker slot stays
-taken meanwhile. Measured on the local stack with a 1 s interval, 2 of 5
-consecutive tasks of one pool process slept the full second.
+taken meanwhile; on the local stack, consecutive short tasks of one pool
+process often slept the full interval.
 
 The fix here replaces only that sleep: when the supervisor has no socket left
 to wait on and the process has not been reaped yet, it waits on the process
