@@ -7,10 +7,17 @@ Where each part of this package runs:
   secrets, checks, waits, the role's initialisation, then `exec` of Airflow or
   supervisord). They run once per container, before Airflow, and import
   neither Airflow nor Celery at module level.
+  `rolenames` (the table of roles), `config` (the table of our settings) and
+  `airflow_names` (Airflow's variable names) are the facts every other part
+  reads, each declared once.
 - `dagsync/`: DAG sync, at start and then as the refresh loop beside a role.
-- `worker/`: loaded inside Airflow's Celery worker process; the only code that
-  changes the behaviour of Airflow, Celery and kombu. Re-check it on every
-  upgrade (`private_apis` lists what it relies on).
+- `bundles/`: versioned DAG bundles over the DAG sync, loaded inside Airflow's
+  dag-processor and its tasks (AIRFLOW_ECS_DAGS_VERSIONED).
+- `worker/`: loaded inside Airflow's Celery worker process; with `bundles/` and
+  `programs/airflow_migrate`, the only code that changes the behaviour of
+  Airflow, Celery and kombu. `private_apis` lists every private name of those
+  libraries (and botocore's, s3fs's) we rely on, with its fallback; a test
+  fails when an upgrade changes one.
 - `probe/`: `airflow-ecs health ROLE`, started every 30 s by Docker and ECS
   beside a running role. Import cost is its budget: no Airflow, no boto3.
 - `programs/`: our own long-running or child programs a role runs after
