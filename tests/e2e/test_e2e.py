@@ -200,6 +200,8 @@ def test_two_schedulers_and_two_webservers_survive_a_rolling_deployment(stack):
     turn, new task first, as an ECS rolling deployment does, while runs are in flight. No
     task fails or retries, and a running task's log is read through the webserver from
     the worker's log server."""
+    for dag_id in ("sleep_task", "example_fanout"):
+        stack.wait_for_dag(dag_id, timeout=180)
     stack.start_scheduler(name="scheduler2")
     stack.start_webserver("webserver2")
     for name in ("scheduler2", "webserver2"):
@@ -232,14 +234,24 @@ def test_two_schedulers_and_two_webservers_survive_a_rolling_deployment(stack):
         print(f"{name} replaced")
     stack.use_webserver("webserver")
 
+    retried = []
     for dag_id, run_ids in runs.items():
         for run_id in run_ids:
             run = stack.wait_run(dag_id, run_id, timeout=300)
             tis = stack.task_instances(dag_id, run_id)
             assert run["state"] == "success", (dag_id, run, tis)
-            assert all(t["state"] == "success" and t["try_number"] == 1 for t in tis), [
-                (t["task_id"], t["map_index"], t["state"], t["try_number"]) for t in tis
-                if t["state"] != "success" or t["try_number"] != 1]
+            retried += [(dag_id, run_id, t["task_id"], t["map_index"], t["try_number"])
+                        for t in tis if t["try_number"] != 1]
+    if retried:
+        dag_id, run_id, task_id, map_index, _ = retried[0]
+        tries = stack.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/"
+                                 f"{map_index}/tries")
+        lines = [line for name in [*stack.containers, *stack.removed_logs]
+                 for line in stack.logs(name).splitlines()
+                 if any(w in line for w in ("orphan", "adopt", "Reset", "reset", "Marking",
+                                            "heartbeat", "zombie", "Failing"))]
+        raise AssertionError(f"tasks ran more than once: {retried}\nfirst one's tries: "
+                             f"{tries}\n" + "\n".join(lines[-80:]))
     # Back to one of each for the scenarios that follow.
     for name in ("scheduler2", "webserver2"):
         docker("stop", "-t", "60", container_id(stack, name), timeout=120)
