@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from servers import airflow_env, start_moto, start_postgres, start_redis
+from tests.support.servers import airflow_env, start_moto, start_postgres, start_redis
 
 # Hypothesis: the same examples on every run (`make test` and CI are repeatable; a
 # failure found once fails again until fixed). HYPOTHESIS_PROFILE=explore draws new ones.

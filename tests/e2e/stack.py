@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import secrets
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -28,12 +27,9 @@ import boto3
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.images import ROOT, docker, image
+
 CONTAINERS = Path(__file__).resolve().parent / "containers"
-VERSION = next(line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines()
-               if line.startswith("version = "))
-PREFIX = os.environ.get("IMAGE_PREFIX", "airflow-ecs/")
-TAG = os.environ.get("TAG", VERSION)
 BASE_OS = os.environ.get("E2E_BASE_OS_IMAGE", "debian:trixie-slim")
 REDIS_IMAGE = "airflow-ecs-test/redis:e2e"
 POSTGRES_IMAGE = "airflow-ecs-test/postgres:e2e"
@@ -54,15 +50,6 @@ TMPFS = {"/tmp": "size=256m", "/opt/airflow/logs": "size=256m",
          "/opt/airflow/dags-data": "size=256m"}
 
 
-def image(role: str) -> str:
-    return f"{PREFIX}{role}:{TAG}"
-
-
-def docker(*args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check,
-                          timeout=timeout)
-
-
 def build_test_images() -> None:
     ca_dir = CONTAINERS / "moto" / "ca"
     bundle = next((os.environ[v] for v in ("CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
@@ -71,14 +58,14 @@ def build_test_images() -> None:
     if bundle and Path(bundle).is_file():
         target.write_bytes(Path(bundle).read_bytes())
     agent = CONTAINERS / "agent" / "fake_agent.py"
-    agent.write_bytes((ROOT / "tests" / "fake_agent.py").read_bytes())
+    agent.write_bytes((ROOT / "tests" / "support" / "fake_agent.py").read_bytes())
     try:
         for name, tag, base in (("moto", MOTO_IMAGE, BASE_OS), ("git", GIT_IMAGE, BASE_OS),
                                 ("redis", REDIS_IMAGE, BASE_OS),
                                 ("postgres", POSTGRES_IMAGE, BASE_OS),
                                 ("agent", AGENT_IMAGE, MOTO_IMAGE)):
             result = docker("build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", tag,
-                            str(CONTAINERS / name), check=False)
+                            str(CONTAINERS / name), check=False, timeout=1800)
             if result.returncode != 0:
                 raise RuntimeError(f"building {tag} failed:\n{result.stdout}\n{result.stderr}")
     finally:

@@ -11,17 +11,16 @@ import time
 
 import pytest
 
-from stack import (
+from tests.e2e.stack import (
     DAGS_PREFIX,
     HEARTBEAT_TIMEOUT,
     LOGS_BUCKET,
     REFRESH_SECONDS,
     SSM_PATH,
     UID,
-    docker,
     http_json,
-    image,
 )
+from tests.support.images import docker, image
 
 pytestmark = pytest.mark.e2e
 

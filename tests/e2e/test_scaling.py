@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from testcontainers.core.container import DockerContainer
 
-from stack import AGENT_IMAGE, REFRESH_SECONDS, http_json, image, published_port
+from tests.e2e.stack import AGENT_IMAGE, REFRESH_SECONDS, http_json, published_port
+from tests.support.images import image
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,8 @@ import socket
 import subprocess
 
 import pytest
-from images_support import PREFIX, ROOT, TAG, docker
+
+from tests.support.images import PREFIX, ROOT, TAG, docker
 
 pytestmark = pytest.mark.images
 

@@ -10,7 +10,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from images_support import docker, image
+
+from tests.support.images import docker, image
 
 pytestmark = pytest.mark.images
 

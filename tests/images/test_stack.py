@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -18,7 +17,9 @@ from pathlib import Path
 import psycopg2
 import pytest
 import redis
-from images_support import POSTGRES_IMAGE, REDIS_IMAGE, ROOT, TAG, VERSION, docker, running
+
+from tests.support.images import POSTGRES_IMAGE, REDIS_IMAGE, ROOT, TAG, VERSION, docker, running
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.images
 
@@ -38,12 +39,6 @@ def make_secrets(directory: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(ROOT / "scripts/local-secrets.sh")], capture_output=True,
                           text=True, timeout=60, env={**os.environ,
                                                       "LOCAL_SECRETS_DIR": str(directory)})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(probe, timeout: float, what: str):

@@ -14,9 +14,8 @@ import pytest
 from entrypoint import config, waits
 from entrypoint.errors import ConfigError, WaitTimeout
 from entrypoint.probe import health
-
-from servers import free_port
-from silent_servers import blackhole, silent_postgres
+from tests.support.servers import free_port
+from tests.support.silent_servers import blackhole, silent_postgres
 
 pytestmark = pytest.mark.integration
 

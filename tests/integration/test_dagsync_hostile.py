@@ -10,6 +10,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -17,14 +18,16 @@ from pathlib import Path
 
 import boto3
 import pytest
-from test_dagsync import BIN, Repo, git, s3_env, settings_for, tree_files
 
 from entrypoint import dagsync
 from entrypoint.dagsync import publish
 from entrypoint.errors import ConfigError, DagSyncError
 from entrypoint.probe import health
+from tests.support.dag_sources import Repo, git, s3_env, settings_for, tree_files
 
 pytestmark = pytest.mark.integration
+
+BIN = str(Path(sys.executable).parent / "airflow-ecs")
 
 
 def all_files(root: Path) -> dict[str, bytes]:
@@ -468,7 +471,7 @@ def test_password_in_git_url_is_refused_and_never_written(tmp_path, url):
 
 
 def test_status_holding_an_error_is_private(tmp_path):
-    from servers import free_port
+    from tests.support.servers import free_port
 
     s = settings_for(tmp_path, AIRFLOW_ECS_DAGS_SOURCE="git",
                      AIRFLOW_ECS_DAGS_GIT_URL=f"git://127.0.0.1:{free_port()}/dags.git")

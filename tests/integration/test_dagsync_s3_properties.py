@@ -11,10 +11,10 @@ import boto3
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from test_dagsync import s3_env, settings_for
 
 from entrypoint import dagsync
 from entrypoint.errors import EntrypointError
+from tests.support.dag_sources import s3_env, settings_for
 
 pytestmark = pytest.mark.integration
 

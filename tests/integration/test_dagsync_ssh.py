@@ -11,13 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from test_dagsync import Repo, settings_for, tree_files
 
 from entrypoint import dagsync
 from entrypoint.dagsync import publish
 from entrypoint.errors import ConfigError, DagSyncError
-
-from servers import free_port
+from tests.support.dag_sources import Repo, settings_for, tree_files
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -5,10 +5,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_dagsync import Repo, git, settings_for, tree_files
 
 from entrypoint import dagsync
 from entrypoint.errors import DagSyncError
+from tests.support.dag_sources import Repo, git, settings_for, tree_files
 
 pytestmark = pytest.mark.integration
 

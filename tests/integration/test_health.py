@@ -14,15 +14,13 @@ import redis
 from sqlalchemy import create_engine, text
 
 from entrypoint.probe import health
-
-import celery_producer
-from servers import free_port
+from tests.support import celery_producer
+from tests.support.celery_producer import APP_DIR
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.integration
 
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
-APP_DIR = Path(__file__).parent / "celery_app"
-
 
 @pytest.fixture
 def jobs(migrated_db):

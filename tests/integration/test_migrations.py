@@ -3,8 +3,7 @@
 import pytest
 
 from entrypoint import config, migrations
-
-from servers import airflow_env
+from tests.support.servers import airflow_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.airflow]
 

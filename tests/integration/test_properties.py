@@ -16,8 +16,7 @@ from hypothesis import strategies as st
 from entrypoint import checks, config, secrets, waits
 from entrypoint.errors import EntrypointError, SecretsError
 from entrypoint.log import mask_url, redact
-
-from servers import free_port
+from tests.support.servers import free_port
 
 pytestmark = pytest.mark.integration
 

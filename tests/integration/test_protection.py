@@ -1,23 +1,20 @@
-"""Scale-in protection against a local ECS agent endpoint (tests/fake_agent.py)."""
+"""Scale-in protection against a local ECS agent endpoint (tests/support/fake_agent.py)."""
 
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import redis
 
 from entrypoint.worker.protection import AgentClient, AgentError, ProtectionManager
-
-import celery_producer
-from fake_agent import Agent, serve
+from tests.support import celery_producer
+from tests.support.celery_producer import APP_DIR
+from tests.support.fake_agent import Agent, serve
 
 pytestmark = pytest.mark.integration
-
-APP_DIR = Path(__file__).parent / "celery_app"
 
 
 @pytest.fixture

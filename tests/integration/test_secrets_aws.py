@@ -12,8 +12,7 @@ import pytest
 
 from entrypoint import config, secrets
 from entrypoint.errors import SecretsError
-
-from aws_proxy import AwsProxy
+from tests.support.aws_proxy import AwsProxy
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,7 @@ import pytest
 
 from entrypoint import config, migrations, waits
 from entrypoint.errors import MigrationError, WaitTimeout
-
-from servers import RedisServer, airflow_env, free_port, start_redis
+from tests.support.servers import RedisServer, airflow_env, free_port, start_redis
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +81,7 @@ def tls_redis(tmp_path_factory):
                              "--tls-key-file", str(tmp / "key.pem"), "--tls-auth-clients", "no",
                              "--save", "", "--dir", str(tmp)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    from servers import wait_port
+    from tests.support.servers import wait_port
 
     wait_port(port)
     yield port, tmp / "cert.pem"

@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 import redis
 
-import celery_producer
+from tests.support import celery_producer
+from tests.support.celery_producer import APP_DIR
 
 pytestmark = pytest.mark.integration
-
-APP_DIR = Path(__file__).parent / "celery_app"
 
 
 def start_worker(broker: str, stop_timeout: int, log: Path) -> subprocess.Popen:
