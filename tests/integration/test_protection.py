@@ -13,6 +13,7 @@ from entrypoint.worker.protection import AgentClient, AgentError, ProtectionMana
 from tests.support import celery_producer
 from tests.support.celery_producer import APP_DIR
 from tests.support.fake_agent import Agent, serve
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -121,20 +122,21 @@ def test_real_worker_protects_its_task_while_it_runs(agent, redis_server, tmp_pa
         env=env, cwd=APP_DIR, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         celery_producer.send(broker, "shutdown_app.sleep", [6, str(tmp_path)])
-        deadline = time.monotonic() + 60
-        while not any(tmp_path.glob("started-*")):
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        wait_until(lambda: any(tmp_path.glob("started-*")), "the task to start", timeout=60,
+                   interval=0.2, details=log.read_text)
         time.sleep(2)
         assert agent.protected(), log.read_text()
-        while not (tmp_path / "finished").exists():
-            assert time.monotonic() < deadline, log.read_text()
+
+        def finished_while_protected():
+            if (tmp_path / "finished").exists():
+                return True
             assert agent.protected(), "protection lapsed while the task ran"
-            time.sleep(0.2)
-        deadline = time.monotonic() + 15
-        while agent.protected():
-            assert time.monotonic() < deadline, "protection never cleared after the grace period"
-            time.sleep(0.2)
+            return False
+
+        wait_until(finished_while_protected, "the task to finish", timeout=60, interval=0.2,
+                   details=log.read_text)
+        wait_until(lambda: not agent.protected(), "protection to clear after the grace period",
+                   timeout=15, interval=0.2)
     finally:
         worker.send_signal(signal.SIGTERM)
         try:
