@@ -9,8 +9,6 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from tests.e2e.stack import (
     DAGS_PREFIX,
     HEARTBEAT_TIMEOUT,
@@ -21,8 +19,6 @@ from tests.e2e.stack import (
     http_json,
 )
 from tests.support.images import docker, image
-
-pytestmark = pytest.mark.e2e
 
 AIRFLOW_CONTAINERS = ("scheduler", "webserver", "worker1", "worker2")
 

@@ -13,8 +13,6 @@ from tests.e2e.stack import AGENT_IMAGE, REFRESH_SECONDS, http_json, published_p
 from tests.support.images import image
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.e2e
-
 IDLE_SECONDS = 10
 NAMESPACE = "AirflowEcsE2E"
 CLUSTER = "e2e"

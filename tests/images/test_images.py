@@ -12,8 +12,6 @@ import pytest
 
 from tests.support.images import ROOT, VERSION, docker, image
 
-pytestmark = pytest.mark.images
-
 ROLES = {
     "scheduler": (["run", "scheduler+dag-processor+triggerer"],
                   ["CMD", "airflow-ecs", "health", "scheduler+dag-processor+triggerer"]),

@@ -7,11 +7,7 @@ import os
 import socket
 import subprocess
 
-import pytest
-
 from tests.support.images import PREFIX, ROOT, TAG, docker
-
-pytestmark = pytest.mark.images
 
 PROJECT = "airflow-ecs-updown-test"
 

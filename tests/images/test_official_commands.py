@@ -13,8 +13,6 @@ import pytest
 
 from tests.support.images import docker, image
 
-pytestmark = pytest.mark.images
-
 PLANTED = "planted-value-7f3a"
 
 

@@ -21,8 +21,6 @@ from tests.support.images import POSTGRES_IMAGE, REDIS_IMAGE, ROOT, TAG, VERSION
 from tests.support.servers import free_port
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.images
-
 AIRFLOW_SERVICES = ("migrate", "scheduler", "webserver", "worker-1", "worker-2")
 SECRET_KEYS = ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
                "AIRFLOW__API__SECRET_KEY", "AIRFLOW_ECS_ADMIN_PASSWORD",

@@ -18,8 +18,6 @@ from tests.support.servers import free_port
 from tests.support.silent_servers import blackhole, silent_postgres
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.integration
-
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 DRIVERS = ["postgresql", "postgresql+psycopg2", "postgresql+psycopg"]
 # The images' HEALTHCHECK timeout: the probe must answer well inside it.

@@ -21,8 +21,6 @@ from tests.support.aws_proxy import AwsProxy
 from tests.support.dag_sources import Repo, git, s3_env, settings_for, tree_files
 from tests.support.servers import free_port, wait_port
 
-pytestmark = pytest.mark.integration
-
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 GIT_HTTP = Path(__file__).resolve().parents[1] / "e2e" / "containers" / "git" / "git_http.py"
 

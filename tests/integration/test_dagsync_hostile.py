@@ -26,8 +26,6 @@ from entrypoint.probe import health
 from tests.support.dag_sources import Repo, git, s3_env, settings_for, tree_files
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.integration
-
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 
 

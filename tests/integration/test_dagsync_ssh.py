@@ -18,8 +18,6 @@ from entrypoint.errors import ConfigError, DagSyncError
 from tests.support.dag_sources import Repo, settings_for, tree_files
 from tests.support.servers import free_port
 
-pytestmark = pytest.mark.integration
-
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself: it must be started by absolute path
 KEY_VAR = "AIRFLOW_ECS_DAGS_GIT_SSH_KEY"
 

@@ -10,8 +10,6 @@ from entrypoint import dagsync
 from entrypoint.errors import DagSyncError
 from tests.support.dag_sources import Repo, git, settings_for, tree_files
 
-pytestmark = pytest.mark.integration
-
 # The submodules here are file:// URLs, which git's transport policy refuses for submodules
 # unless the user's git config allows them: as a user would, through git's environment.
 ALLOW_FILE = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "protocol.file.allow",

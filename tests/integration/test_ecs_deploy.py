@@ -14,8 +14,6 @@ from entrypoint.cli import main
 from entrypoint.errors import DeployError
 from entrypoint.tools.ecs import deploy, render
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = json.loads((ROOT / "task-definitions" / "settings" / "example.json").read_text())
 REGION = EXAMPLE["region"]

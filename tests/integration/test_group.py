@@ -12,8 +12,6 @@ import pytest
 
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.integration
-
 RUNNER = textwrap.dedent("""
     import os, sys
     from entrypoint.group import run_group

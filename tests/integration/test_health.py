@@ -19,8 +19,6 @@ from tests.support.celery_producer import APP_DIR
 from tests.support.servers import free_port
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.integration
-
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 
 @pytest.fixture
@@ -120,6 +118,7 @@ def wait_healthy(env, want=True, timeout=60):
                       timeout=timeout, interval=0.5, accept=lambda result: result.healthy == want)
 
 
+@pytest.mark.airflow  # the workers load entrypoint.worker.celery_config
 def test_worker_ping_only_this_worker_and_busy_is_healthy(redis_server, tmp_path):
     broker = redis_server.url(db=8)
     redis.Redis.from_url(broker).flushdb()

@@ -10,8 +10,6 @@ from entrypoint import config
 from entrypoint.programs import metrics
 from tests.support import celery_producer
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def broker(redis_server):

@@ -18,8 +18,6 @@ from entrypoint.errors import EntrypointError, SecretsError
 from entrypoint.log import mask_url, redact
 from tests.support.servers import free_port
 
-pytestmark = pytest.mark.integration
-
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 # README's exit codes a `check` or `wait` may end with.
 DOCUMENTED = {0, 1, 2, 78, 79, 81}

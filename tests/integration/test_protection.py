@@ -15,8 +15,6 @@ from tests.support.celery_producer import APP_DIR
 from tests.support.fake_agent import Agent, serve
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def agent():
@@ -109,6 +107,7 @@ def test_invalid_expiry_refused_by_us_and_the_agent(agent):
         AgentClient(agent.uri).set(True, 0)
 
 
+@pytest.mark.airflow  # the worker loads entrypoint.worker.celery_config
 def test_real_worker_protects_its_task_while_it_runs(agent, redis_server, tmp_path):
     broker = redis_server.url(db=6)
     redis.Redis.from_url(broker).flushdb()

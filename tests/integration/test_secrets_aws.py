@@ -14,8 +14,6 @@ from entrypoint import config, secrets
 from entrypoint.errors import SecretsError
 from tests.support.aws_proxy import AwsProxy
 
-pytestmark = pytest.mark.integration
-
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 REGION = "eu-west-1"
 CANARIES: list[str] = []

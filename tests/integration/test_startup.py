@@ -12,8 +12,6 @@ import pytest
 
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.integration
-
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 CLEAN = {k: v for k, v in os.environ.items()
          if not k.startswith(("AIRFLOW", "AWS_ENDPOINT"))}

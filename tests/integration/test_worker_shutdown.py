@@ -18,7 +18,8 @@ from tests.support import celery_producer
 from tests.support.celery_producer import APP_DIR
 from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.integration
+# The workers load entrypoint.worker.celery_config, which imports Airflow.
+pytestmark = pytest.mark.airflow
 
 
 def start_worker(broker: str, stop_timeout: int, log: Path) -> subprocess.Popen:
