@@ -75,7 +75,7 @@ def test_a_missing_program_exits_127_naming_it():
     assert "/no/such/program" in result.stderr
 
 
-@pytest.mark.parametrize(("official", "ours"), [
+@pytest.mark.parametrize("official,ours", [
     (["scheduler"], ["run", "scheduler"]),
     (["api-server"], ["run", "webserver"]),
     (["dag-processor"], ["run", "dag-processor"]),

@@ -91,7 +91,7 @@ UNPUBLISHABLE = [
 ]
 
 
-@pytest.mark.parametrize(("bad", "why"), UNPUBLISHABLE)
+@pytest.mark.parametrize("bad,why", UNPUBLISHABLE)
 def test_s3_object_that_cant_be_a_file_fails_the_sync_by_name(moto, tmp_path, bad, why):
     s3 = bucket(moto)
     s3.put_object(Bucket="dags", Key="dags/a/b.py", Body=b"B")

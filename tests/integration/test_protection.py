@@ -101,7 +101,7 @@ def test_agent_down_never_raises():
 
 
 def test_invalid_expiry_refused_by_us_and_the_agent(agent):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="protection minutes must be from 1 to"):
         ProtectionManager(AgentClient(agent.uri), lambda: 0, minutes=3000)
     with pytest.raises(AgentError, match="ExpiresInMinutes"):
         AgentClient(agent.uri).set(True, 0)
