@@ -21,6 +21,7 @@ from tests.support.waiting import wait_until
 
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 
+
 @pytest.fixture
 def jobs(migrated_db):
     engine = create_engine(migrated_db["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
