@@ -25,9 +25,17 @@ CA_BUNDLE ?= $(firstword $(SSL_CERT_FILE) $(REQUESTS_CA_BUNDLE) $(PIP_CERT))
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+# The images' Python (Debian trixie's): the tests run on the version that ships.
+PYTHON_VERSION := 3.13
+
 $(VENV)/.installed: requirements/dev.lock pyproject.toml
 	@bash scripts/machine-deps.sh uv
-	uv venv --quiet --allow-existing --python 3.11 $(VENV)
+	@python=$$(bash scripts/find-python.sh $(PYTHON_VERSION)); \
+	  keep=--allow-existing; \
+	  if [ -f $(VENV)/pyvenv.cfg ] && ! grep -Eq '^version(_info)? = $(PYTHON_VERSION)\.' $(VENV)/pyvenv.cfg; then \
+	    echo "venv: $(VENV) is on another Python; making it anew on $(PYTHON_VERSION)"; keep=--clear; fi; \
+	  echo "uv venv $$keep --python $$python $(VENV)"; \
+	  uv venv --quiet $$keep --python "$$python" $(VENV)
 	VIRTUAL_ENV=$(VENV) uv pip install --quiet --compile-bytecode -r requirements/dev.lock
 	VIRTUAL_ENV=$(VENV) uv pip install --quiet --no-deps -e .
 	touch $@

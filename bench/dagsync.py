@@ -40,11 +40,8 @@ from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from aws_proxy import AwsProxy  # noqa: E402
-from servers import free_port, wait_port  # noqa: E402
+from tests.support.aws_proxy import AwsProxy
+from tests.support.servers import free_port, wait_port
 
 BINDIR = Path(sys.executable).parent
 OURS = [str(BINDIR / "airflow-ecs"), "sync-dags"]

@@ -16,15 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from entrypoint.probe.health import hostname  # noqa: E402
-
-from servers import start_postgres, start_redis  # noqa: E402
+from entrypoint.probe.health import hostname
+from tests.support.celery_producer import APP_DIR
+from tests.support.servers import start_postgres, start_redis
 
 BINDIR = Path(sys.executable).parent
-APP_DIR = ROOT / "tests" / "integration" / "celery_app"
 AIRFLOW_CELERY_APP = "airflow.providers.celery.executors.celery_executor.app"
 
 

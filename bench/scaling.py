@@ -24,16 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-APP_DIR = ROOT / "tests" / "integration" / "celery_app"
-
-from entrypoint import config  # noqa: E402
-from entrypoint.programs import metrics  # noqa: E402
-
-import celery_producer  # noqa: E402
-from fake_agent import Agent, serve  # noqa: E402
-from servers import start_redis  # noqa: E402
+from entrypoint import config
+from entrypoint.programs import metrics
+from tests.support import celery_producer
+from tests.support.celery_producer import APP_DIR
+from tests.support.fake_agent import Agent, serve
+from tests.support.servers import start_redis
 
 
 def _commands(client) -> int:

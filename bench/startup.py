@@ -16,10 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from servers import start_moto  # noqa: E402
+from tests.support.servers import start_moto
 
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 RUNS = 15

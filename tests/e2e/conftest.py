@@ -10,7 +10,8 @@ import pytest
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
 
-from stack import ROOT, Stack, build_test_images
+from tests.e2e.stack import Stack, build_test_images
+from tests.support.images import ROOT
 
 
 @pytest.fixture(scope="session")

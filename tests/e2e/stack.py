@@ -17,8 +17,6 @@ import contextlib
 import json
 import os
 import secrets
-import subprocess
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -28,12 +26,10 @@ import boto3
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.images import ROOT, docker, image
+from tests.support.waiting import wait_until
+
 CONTAINERS = Path(__file__).resolve().parent / "containers"
-VERSION = next(line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines()
-               if line.startswith("version = "))
-PREFIX = os.environ.get("IMAGE_PREFIX", "airflow-ecs/")
-TAG = os.environ.get("TAG", VERSION)
 BASE_OS = os.environ.get("E2E_BASE_OS_IMAGE", "debian:trixie-slim")
 REDIS_IMAGE = "airflow-ecs-test/redis:e2e"
 POSTGRES_IMAGE = "airflow-ecs-test/postgres:e2e"
@@ -54,15 +50,6 @@ TMPFS = {"/tmp": "size=256m", "/opt/airflow/logs": "size=256m",
          "/opt/airflow/dags-data": "size=256m"}
 
 
-def image(role: str) -> str:
-    return f"{PREFIX}{role}:{TAG}"
-
-
-def docker(*args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check,
-                          timeout=timeout)
-
-
 def build_test_images() -> None:
     ca_dir = CONTAINERS / "moto" / "ca"
     bundle = next((os.environ[v] for v in ("CA_BUNDLE", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE",
@@ -71,14 +58,14 @@ def build_test_images() -> None:
     if bundle and Path(bundle).is_file():
         target.write_bytes(Path(bundle).read_bytes())
     agent = CONTAINERS / "agent" / "fake_agent.py"
-    agent.write_bytes((ROOT / "tests" / "fake_agent.py").read_bytes())
+    agent.write_bytes((ROOT / "tests" / "support" / "fake_agent.py").read_bytes())
     try:
         for name, tag, base in (("moto", MOTO_IMAGE, BASE_OS), ("git", GIT_IMAGE, BASE_OS),
                                 ("redis", REDIS_IMAGE, BASE_OS),
                                 ("postgres", POSTGRES_IMAGE, BASE_OS),
                                 ("agent", AGENT_IMAGE, MOTO_IMAGE)):
             result = docker("build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", tag,
-                            str(CONTAINERS / name), check=False)
+                            str(CONTAINERS / name), check=False, timeout=1800)
             if result.returncode != 0:
                 raise RuntimeError(f"building {tag} failed:\n{result.stdout}\n{result.stderr}")
     finally:
@@ -291,19 +278,19 @@ class Stack:
                 container.get_wrapped_container().remove(force=True, v=True)
 
     def wait_healthy(self, name: str, timeout: float = 240) -> None:
-        """Until Docker's HEALTHCHECK (`airflow-ecs health ROLE`) reports healthy."""
-        deadline = time.monotonic() + timeout
-        state: dict = {}
-        while time.monotonic() < deadline:
-            state = self.inspect(name)["State"]
-            if state.get("Health", {}).get("Status") == "healthy":
-                return
-            if not state.get("Running"):
-                break
-            time.sleep(2)
-        health = state.get("Health", {}).get("Status")
-        raise AssertionError(f"{name} not healthy ({state.get('Status')}, {health}):\n"
-                             f"{self.logs(name)[-5000:]}")
+        """Until Docker's HEALTHCHECK (`airflow-ecs health ROLE`) reports healthy; a
+        container that stops fails at once."""
+        def healthy(state: dict) -> bool:
+            return state.get("Health", {}).get("Status") == "healthy"
+
+        state = wait_until(lambda: self.inspect(name)["State"], f"{name} to be healthy",
+                           timeout=timeout, interval=2,
+                           accept=lambda state: healthy(state) or not state.get("Running"),
+                           details=lambda: self.logs(name)[-5000:])
+        if not healthy(state):
+            health = state.get("Health", {}).get("Status")
+            raise AssertionError(f"{name} not healthy ({state.get('Status')}, {health}):\n"
+                                 f"{self.logs(name)[-5000:]}")
 
     def wait_exit(self, name: str, timeout: float) -> int:
         return self.containers[name].get_wrapped_container().wait(timeout=timeout)["StatusCode"]
@@ -375,30 +362,22 @@ class Stack:
 
     # --- waiting --------------------------------------------------------------------------
     def _wait_http(self, url: str, what: str, timeout: float = 120) -> None:
-        deadline = time.monotonic() + timeout
-        last = ""
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    if response.status < 500:
-                        return
-            except (OSError, urllib.error.URLError) as exc:
-                last = str(exc)
-            time.sleep(1)
-        raise RuntimeError(f"{what} did not answer at {url} in {timeout}s ({last}):\n"
-                           f"{self.all_logs()}")
+        def status() -> int:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status
+
+        wait_until(status, f"{what} to answer at {url}", timeout=timeout, interval=1,
+                   accept=lambda code: code < 500, ignoring=(OSError, urllib.error.URLError),
+                   details=self.all_logs)
 
     def _wait_postgres(self, timeout: float = 60) -> None:
         self._wait_exec("postgres", ["sh", "-c", "/usr/lib/postgresql/*/bin/pg_isready -h "
                                      "127.0.0.1 -U airflow"], timeout)
 
     def _wait_exec(self, name: str, command: list[str], timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.containers[name].exec(command).exit_code == 0:
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"{name} not ready:\n" + self.logs(name))
+        wait_until(lambda: self.containers[name].exec(command).exit_code == 0,
+                   f"{name} to be ready", timeout=timeout, interval=0.5,
+                   details=lambda: self.logs(name))
 
     # --- API ------------------------------------------------------------------------------
     def token(self, password: str | None = None) -> tuple[int, str]:
@@ -431,12 +410,9 @@ class Stack:
             return exc.code, exc.read().decode(errors="replace")
 
     def wait_for_dag(self, dag_id: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(RuntimeError):
-                return self.api("GET", f"/dags/{dag_id}")
-            time.sleep(2)
-        raise AssertionError(f"DAG {dag_id} did not appear within {timeout}s")
+        return wait_until(lambda: self.api("GET", f"/dags/{dag_id}"), f"DAG {dag_id} to appear",
+                          timeout=timeout, interval=2, accept=lambda _: True,
+                          ignoring=RuntimeError)
 
     def trigger(self, dag_id: str, conf: dict | None = None) -> str:
         self.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
@@ -447,24 +423,16 @@ class Stack:
         return self.wait_run(dag_id, self.trigger(dag_id, conf), timeout)
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
-            if run["state"] in ("success", "failed"):
-                return run
-            time.sleep(2)
-        raise AssertionError(f"run {run_id} of {dag_id} not finished in {timeout}s")
+        return wait_until(lambda: self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}"),
+                          f"run {run_id} of {dag_id} to finish", timeout=timeout, interval=2,
+                          accept=lambda run: run["state"] in ("success", "failed"))
 
     def wait_running(self, dag_id: str, run_id: str, task_id: str, timeout: float) -> dict:
         """The task instance once it runs on a worker (its hostname names the worker)."""
-        deadline = time.monotonic() + timeout
-        ti: dict = {}
-        while time.monotonic() < deadline:
-            ti = self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}")
-            if ti["state"] == "running" and ti.get("hostname"):
-                return ti
-            time.sleep(1)
-        raise AssertionError(f"{dag_id}.{task_id} not running in {timeout}s: {ti}")
+        return wait_until(
+            lambda: self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}"),
+            f"{dag_id}.{task_id} to run on a worker", timeout=timeout, interval=1,
+            accept=lambda ti: ti["state"] == "running" and ti.get("hostname"))
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict]:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")[

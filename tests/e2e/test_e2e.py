@@ -11,19 +11,16 @@ import time
 
 import pytest
 
-from stack import (
+from tests.e2e.stack import (
     DAGS_PREFIX,
     HEARTBEAT_TIMEOUT,
     LOGS_BUCKET,
     REFRESH_SECONDS,
     SSM_PATH,
     UID,
-    docker,
     http_json,
-    image,
 )
-
-pytestmark = pytest.mark.e2e
+from tests.support.images import docker, image
 
 AIRFLOW_CONTAINERS = ("scheduler", "webserver", "worker1", "worker2")
 

@@ -4,15 +4,14 @@ and the metrics role's backlog follows a burst of queued tasks."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from testcontainers.core.container import DockerContainer
 
-from stack import AGENT_IMAGE, REFRESH_SECONDS, http_json, image, published_port
-
-pytestmark = pytest.mark.e2e
+from tests.e2e.stack import AGENT_IMAGE, REFRESH_SECONDS, http_json, published_port
+from tests.support.images import image
+from tests.support.waiting import wait_until
 
 IDLE_SECONDS = 10
 NAMESPACE = "AirflowEcsE2E"
@@ -92,17 +91,21 @@ def test_worker_protects_its_task_while_running_and_clears_after_the_grace(stack
     run_id = stack.trigger("e2e_protected", {"seconds": 20})
     ti = stack.wait_running("e2e_protected", run_id, "hold", timeout=120)
     assert ti["hostname"] == "worker3"
-    deadline = time.monotonic() + 10
-    while not agent_state(agent_url)["protected"] and time.monotonic() < deadline:
-        time.sleep(0.5)
+    wait_until(lambda: agent_state(agent_url)["protected"], "the worker to protect its task",
+               timeout=10, interval=0.5)
     assert agent_state(agent_url)["protected"] is True
-    while stack.api("GET", f"/dags/e2e_protected/dagRuns/{run_id}")["state"] == "running":
+
+    def left_running():
+        if stack.api("GET", f"/dags/e2e_protected/dagRuns/{run_id}")["state"] != "running":
+            return True
         assert agent_state(agent_url)["protected"] is True, "protection lapsed mid-task"
-        time.sleep(2)
+        return False
+
+    # The task holds its worker for 20 s.
+    wait_until(left_running, "the run to end", timeout=120, interval=2)
     assert stack.wait_run("e2e_protected", run_id, timeout=60)["state"] == "success"
-    finished = time.monotonic()
-    while agent_state(agent_url)["protected"] and time.monotonic() < finished + IDLE_SECONDS + 20:
-        time.sleep(1)
+    wait_until(lambda: not agent_state(agent_url)["protected"], "protection to clear",
+               timeout=IDLE_SECONDS + 20, interval=1)
     state = agent_state(agent_url)
     assert state["protected"] is False, state
     puts = [body for method, body in state["calls"] if method == "PUT"]
@@ -124,15 +127,17 @@ def latest(stack, metric: str, **dims: str) -> float | None:
 
 
 def wait_metric(stack, what, predicate, timeout: float, metric: str, **dims: str) -> list:
+    """Every value read until predicate holds for the latest one (the last in the list)."""
     seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = latest(stack, metric, **dims)
-        seen.append(value)
-        if value is not None and predicate(value):
-            return seen
-        time.sleep(2)
-    raise AssertionError(f"{metric} {dims} never {what} in {timeout}s: {seen}")
+
+    def read():
+        seen.append(latest(stack, metric, **dims))
+        return seen[-1]
+
+    wait_until(read, f"{metric} {dims}: {what}", timeout=timeout, interval=2,
+               accept=lambda value: value is not None and predicate(value),
+               details=lambda: f"every value read: {seen}")
+    return seen
 
 
 def test_backlog_metric_rises_and_falls_with_a_burst_of_50_tasks(stack, scaling):

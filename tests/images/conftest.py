@@ -6,7 +6,8 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from images_support import PREFIX, ROOT, TAG
+
+from tests.support.images import PREFIX, ROOT, TAG
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,9 +9,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from images_support import ROOT, VERSION, docker, image
 
-pytestmark = pytest.mark.images
+from tests.support.images import ROOT, VERSION, docker, image
 
 ROLES = {
     "scheduler": (["run", "scheduler+dag-processor+triggerer"],

@@ -7,10 +7,7 @@ import os
 import socket
 import subprocess
 
-import pytest
-from images_support import PREFIX, ROOT, TAG, docker
-
-pytestmark = pytest.mark.images
+from tests.support.images import PREFIX, ROOT, TAG, docker
 
 PROJECT = "airflow-ecs-updown-test"
 

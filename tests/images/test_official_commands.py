@@ -10,9 +10,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from images_support import docker, image
 
-pytestmark = pytest.mark.images
+from tests.support.images import docker, image
 
 PLANTED = "planted-value-7f3a"
 
@@ -76,7 +75,7 @@ def test_a_missing_program_exits_127_naming_it():
     assert "/no/such/program" in result.stderr
 
 
-@pytest.mark.parametrize(("official", "ours"), [
+@pytest.mark.parametrize("official,ours", [
     (["scheduler"], ["run", "scheduler"]),
     (["api-server"], ["run", "webserver"]),
     (["dag-processor"], ["run", "dag-processor"]),

@@ -7,20 +7,19 @@ import base64
 import json
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import psycopg2
 import pytest
 import redis
-from images_support import POSTGRES_IMAGE, REDIS_IMAGE, ROOT, TAG, VERSION, docker, running
 
-pytestmark = pytest.mark.images
+from tests.support.images import POSTGRES_IMAGE, REDIS_IMAGE, ROOT, TAG, VERSION, docker, running
+from tests.support.servers import free_port
+from tests.support.waiting import wait_until
 
 AIRFLOW_SERVICES = ("migrate", "scheduler", "webserver", "worker-1", "worker-2")
 SECRET_KEYS = ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
@@ -38,24 +37,6 @@ def make_secrets(directory: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(ROOT / "scripts/local-secrets.sh")], capture_output=True,
                           text=True, timeout=60, env={**os.environ,
                                                       "LOCAL_SECRETS_DIR": str(directory)})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(probe, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            return probe()
-        except Exception as exc:
-            error = exc
-            time.sleep(0.5)
-    raise AssertionError(f"{what} not ready within {timeout} s: {error}")
 
 
 # --- local secrets ------------------------------------------------------------------
@@ -174,7 +155,7 @@ def test_redis_needs_the_password_given_on_stdin():
                  "sh", "-c", script) as name:
         client = redis.Redis(host="127.0.0.1", port=port, password=password,
                              socket_timeout=2)
-        wait_until(client.ping, 30, "redis")
+        wait_until(client.ping, "redis to answer", timeout=30, interval=0.5, ignoring=Exception)
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(host="127.0.0.1", port=port, password="wrong", socket_timeout=2).ping()
         top = docker("top", name).stdout
@@ -190,7 +171,8 @@ def test_postgres_initialises_a_utf8_database_with_password_auth():
         def connect():
             return psycopg2.connect(host="127.0.0.1", port=port, user="airflow",
                                     password=password, dbname="airflow", connect_timeout=2)
-        connection = wait_until(connect, 60, "postgres")
+        connection = wait_until(connect, "postgres to accept the password", timeout=60,
+                                interval=0.5, ignoring=Exception)
         with connection, connection.cursor() as cursor:
             cursor.execute("SHOW server_encoding")
             assert cursor.fetchone()[0] == "UTF8"
@@ -222,7 +204,7 @@ def local_registry(tmp_path):
                                stderr=subprocess.DEVNULL)
     try:
         wait_until(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=2),
-                   30, "docker-registry")
+                   "docker-registry to answer", timeout=30, interval=0.5, ignoring=Exception)
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()

@@ -14,11 +14,9 @@ import pytest
 from entrypoint import config, waits
 from entrypoint.errors import ConfigError, WaitTimeout
 from entrypoint.probe import health
-
-from servers import free_port
-from silent_servers import blackhole, silent_postgres
-
-pytestmark = pytest.mark.integration
+from tests.support.servers import free_port
+from tests.support.silent_servers import blackhole, silent_postgres
+from tests.support.waiting import wait_until
 
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 DRIVERS = ["postgresql", "postgresql+psycopg2", "postgresql+psycopg"]
@@ -85,10 +83,13 @@ def test_sigterm_while_a_silent_database_holds_the_query(silent_pg, driver):
     proc = subprocess.Popen([BIN, "wait"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 20
-        while len(silent_pg.queries) == before:  # until its query hangs on the server
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.05)
+        def query_held():  # its query hangs on the server
+            if len(silent_pg.queries) != before:
+                return True
+            assert proc.poll() is None
+            return False
+
+        wait_until(query_held, "the query to reach the server", timeout=20, interval=0.05)
         time.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         sent = time.monotonic()

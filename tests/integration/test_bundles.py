@@ -26,11 +26,8 @@ from entrypoint.bundles.git import GitDagBundle, browse_template
 from entrypoint.bundles.s3 import S3DagBundle
 from entrypoint.dagsync.versions import VersionStore
 from entrypoint.errors import DagSyncError
-
-from aws_proxy import AwsProxy
-from servers import free_port, wait_port
-
-pytestmark = pytest.mark.integration
+from tests.support.aws_proxy import AwsProxy
+from tests.support.servers import free_port, wait_port
 
 NAME = "dags-folder"
 

@@ -14,61 +14,20 @@ from pathlib import Path
 import boto3
 import pytest
 
-from entrypoint import config, dagsync
+from entrypoint import dagsync
 from entrypoint.dagsync import publish
 from entrypoint.errors import ConfigError, DagSyncError
-
-from aws_proxy import AwsProxy
-from servers import free_port, wait_port
-
-pytestmark = pytest.mark.integration
+from tests.support.aws_proxy import AwsProxy
+from tests.support.dag_sources import Repo, git, s3_env, settings_for, tree_files
+from tests.support.servers import free_port, wait_port
 
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 GIT_HTTP = Path(__file__).resolve().parents[1] / "e2e" / "containers" / "git" / "git_http.py"
 
 
-def git(*args, cwd=None):
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-class Repo:
-    def __init__(self, root: Path):
-        self.bare = root / "dags.git"
-        self.work = root / "work"
-        git("init", "-q", "--bare", "-b", "main", str(self.bare))
-        git("init", "-q", "-b", "main", str(self.work))
-
-    def commit(self, files: dict[str, str | None], message="change", branch="main") -> str:
-        for name, text in files.items():
-            path = self.work / name
-            if text is None:
-                path.unlink()
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
-        git("add", "-A", cwd=self.work)
-        git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q",
-            "--allow-empty", "-m", message, cwd=self.work)
-        git("push", "-q", "-f", str(self.bare), f"HEAD:{branch}", cwd=self.work)
-        return git("rev-parse", "HEAD", cwd=self.work)
-
-
 @pytest.fixture
 def repo(tmp_path):
     return Repo(tmp_path / "src")
-
-
-def settings_for(tmp_path, **env):
-    base = {"AIRFLOW_ECS_DAGS_DIR": str(tmp_path / "volume" / "dags"),
-            "AIRFLOW_ECS_DAGS_KEEP_SECONDS": "0"}
-    return config.load({**base, **env})
-
-
-def tree_files(settings):
-    root = settings.dags_dir
-    return {str(p.relative_to(root)): p.read_text() for p in root.rglob("*") if p.is_file()
-            and not p.name.startswith(".airflow-ecs")}
 
 
 def test_git_branch_moves_tag_sha_force_push_delete_subdir(repo, tmp_path):
@@ -396,10 +355,6 @@ def test_refuses_empty_and_shrunken_trees(repo, tmp_path):
 
 
 # --- S3 ------------------------------------------------------------------------------------
-def s3_env(url):
-    return {"AWS_ENDPOINT_URL": url, "AWS_REGION": "eu-west-1"}
-
-
 def test_s3_incremental_deletes_names_and_2000_files(moto, tmp_path):
     s3 = boto3.client("s3", endpoint_url=moto.url, region_name="eu-west-1")
     s3.create_bucket(Bucket="dags", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})

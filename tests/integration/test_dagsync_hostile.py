@@ -10,6 +10,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -17,14 +18,15 @@ from pathlib import Path
 
 import boto3
 import pytest
-from test_dagsync import BIN, Repo, git, s3_env, settings_for, tree_files
 
 from entrypoint import dagsync
 from entrypoint.dagsync import publish
 from entrypoint.errors import ConfigError, DagSyncError
 from entrypoint.probe import health
+from tests.support.dag_sources import Repo, git, s3_env, settings_for, tree_files
+from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.integration
+BIN = str(Path(sys.executable).parent / "airflow-ecs")
 
 
 def all_files(root: Path) -> dict[str, bytes]:
@@ -89,7 +91,7 @@ UNPUBLISHABLE = [
 ]
 
 
-@pytest.mark.parametrize(("bad", "why"), UNPUBLISHABLE)
+@pytest.mark.parametrize("bad,why", UNPUBLISHABLE)
 def test_s3_object_that_cant_be_a_file_fails_the_sync_by_name(moto, tmp_path, bad, why):
     s3 = bucket(moto)
     s3.put_object(Bucket="dags", Key="dags/a/b.py", Body=b"B")
@@ -134,18 +136,15 @@ def test_s3_loop_outlives_unpublishable_content_and_recovers(moto, tmp_path):
     proc = subprocess.Popen([BIN, "sync-dags", "--loop"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (state / "status.json").exists() and \
-                    status_of(state)["consecutive_failures"] >= 2:
-                break
-            time.sleep(0.1)
+        wait_until(lambda: proc.poll() is not None or (
+                       (state / "status.json").exists()
+                       and status_of(state)["consecutive_failures"] >= 2),
+                   "two failed passes (or the loop to end)", timeout=15)
         assert proc.poll() is None, proc.communicate()
         assert "is an object too" in status_of(state)["last_error"]
         s3.delete_object(Bucket="dags", Key="dags/a")
         dags = tmp_path / "volume" / "dags"
-        while time.monotonic() < deadline and not dags.exists():
-            time.sleep(0.1)
+        wait_until(dags.exists, "the tree to be published", timeout=15)
         assert all_files(dags) == {"a/b.py": b"B"}
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=5)
@@ -280,16 +279,15 @@ def test_s3_downloads_that_never_finish_are_bounded_by_the_sync_timeout(moto, tm
         proxy.close()
 
 
-def sigterm_once_held(argv, env, held, never):
-    """Start argv, wait until the silent server holds its connection, send SIGTERM;
-    return the process, its stderr and the seconds from the signal to its exit."""
+def sigterm_once_held(argv, env, held, reaching):
+    """Start argv, wait until the silent server holds its connection (`reaching` names
+    what connects), send SIGTERM; return the process, its stderr and the seconds from the
+    signal to its exit."""
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     try:
-        deadline = time.monotonic() + 20
-        while not held and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert held, never
+        wait_until(lambda: held, f"{reaching} to reach the silent server", timeout=20,
+                   interval=0.05)
         time.sleep(0.3)
         signalled = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -308,7 +306,7 @@ def test_s3_sigterm_during_a_hanging_sync_ends_it_promptly(silent_server, tmp_pa
                   "s3://dags/dags/", AIRFLOW_ECS_DAGS_SYNC_TIMEOUT="60",
                   AIRFLOW_ECS_DAGS_REFRESH_SECONDS="60", **s3_env(f"http://127.0.0.1:{port}"))
     proc, err, took = sigterm_once_held([BIN, "sync-dags", *(["--loop"] if loop else [])],
-                                        env, held, "the sync never reached the endpoint")
+                                        env, held, "the sync")
     assert took < 1.5
     assert proc.returncode == (0 if loop else 143), err
     assert "Traceback" not in err
@@ -433,7 +431,7 @@ def test_git_helpers_never_outlive_a_sigterm(silent_server, tmp_path, scheme):
     env = cli_env(tmp_path, AIRFLOW_ECS_DAGS_SOURCE="git", AIRFLOW_ECS_DAGS_SYNC_TIMEOUT="60",
                   **source, **creds)
     proc, err, took = sigterm_once_held([BIN, "sync-dags"], env, held,
-                                        "git never reached the server")
+                                        "git")
     assert took < 2.5
     assert proc.returncode == 143, err
     assert _leftovers(port, secret) == []
@@ -468,7 +466,7 @@ def test_password_in_git_url_is_refused_and_never_written(tmp_path, url):
 
 
 def test_status_holding_an_error_is_private(tmp_path):
-    from servers import free_port
+    from tests.support.servers import free_port
 
     s = settings_for(tmp_path, AIRFLOW_ECS_DAGS_SOURCE="git",
                      AIRFLOW_ECS_DAGS_GIT_URL=f"git://127.0.0.1:{free_port()}/dags.git")

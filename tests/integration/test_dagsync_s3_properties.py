@@ -8,15 +8,12 @@ import logging
 import re
 
 import boto3
-import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
-from test_dagsync import s3_env, settings_for
 
 from entrypoint import dagsync
 from entrypoint.errors import EntrypointError
-
-pytestmark = pytest.mark.integration
+from tests.support.dag_sources import s3_env, settings_for
 
 TOKEN = "PLANTED-session-token-31337"
 

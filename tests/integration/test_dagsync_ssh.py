@@ -11,15 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
-from test_dagsync import Repo, settings_for, tree_files
 
 from entrypoint import dagsync
 from entrypoint.dagsync import publish
 from entrypoint.errors import ConfigError, DagSyncError
-
-from servers import free_port
-
-pytestmark = pytest.mark.integration
+from tests.support.dag_sources import Repo, settings_for, tree_files
+from tests.support.servers import free_port
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself: it must be started by absolute path
 KEY_VAR = "AIRFLOW_ECS_DAGS_GIT_SSH_KEY"

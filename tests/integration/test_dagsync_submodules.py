@@ -5,12 +5,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_dagsync import Repo, git, settings_for, tree_files
 
 from entrypoint import dagsync
 from entrypoint.errors import DagSyncError
-
-pytestmark = pytest.mark.integration
+from tests.support.dag_sources import Repo, git, settings_for, tree_files
 
 # The submodules here are file:// URLs, which git's transport policy refuses for submodules
 # unless the user's git config allows them: as a user would, through git's environment.

@@ -19,9 +19,8 @@ from entrypoint.cli import main
 from entrypoint.errors import DeployError
 from entrypoint.tools.ecs import deploy, render
 
-pytestmark = [pytest.mark.integration,
-              # moto names each resource type its CloudFormation skips (MOTO_SKIPS below).
-              pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto")]
+# moto names each resource type its CloudFormation skips (MOTO_SKIPS below).
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse .* not supported by moto")
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = json.loads((ROOT / "task-definitions" / "settings" / "example.json").read_text())

@@ -7,8 +7,6 @@ from entrypoint import config, fingerprints
 from entrypoint.checks import API_SECRET_KEY, FERNET_KEY, JWT_SECRET
 from entrypoint.errors import KeyMismatchError
 
-pytestmark = pytest.mark.integration
-
 FERNET = "Zm9vYmFyYmF6cXV4Zm9vYmFyYmF6cXV4Zm9vYmFyYmE="
 JWT = "j" * 64
 API = "api-secret-key-value"

@@ -6,12 +6,11 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.support.waiting import wait_until
 
 RUNNER = textwrap.dedent("""
     import os, sys
@@ -41,13 +40,6 @@ def finish(proc: subprocess.Popen, timeout: float = 30) -> str:
     return out
 
 
-def wait_for(path: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.1)
-
-
 def test_a_program_that_exits_stops_the_group_with_failure(tmp_path):
     proc = start(tmp_path, "long=sleep|60", "short=sh|-c|sleep 1; exit 3")
     out = finish(proc)
@@ -61,10 +53,8 @@ def test_sigterm_stops_every_program_and_exits_zero(tmp_path):
     script = (f"trap 'touch {marker}; exit 0' TERM; touch {tmp_path}/up-$$; "
               "while :; do sleep 0.1; done")
     proc = start(tmp_path, f"a=sh|-c|{script}", f"b=sh|-c|{script}")
-    deadline = time.monotonic() + 20
-    while len(list(tmp_path.glob("up-*"))) < 2:
-        assert time.monotonic() < deadline, "programs did not start"
-        time.sleep(0.1)
+    wait_until(lambda: len(list(tmp_path.glob("up-*"))), "both programs to start", timeout=20,
+               accept=lambda started: started >= 2)
     proc.send_signal(signal.SIGTERM)
     out = finish(proc)
     assert proc.returncode == 0, out

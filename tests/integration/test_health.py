@@ -14,14 +14,12 @@ import redis
 from sqlalchemy import create_engine, text
 
 from entrypoint.probe import health
-
-import celery_producer
-from servers import free_port
-
-pytestmark = pytest.mark.integration
+from tests.support import celery_producer
+from tests.support.celery_producer import APP_DIR
+from tests.support.servers import free_port
+from tests.support.waiting import wait_until
 
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
-APP_DIR = Path(__file__).parent / "celery_app"
 
 
 @pytest.fixture
@@ -116,14 +114,12 @@ def start_worker(broker, node=None, concurrency=1):
 
 
 def wait_healthy(env, want=True, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = health.probe("worker", env)
-        if result.healthy == want or time.monotonic() > deadline:
-            return result
-        time.sleep(0.5)
+    return wait_until(lambda: health.probe("worker", env),
+                      f"the worker's probe to say {'healthy' if want else 'unhealthy'}",
+                      timeout=timeout, interval=0.5, accept=lambda result: result.healthy == want)
 
 
+@pytest.mark.airflow  # the workers load entrypoint.worker.celery_config
 def test_worker_ping_only_this_worker_and_busy_is_healthy(redis_server, tmp_path):
     broker = redis_server.url(db=8)
     redis.Redis.from_url(broker).flushdb()
@@ -140,10 +136,8 @@ def test_worker_ping_only_this_worker_and_busy_is_healthy(redis_server, tmp_path
     try:
         assert wait_healthy(env).healthy
         celery_producer.send(broker, "shutdown_app.sleep", [30, str(tmp_path)])
-        deadline = time.monotonic() + 30
-        while not any(tmp_path.glob("started-*")):
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_until(lambda: any(tmp_path.glob("started-*")), "the task to start", timeout=30,
+                   interval=0.2)
         result = health.probe("worker", env)  # its only slot is busy
         assert result.healthy, result.reason
         # A probe cleans up after itself: no reply queue or binding is left behind.

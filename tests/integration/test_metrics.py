@@ -1,7 +1,6 @@
 """The metrics role: backlog read from real Celery queues in Redis, published to CloudWatch
 (moto's server)."""
 
-from pathlib import Path
 
 import boto3
 import pytest
@@ -9,12 +8,7 @@ import redis
 
 from entrypoint import config
 from entrypoint.programs import metrics
-
-import celery_producer
-
-pytestmark = pytest.mark.integration
-
-APP_DIR = Path(__file__).parent / "celery_app"
+from tests.support import celery_producer
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@
 import pytest
 
 from entrypoint import config, migrations
+from tests.support.servers import airflow_env
 
-from servers import airflow_env
-
-pytestmark = [pytest.mark.integration, pytest.mark.airflow]
+# Every test here runs Airflow: its CLI against the database, or its modules.
+pytestmark = pytest.mark.airflow
 
 
 def test_first_migration_leaves_no_error_in_the_postgres_log(postgres_server, tmp_path):

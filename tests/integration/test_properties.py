@@ -16,10 +16,7 @@ from hypothesis import strategies as st
 from entrypoint import checks, config, secrets, waits
 from entrypoint.errors import EntrypointError, SecretsError
 from entrypoint.log import mask_url, redact
-
-from servers import free_port
-
-pytestmark = pytest.mark.integration
+from tests.support.servers import free_port
 
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 # README's exit codes a `check` or `wait` may end with.

@@ -1,23 +1,19 @@
-"""Scale-in protection against a local ECS agent endpoint (tests/fake_agent.py)."""
+"""Scale-in protection against a local ECS agent endpoint (tests/support/fake_agent.py)."""
 
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import redis
 
 from entrypoint.worker.protection import AgentClient, AgentError, ProtectionManager
-
-import celery_producer
-from fake_agent import Agent, serve
-
-pytestmark = pytest.mark.integration
-
-APP_DIR = Path(__file__).parent / "celery_app"
+from tests.support import celery_producer
+from tests.support.celery_producer import APP_DIR
+from tests.support.fake_agent import Agent, serve
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -105,12 +101,13 @@ def test_agent_down_never_raises():
 
 
 def test_invalid_expiry_refused_by_us_and_the_agent(agent):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="protection minutes must be from 1 to"):
         ProtectionManager(AgentClient(agent.uri), lambda: 0, minutes=3000)
     with pytest.raises(AgentError, match="ExpiresInMinutes"):
         AgentClient(agent.uri).set(True, 0)
 
 
+@pytest.mark.airflow  # the worker loads entrypoint.worker.celery_config
 def test_real_worker_protects_its_task_while_it_runs(agent, redis_server, tmp_path):
     broker = redis_server.url(db=6)
     redis.Redis.from_url(broker).flushdb()
@@ -124,20 +121,21 @@ def test_real_worker_protects_its_task_while_it_runs(agent, redis_server, tmp_pa
         env=env, cwd=APP_DIR, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
         celery_producer.send(broker, "shutdown_app.sleep", [6, str(tmp_path)])
-        deadline = time.monotonic() + 60
-        while not any(tmp_path.glob("started-*")):
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        wait_until(lambda: any(tmp_path.glob("started-*")), "the task to start", timeout=60,
+                   interval=0.2, details=log.read_text)
         time.sleep(2)
         assert agent.protected(), log.read_text()
-        while not (tmp_path / "finished").exists():
-            assert time.monotonic() < deadline, log.read_text()
+
+        def finished_while_protected():
+            if (tmp_path / "finished").exists():
+                return True
             assert agent.protected(), "protection lapsed while the task ran"
-            time.sleep(0.2)
-        deadline = time.monotonic() + 15
-        while agent.protected():
-            assert time.monotonic() < deadline, "protection never cleared after the grace period"
-            time.sleep(0.2)
+            return False
+
+        wait_until(finished_while_protected, "the task to finish", timeout=60, interval=0.2,
+                   details=log.read_text)
+        wait_until(lambda: not agent.protected(), "protection to clear after the grace period",
+                   timeout=15, interval=0.2)
     finally:
         worker.send_signal(signal.SIGTERM)
         try:

@@ -12,10 +12,7 @@ import pytest
 
 from entrypoint import config, secrets
 from entrypoint.errors import SecretsError
-
-from aws_proxy import AwsProxy
-
-pytestmark = pytest.mark.integration
+from tests.support.aws_proxy import AwsProxy
 
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 REGION = "eu-west-1"

@@ -12,10 +12,7 @@ import pytest
 
 from entrypoint import config, migrations, waits
 from entrypoint.errors import MigrationError, WaitTimeout
-
-from servers import RedisServer, airflow_env, free_port, start_redis
-
-pytestmark = pytest.mark.integration
+from tests.support.servers import RedisServer, airflow_env, free_port, start_redis
 
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
 
@@ -82,7 +79,7 @@ def tls_redis(tmp_path_factory):
                              "--tls-key-file", str(tmp / "key.pem"), "--tls-auth-clients", "no",
                              "--save", "", "--dir", str(tmp)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    from servers import wait_port
+    from tests.support.servers import wait_port
 
     wait_port(port)
     yield port, tmp / "cert.pem"
@@ -123,6 +120,7 @@ def test_db_down_past_the_deadline():
                                     {"AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": url})
 
 
+@pytest.mark.airflow  # reads Airflow's revisions in a child process
 def test_head_revisions_match_airflows_own():
     code = ("from airflow.utils.db import _REVISION_HEADS_MAP; import airflow; "
             "print(_REVISION_HEADS_MAP[airflow.__version__.rsplit('.', 1)[0] + '.0'])")
@@ -131,6 +129,7 @@ def test_head_revisions_match_airflows_own():
     assert migrations.head_revisions() == {out}
 
 
+@pytest.mark.airflow  # migrates with the airflow CLI
 def test_roles_wait_for_the_schema_until_migrated(postgres_server, tmp_path):
     env = airflow_env(postgres_server, "airflow_wait_schema", tmp_path)
     with pytest.raises(WaitTimeout) as err:
@@ -141,6 +140,7 @@ def test_roles_wait_for_the_schema_until_migrated(postgres_server, tmp_path):
     waits.wait_for_dependencies("scheduler", settings(), env)
 
 
+@pytest.mark.airflow  # migrates with the airflow CLI
 def test_db_migrate_setting_migrates_first_and_twice_at_once_is_safe(postgres_server, tmp_path):
     env = airflow_env(postgres_server, "airflow_concurrent", tmp_path)
     s = settings(AIRFLOW_ECS_DB_MIGRATE="true")

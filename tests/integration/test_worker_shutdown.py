@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import redis
 
-import celery_producer
+from tests.support import celery_producer
+from tests.support.celery_producer import APP_DIR
+from tests.support.waiting import wait_until
 
-pytestmark = pytest.mark.integration
-
-APP_DIR = Path(__file__).parent / "celery_app"
+# The workers load entrypoint.worker.celery_config, which imports Airflow.
+pytestmark = pytest.mark.airflow
 
 
 def start_worker(broker: str, stop_timeout: int, log: Path) -> subprocess.Popen:
@@ -37,13 +38,9 @@ def send(broker: str, seconds: float, marker_dir: Path) -> None:
     celery_producer.send(broker, "shutdown_app.sleep", [seconds, str(marker_dir)])
 
 
-def wait_until(predicate, timeout: float, what: str, log: Path) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout}s; worker log:\n"
-                        f"{log.read_text(errors='replace')[-4000:]}")
-        time.sleep(0.2)
+def wait_for_start(marker_dir: Path, what: str, log: Path) -> None:
+    wait_until(lambda: any(marker_dir.glob("started-*")), what, timeout=60, interval=0.2,
+               details=lambda: "worker log:\n" + log.read_text(errors="replace")[-4000:])
 
 
 @pytest.fixture
@@ -60,7 +57,7 @@ def test_warm_shutdown_lets_the_running_task_finish_and_exits_zero(broker, tmp_p
     worker = start_worker(broker, stop_timeout=60, log=log)
     try:
         send(broker, 4, tmp_path)
-        wait_until(lambda: any(tmp_path.glob("started-*")), 60, "task start", log)
+        wait_for_start(tmp_path, "the task to start", log)
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(60) == 0, log.read_text()
     finally:
@@ -78,7 +75,7 @@ def test_task_past_the_deadline_is_restored_to_the_queue(broker, tmp_path):
     worker = start_worker(broker, stop_timeout=13, log=log)
     try:
         send(broker, 60, tmp_path)
-        wait_until(lambda: any(tmp_path.glob("started-*")), 60, "task start", log)
+        wait_for_start(tmp_path, "the task to start", log)
         worker.send_signal(signal.SIGTERM)
         worker.wait(40)
     finally:
@@ -97,7 +94,7 @@ def test_task_past_the_deadline_is_restored_to_the_queue(broker, tmp_path):
     log2 = tmp_path / "worker2.log"
     worker2 = start_worker(broker, stop_timeout=60, log=log2)
     try:
-        wait_until(lambda: any(tmp_path.glob("started-*")), 60, "task rerun", log2)
+        wait_for_start(tmp_path, "the task to run again", log2)
     finally:
         worker2.kill()
         worker2.wait()

@@ -109,7 +109,7 @@ def test_webserver_needs_an_admin_password():
     assert len(problems) == 1 and "AIRFLOW_ECS_ADMIN_PASSWORD" in problems[0]
 
 
-@pytest.mark.parametrize(("extra", "named"), [
+@pytest.mark.parametrize("extra,named", [
     ({"AIRFLOW_ECS_DAGS_SOURCE": "git",
       "AIRFLOW_ECS_DAGS_GIT_URL": "https://bot:planted-token@git.example.com/dags.git"},
      "AIRFLOW_ECS_DAGS_GIT_URL"),

@@ -10,7 +10,7 @@ import pytest
 from entrypoint import cli
 
 
-@pytest.mark.parametrize(("argv", "expected"), [
+@pytest.mark.parametrize("argv,expected", [
     (["scheduler"], ["run", "scheduler", "--"]),
     (["scheduler", "--num-runs", "3"], ["run", "scheduler", "--", "--num-runs", "3"]),
     (["api-server"], ["run", "webserver", "--"]),

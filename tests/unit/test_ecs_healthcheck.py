@@ -94,7 +94,7 @@ def test_timings_within_and_beyond_the_start_period():
     assert healthcheck.timings(2180) == {"interval": 188, "timeout": 15, "retries": 10,
                                          "startPeriod": 300}
     assert healthcheck.timings(3300)["interval"] == 300
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="beyond what ECS's health check can wait"):
         healthcheck.timings(3301)
 
 

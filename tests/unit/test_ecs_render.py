@@ -267,9 +267,10 @@ def test_settings_problems_are_all_reported_with_their_origin(tmp_path):
     assert f"{path}: $.colour: unknown setting" in text
     assert "AIRFLOW_ECS_DEPLOY_WORKER_CPUS: unknown setting" in text
     assert f"{path}: $.subnets: required (or set AIRFLOW_ECS_DEPLOY_SUBNETS)" in text
+    fixed = {k: v for k, v in data.items() if k != "colour"} | {"subnets": ["subnet-1"]}
+    fixed_path = write_settings(tmp_path, fixed)
     with pytest.raises(ConfigError) as caught:
-        fixed = {k: v for k, v in data.items() if k != "colour"} | {"subnets": ["subnet-1"]}
-        settings.load(write_settings(tmp_path, fixed), {})
+        settings.load(fixed_path, {})
     text = "\n".join(caught.value.problems)
     assert "$.image_tag: 'latest' must be a Docker tag other than `latest`" in text
     assert "$.worker_min_count: 0 must be at least 1" in text

@@ -32,7 +32,7 @@ def test_unreadable_bundle_is_a_clear_error(tmp_path, content):
         _ssl_context({"AWS_CA_BUNDLE": str(path)})
 
 
-@pytest.mark.parametrize(("soft", "wanted", "usable"), [
+@pytest.mark.parametrize("soft,wanted,usable", [
     (65535, 256, 256),
     (1024, 256, 256),
     (512, 256, 224),

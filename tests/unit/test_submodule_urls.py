@@ -6,7 +6,7 @@ from entrypoint.dagsync.submodules import resolve_url
 from entrypoint.errors import DagSyncError
 
 
-@pytest.mark.parametrize(("base", "url", "expected"), [
+@pytest.mark.parametrize("base,url,expected", [
     ("https://git.example.com/acme/dags.git", "../lib.git", "https://git.example.com/acme/lib.git"),
     ("https://git.example.com/acme/dags.git/", "../lib.git",
      "https://git.example.com/acme/lib.git"),
@@ -27,7 +27,7 @@ def test_resolve(base, url, expected):
     assert resolve_url(base, url) == expected
 
 
-@pytest.mark.parametrize(("base", "url"), [
+@pytest.mark.parametrize("base,url", [
     ("https://git.example.com/dags.git", "../../lib.git"),
     ("git@github.com:dags.git", "../../lib.git"),
     ("git@github.com:acme/dags.git", "../../../lib.git"),

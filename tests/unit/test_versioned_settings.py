@@ -22,7 +22,7 @@ def test_plain_folder_mode_stays_the_default():
     assert [p.name for p in launch.programs] == ["dag-processor", "sync-dags"]
 
 
-@pytest.mark.parametrize(("source", "classpath"), [
+@pytest.mark.parametrize("source, classpath", [
     (GIT, "entrypoint.bundles.git.GitDagBundle"),
     (S3, "entrypoint.bundles.s3.S3DagBundle"),
 ])

@@ -7,7 +7,6 @@ and a `stop()`; fixtures in conftest.py start and stop them.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 import pwd
@@ -17,10 +16,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.waiting import wait_until
 
 
 def free_port() -> int:
@@ -29,13 +29,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listens(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), 0.2):
+        return True
+
+
 def wait_port(port: int, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+    wait_until(lambda: _listens(port), f"a server listening on 127.0.0.1:{port}",
+               timeout=timeout, interval=0.05, ignoring=OSError)
 
 
 @dataclass
@@ -134,19 +135,15 @@ class PostgresServer(Server):
         )
         wait_port(self.port, 30)
         # The port opens before the server accepts logins; poll with a real login.
-        deadline = time.monotonic() + 30
-        while True:
-            env = dict(os.environ, PGPASSWORD=self.password)
-            ok = subprocess.run(
-                ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d",
-                 "postgres", "-Atc", "select 1"], env=env, capture_output=True,
-            ).returncode == 0
-            if ok:
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError("postgres did not accept logins")
-            time.sleep(0.1)
+        wait_until(self._accepts_login, "postgres to accept logins", timeout=30)
         return self
+
+    def _accepts_login(self) -> bool:
+        env = dict(os.environ, PGPASSWORD=self.password)
+        return subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d",
+             "postgres", "-Atc", "select 1"], env=env, capture_output=True,
+        ).returncode == 0
 
     @property
     def log_path(self) -> Path:

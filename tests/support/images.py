@@ -1,5 +1,5 @@
-"""Helpers for the image tests: names, `docker` calls, and containers that are removed
-whatever happens to the test."""
+"""What the image and end-to-end tests share: the images' names, `docker` calls, and
+containers that are removed whatever happens to the test."""
 
 from __future__ import annotations
 

@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from celery import Celery
+
+# The Celery app the tasks go to (task "shutdown_app.sleep"): a worker started as a
+# subprocess runs it with this folder as its working directory and PYTHONPATH.
+APP_DIR = Path(__file__).resolve().parent / "celery_app"
 
 
 def send(broker: str, name: str, args: list, queue: str = "default", count: int = 1,

@@ -1,0 +1,1 @@
+"""Tests that build the container images and run them."""
