@@ -318,7 +318,8 @@ def _read(s: Setting, raw: str) -> tuple[Any, str | None]:
     value: Any = raw
     if s.kind in (INTEGER, NUMBER):
         whole = s.kind == INTEGER
-        assert s.low is not None and s.high is not None
+        assert s.low is not None
+        assert s.high is not None
         low, high = (f"{s.low}", f"{s.high}") if whole else (f"{s.low:g}", f"{s.high:g}")
         try:
             value = int(raw) if whole else float(raw)
