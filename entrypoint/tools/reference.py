@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from entrypoint import config, defaults
+from entrypoint import config, defaults, rolenames
 from entrypoint.errors import (
     EXIT_CONFIG,
     EXIT_DAG_SYNC,
@@ -53,8 +53,38 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _runs(role: rolenames.Role) -> str:
+    if role.command is not None:
+        runs = f"`{' '.join(role.argv)}`"
+        return f"{runs}, by our `{role.program}` program" if role.program else runs
+    return f"our `{role.program}` program"
+
+
+def _probe(probe: rolenames.HealthProbe | None) -> str:
+    if isinstance(probe, rolenames.Heartbeat):
+        return f"a fresh `{probe.job_type}` heartbeat on this host (`{probe.threshold_var}`)"
+    if isinstance(probe, rolenames.HttpGet):
+        return f"HTTP GET `{probe.path}` on `{probe.port_var}` (default {probe.default_port})"
+    if isinstance(probe, rolenames.CeleryPing):
+        return "a Celery ping to this worker alone"
+    return "none"
+
+
+def render_roles() -> list[str]:
+    """The roles, from the role table (entrypoint.rolenames)."""
+    lines = ["### Roles", "",
+             "`airflow-ecs run ROLE`, or several joined with `+` into one process group.", "",
+             "| Role | Runs | Waits for | Health probe | In a `+` group |",
+             "| --- | --- | --- | --- | --- |"]
+    for role in rolenames.TABLE:
+        waits = ", ".join(w for w in rolenames.WAITS if w in role.waits_for) or "nothing"
+        lines.append(f"| `{role.name}` | {_runs(role)} | {waits} | {_cell(_probe(role.health))} "
+                     f"| {'yes' if role.groupable else 'no'} |")
+    return [*lines, ""]
+
+
 def render() -> str:
-    lines = [BEGIN, "", "### Settings", "",
+    lines = [BEGIN, "", *render_roles(), "### Settings", "",
              "| Variable | Default | Meaning | Example |", "| --- | --- | --- | --- |"]
     for s in config.table():
         lines.append(f"| `{s.name}` | `{_cell(s.shown_default)}` | {_cell(s.meaning)} | "

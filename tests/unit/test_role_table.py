@@ -343,3 +343,22 @@ def test_the_table_says_what_the_modules_listed_before():
     assert [r.name for r in rolenames.TABLE if not r.extra_args] == ["migrate"]
     assert {r.name: r.program for r in rolenames.TABLE if r.program} == \
         {"migrate": "migrate", "metrics": "metrics"}
+
+
+def test_the_readme_reference_lists_a_row_added_to_the_table(dummy_roles):
+    from entrypoint.tools import reference
+
+    rows = [line for line in reference.render_roles() if line.startswith("| `dummy-")]
+    assert rows == [
+        "| `dummy-job` | `airflow dummy-job` | redis, db, schema | a fresh `DummyJob` heartbeat "
+        "on this host (`AIRFLOW__DUMMY__HEALTH_CHECK_THRESHOLD`) | yes |",
+        "| `dummy-http` | `airflow dummy serve` | execution-api | HTTP GET `/dummy/health` on "
+        "`AIRFLOW_DUMMY_PORT` (default 9) | no |",
+    ]
+
+
+def test_the_readme_reference_lists_every_role():
+    from entrypoint.tools import reference
+
+    listed = [line.split("`")[1] for line in reference.render_roles() if line.startswith("| `")]
+    assert listed == list(rolenames.names())
