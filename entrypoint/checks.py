@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 from collections.abc import Callable, Mapping
 
+from entrypoint import logins
 from entrypoint.config import ADMIN_PASSWORD_VAR, Settings
 from entrypoint.log import mask_url
 from entrypoint.urls import (
@@ -230,6 +232,12 @@ def _dags_folder(roles: list[str], settings: Settings, env: Mapping[str, str]) -
 def _admin_login(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
     if "webserver" not in roles:
         return []
+    if logins.uses_fab(env):
+        if env.get(ADMIN_PASSWORD_VAR) or settings.webserver_config_file:
+            return []
+        return [f"required setting: {ADMIN_PASSWORD_VAR} for the webserver (the admin account "
+                "of FAB's database logins; without it nobody can log in), e.g. "
+                f"{ADMIN_PASSWORD_VAR}=ssm:/airflow/prod/admin-password"]
     manager = env.get("AIRFLOW__CORE__AUTH_MANAGER", "")
     if manager and not manager.endswith("SimpleAuthManager"):
         return []
@@ -239,6 +247,20 @@ def _admin_login(roles: list[str], settings: Settings, env: Mapping[str, str]) -
                 "Airflow's generated password file needs a writable AIRFLOW_HOME and differs "
                 "between webserver tasks), e.g. "
                 f"{ADMIN_PASSWORD_VAR}=ssm:/airflow/prod/admin-password"]
+    return []
+
+
+def _webserver_config_file(roles: list[str], settings: Settings,
+                           env: Mapping[str, str]) -> list[str]:
+    # FAB loads the file silently ignoring a missing one: the webserver would start with
+    # FAB's defaults instead of the logins the file configures.
+    path = settings.webserver_config_file
+    if "webserver" not in roles or path is None or not logins.uses_fab(env):
+        return []
+    if not path.is_file() or not os.access(path, os.R_OK):
+        return [f"invalid setting: AIRFLOW_ECS_WEBSERVER_CONFIG_FILE={str(path)!r} is not a "
+                "readable file in this container; mount your webserver_config.py there, or "
+                "unset the variable to use the generated one"]
     return []
 
 
@@ -262,5 +284,6 @@ _RULES: tuple[Callable[[list[str], Settings, Mapping[str, str]], list[str]], ...
     _visibility_timeout,
     _dags_folder,
     _admin_login,
+    _webserver_config_file,
     _dag_sync_settings,
 )

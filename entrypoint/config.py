@@ -32,6 +32,10 @@ ADMIN_PASSWORD_VAR = "AIRFLOW_ECS_ADMIN_PASSWORD"
 GIT_TOKEN_VAR = "AIRFLOW_ECS_DAGS_GIT_TOKEN"
 GIT_SSH_KEY_VAR = "AIRFLOW_ECS_DAGS_GIT_SSH_KEY"
 
+# Settings whose value is a path and whose name happens to end in _FILE: not the file
+# form of another variable (see entrypoint.secrets).
+PATH_SETTINGS = frozenset({"AIRFLOW_ECS_WEBSERVER_CONFIG_FILE"})
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -68,6 +72,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Unset: no admin user is configured.", "ssm:/airflow/prod/admin-password"),
     Setting("AIRFLOW_ECS_API_PORT", "8080", "Port the webserver role's api-server listens on.",
             "8080"),
+    # Logins (FAB auth manager): the webserver's webserver_config.py.
+    Setting("AIRFLOW_ECS_WEBSERVER_CONFIG_FILE", "(generated from these settings)",
+            "Path of your own FAB webserver_config.py for the webserver; it replaces the one "
+            "the entrypoint generates (the login settings below are then not used).",
+            "/opt/airflow/config/webserver_config.py"),
     Setting("AIRFLOW_ECS_CHECK_FINGERPRINTS", "true",
             "Publish and compare fingerprints of the shared keys in Redis; a role whose keys "
             "differ from the deployment's refuses to start.", "false"),
@@ -145,6 +154,8 @@ class Settings:
     stop_timeout: int = 120
     admin_username: str = "admin"
     api_port: int = 8080
+    # Logins (FAB auth manager).
+    webserver_config_file: Path | None = None
     check_fingerprints: bool = True
     log_level: str = "INFO"
     protection: bool = True
@@ -277,6 +288,9 @@ def load(env: Mapping[str, str]) -> Settings:
         stop_timeout=r.integer("AIRFLOW_ECS_STOP_TIMEOUT", 120, 2, 86400),
         admin_username=r.text("AIRFLOW_ECS_ADMIN_USERNAME", "admin") or "admin",
         api_port=r.integer("AIRFLOW_ECS_API_PORT", 8080, 1, 65535),
+        # Logins (FAB auth manager).
+        webserver_config_file=_absolute_path(r, "AIRFLOW_ECS_WEBSERVER_CONFIG_FILE",
+                                             "/opt/airflow/config/webserver_config.py"),
         check_fingerprints=r.boolean("AIRFLOW_ECS_CHECK_FINGERPRINTS", True),
         log_level=r.choice("AIRFLOW_ECS_LOG_LEVEL", "info", _LOG_LEVELS).upper(),
         protection=r.boolean("AIRFLOW_ECS_PROTECTION", True),
@@ -325,7 +339,7 @@ def load(env: Mapping[str, str]) -> Settings:
                           "(no '..')")
 
     unknown = sorted(n for n in env if n.startswith(PREFIX) and n != ROLE_ENV_MARKER
-                     and _base_name(n) not in DOCUMENTED)
+                     and n not in DOCUMENTED and _base_name(n) not in DOCUMENTED)
     for name in unknown:
         r.problems.append(f"unknown setting: {name}; see the README's configuration reference "
                           "(a typo?)")
@@ -333,6 +347,17 @@ def load(env: Mapping[str, str]) -> Settings:
     if r.problems:
         raise ConfigError(r.problems)
     return settings
+
+
+def _absolute_path(r: _Reader, name: str, example: str) -> Path | None:
+    value = r.text(name, None)
+    if value is None:
+        return None
+    if not Path(value).is_absolute():
+        r.problems.append(f"invalid setting: {name}={value!r} must be an absolute path, "
+                          f"e.g. {name}={example}")
+        return None
+    return Path(value)
 
 
 def _base_name(name: str) -> str:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from entrypoint import config, defaults
+from entrypoint import config, defaults, logins
 from entrypoint.config import Settings
 from entrypoint.errors import ConfigError
 from entrypoint.log import log
@@ -62,6 +62,7 @@ def prepare(role: str, settings: Settings, env: Mapping[str, str],
         path = defaults.write_admin_password_file(settings, env)
         if path:
             log.info("admin login %r configured for the webserver", settings.admin_username)
+        logins.prepare_webserver(settings, env)
     syncing = settings.dags_source != "image" and settings.dags_refresh_seconds > 0
     if len(members) == 1 and not syncing:
         return Launch(kind="exec", env=env, argv=COMMANDS[role] + tuple(extra_args))
@@ -100,8 +101,8 @@ def execute(launch: Launch) -> None:
 
         settings = config.load(launch.env)
         run_migrations(settings, launch.env)
-        log.info("migrations done; the admin login comes from %s and needs no database row "
-                 "with Airflow's SimpleAuthManager", config.ADMIN_PASSWORD_VAR)
+        log.info("migrations done; the webserver writes the admin login from %s at its "
+                 "start", config.ADMIN_PASSWORD_VAR)
         raise SystemExit(0)
     if launch.kind == "metrics":
         raise SystemExit(_run_metrics(launch.env))

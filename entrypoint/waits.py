@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from entrypoint import migrations
+from entrypoint import logins, migrations
 from entrypoint.checks import BROKER_URL, DB_URL, EXECUTION_API_URL
 from entrypoint.config import Settings
 from entrypoint.errors import ConfigError, MigrationError, WaitTimeout
@@ -107,6 +107,14 @@ def wait_for_dependencies(role: str, settings: Settings, env: Mapping[str, str])
                   lambda timeout: probe_schema(db_url, timeout), deadline,
                   hint="run the migrate role (airflow-ecs run migrate) before the other roles, "
                        "or set AIRFLOW_ECS_DB_MIGRATE=true on one of them")
+    if "webserver" in role.split("+") and db_url and logins.uses_fab(env) \
+            and not settings.db_migrate:
+        # `airflow db migrate` creates FAB's tables after Airflow's: the webserver writes
+        # the admin account into them.
+        _wait("FAB's tables migrated to their head revision", _db_target(db_url),
+              lambda timeout: probe_fab_schema(db_url, timeout), deadline,
+              hint="run the migrate role (airflow-ecs run migrate) with this image, whose "
+                   "`airflow db migrate` also migrates the FAB provider's tables")
     if api:
         _wait("the execution API", mask_url(api),
               lambda timeout: probe_execution_api(api, timeout), deadline,
@@ -342,6 +350,39 @@ def probe_schema(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
             "of that version, or restore the database.")
     raise NotReady("schema at " + (", ".join(sorted(current)) or "no revision (empty database)")
                    + f", head is {', '.join(sorted(heads))}")
+
+
+def probe_fab_schema(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
+    known, heads = migrations.fab_revision_graph()
+    if not heads:
+        raise ConfigError(f"invalid setting: {logins.AUTH_MANAGER} selects FAB's auth manager, "
+                          "but the FAB provider (apache-airflow-providers-fab) is not "
+                          "installed in this image")
+    table = migrations.FAB_VERSION_TABLE
+    if _is_postgres(url):
+        current = {row[0] for row in _postgres(url, f"SELECT version_num FROM {table}",  # noqa: S608
+                                               timeout, missing_table_ok=True)}
+    else:
+        from sqlalchemy.exc import OperationalError
+
+        engine = _engine(url, timeout)
+        try:
+            with engine.connect() as connection:
+                current = migrations.current_revisions(connection, table)
+        except OperationalError as exc:
+            raise NotReady(" ".join(str(exc.orig).split())) from None
+        finally:
+            engine.dispose()
+    if current == set(heads):
+        return
+    unknown = current - known
+    if unknown:
+        raise MigrationError(
+            f"FAB's tables are at revision {', '.join(sorted(unknown))}, which this image's "
+            "FAB provider does not know: they were migrated by a newer one. Run the image of "
+            "that version, or restore the database.")
+    raise NotReady("FAB's tables at " + (", ".join(sorted(current)) or "no revision (not "
+                   "created yet)") + f", head is {', '.join(sorted(heads))}")
 
 
 def probe_execution_api(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:

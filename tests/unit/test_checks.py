@@ -103,10 +103,27 @@ def test_scheduler_must_use_celery():
     assert len(problems) == 1 and "CeleryExecutor" in problems[0]
 
 
-def test_webserver_needs_an_admin_password():
+@pytest.mark.parametrize("manager", [
+    "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
+    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+])
+def test_webserver_needs_an_admin_password(manager):
     env = {k: v for k, v in GOOD.items() if k != "AIRFLOW_ECS_ADMIN_PASSWORD"}
-    problems = run("webserver", env)
+    problems = run("webserver", {**env, "AIRFLOW__CORE__AUTH_MANAGER": manager})
     assert len(problems) == 1 and "AIRFLOW_ECS_ADMIN_PASSWORD" in problems[0]
+    assert run("webserver", {**GOOD, "AIRFLOW__CORE__AUTH_MANAGER": manager}) == []
+
+
+def test_a_users_webserver_config_must_exist_and_replaces_the_admin_requirement(tmp_path):
+    env = {k: v for k, v in GOOD.items() if k != "AIRFLOW_ECS_ADMIN_PASSWORD"}
+    own = tmp_path / "webserver_config.py"
+    settings = config.load({"AIRFLOW_ECS_WEBSERVER_CONFIG_FILE": str(own)})
+    problems = checks.check("webserver", settings, defaults.apply("webserver", settings, env))
+    assert len(problems) == 1, problems
+    assert "AIRFLOW_ECS_WEBSERVER_CONFIG_FILE" in problems[0] and "not a readable file" in \
+        problems[0]
+    own.write_text("AUTH_TYPE = 1\n")
+    assert checks.check("webserver", settings, defaults.apply("webserver", settings, env)) == []
 
 
 @pytest.mark.parametrize(("extra", "named"), [
