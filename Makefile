@@ -102,6 +102,7 @@ up: build compose-plugin secrets ## start the local stack (Redis, Postgres, sche
 	@echo "  Airflow UI:  http://127.0.0.1:$(WEB_PORT)/"
 	@echo "  Login:       admin, password: AIRFLOW_ECS_ADMIN_PASSWORD in .local/secrets.env"
 	@echo "               (grep ^AIRFLOW_ECS_ADMIN_PASSWORD= .local/secrets.env | cut -d= -f2-)"
+	@echo "               Airflow's FAB auth manager: add users and roles under Security in the UI"
 	@echo "  Then:        make demo   (runs example_fanout on the workers)"
 
 .PHONY: down
