@@ -26,7 +26,7 @@ help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: requirements/dev.lock pyproject.toml
-	@bash scripts/machine-deps.sh uv
+	@bash scripts/machine-deps.sh venv uv
 	uv venv --quiet --allow-existing --python 3.11 $(VENV)
 	VIRTUAL_ENV=$(VENV) uv pip install --quiet --compile-bytecode -r requirements/dev.lock
 	VIRTUAL_ENV=$(VENV) uv pip install --quiet --no-deps -e .
@@ -134,7 +134,7 @@ deploy: venv ## register the task definitions, run the migrate task, then create
 
 .PHONY: machine-deps
 machine-deps: ## install the Debian packages the tests need (as root on Debian; elsewhere says what to install)
-	@bash scripts/machine-deps.sh test lint uv
+	@bash scripts/machine-deps.sh test lint venv uv
 
 # testcontainers can't pull its Ryuk reaper image where no registry answers (the tests
 # remove their containers themselves), and on a machine that looks like a container it

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from entrypoint import logins
-from entrypoint.config import ADMIN_PASSWORD_VAR, Settings
+from entrypoint.config import ADMIN_PASSWORD_VAR, LDAP_BIND_PASSWORD_VAR, Settings
 from entrypoint.log import mask_url
 from entrypoint.urls import (
     BROKER_SCHEMES,
@@ -233,11 +233,12 @@ def _admin_login(roles: list[str], settings: Settings, env: Mapping[str, str]) -
     if "webserver" not in roles:
         return []
     if logins.uses_fab(env):
-        if env.get(ADMIN_PASSWORD_VAR) or settings.webserver_config_file:
+        if env.get(ADMIN_PASSWORD_VAR) or settings.webserver_config_file or settings.ldap_uri:
             return []
         return [f"required setting: {ADMIN_PASSWORD_VAR} for the webserver (the admin account "
                 "of FAB's database logins; without it nobody can log in), e.g. "
-                f"{ADMIN_PASSWORD_VAR}=ssm:/airflow/prod/admin-password"]
+                f"{ADMIN_PASSWORD_VAR}=ssm:/airflow/prod/admin-password; or log users in "
+                "from LDAP (AIRFLOW_ECS_LDAP_URI)"]
     manager = env.get("AIRFLOW__CORE__AUTH_MANAGER", "")
     if manager and not manager.endswith("SimpleAuthManager"):
         return []
@@ -264,6 +265,26 @@ def _webserver_config_file(roles: list[str], settings: Settings,
     return []
 
 
+def _ldap_settings(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
+    if "webserver" not in roles or not settings.ldap_uri:
+        return []
+    problems = []
+    if not logins.uses_fab(env):
+        problems.append("invalid setting: AIRFLOW_ECS_LDAP_URI is set but "
+                        "AIRFLOW__CORE__AUTH_MANAGER is not FAB's auth manager, which alone "
+                        "logs users in from LDAP; unset AIRFLOW__CORE__AUTH_MANAGER (FAB is "
+                        "the default)")
+    if not env.get(LDAP_BIND_PASSWORD_VAR):
+        problems.append(f"required setting: {LDAP_BIND_PASSWORD_VAR} when AIRFLOW_ECS_LDAP_URI "
+                        f"is set, e.g. {LDAP_BIND_PASSWORD_VAR}=ssm:/airflow/prod/"
+                        "ldap-bind-password")
+    ca = settings.ldap_tls_ca_file
+    if ca is not None and (not ca.is_file() or not os.access(ca, os.R_OK)):
+        problems.append(f"invalid setting: AIRFLOW_ECS_LDAP_TLS_CA_FILE={str(ca)!r} is not a "
+                        "readable file in this container; mount the CA certificate (PEM) there")
+    return problems
+
+
 def _dag_sync_settings(roles: list[str], settings: Settings,
                        env: Mapping[str, str]) -> list[str]:
     # The same checks the sync runs before each pass: `check` refuses what it would refuse.
@@ -285,5 +306,6 @@ _RULES: tuple[Callable[[list[str], Settings, Mapping[str, str]], list[str]], ...
     _dags_folder,
     _admin_login,
     _webserver_config_file,
+    _ldap_settings,
     _dag_sync_settings,
 )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from entrypoint.errors import ConfigError
+from entrypoint.log import mask_url
 
 # Set by the entrypoint itself on the role's environment, never by users: the
 # mark by which `airflow-ecs health` finds the resolved values (running_env).
@@ -34,7 +35,8 @@ GIT_SSH_KEY_VAR = "AIRFLOW_ECS_DAGS_GIT_SSH_KEY"
 
 # Settings whose value is a path and whose name happens to end in _FILE: not the file
 # form of another variable (see entrypoint.secrets).
-PATH_SETTINGS = frozenset({"AIRFLOW_ECS_WEBSERVER_CONFIG_FILE"})
+PATH_SETTINGS = frozenset({"AIRFLOW_ECS_WEBSERVER_CONFIG_FILE", "AIRFLOW_ECS_LDAP_TLS_CA_FILE"})
+LDAP_BIND_PASSWORD_VAR = "AIRFLOW_ECS_LDAP_BIND_PASSWORD"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -77,6 +79,37 @@ SETTINGS: tuple[Setting, ...] = (
             "Path of your own FAB webserver_config.py for the webserver; it replaces the one "
             "the entrypoint generates (the login settings below are then not used).",
             "/opt/airflow/config/webserver_config.py"),
+    Setting("AIRFLOW_ECS_LDAP_URI", "(unset)",
+            "LDAP server the webserver logs users in from (FAB's AUTH_LDAP); ldaps:// "
+            "(ldap:// only to 127.0.0.1 or localhost). Unset: users are FAB's database "
+            "users. The admin account still logs in from the database.",
+            "ldaps://ldap.example.com:636"),
+    Setting("AIRFLOW_ECS_LDAP_BIND_USER", "(unset)",
+            "DN the webserver binds as to search for users; required with "
+            "AIRFLOW_ECS_LDAP_URI.", "cn=airflow,ou=services,dc=example,dc=com"),
+    Setting(LDAP_BIND_PASSWORD_VAR, "(unset)",
+            "Password of AIRFLOW_ECS_LDAP_BIND_USER (secret: give it as a reference or through "
+            "ECS `secrets`).", "ssm:/airflow/prod/ldap-bind-password"),
+    Setting("AIRFLOW_ECS_LDAP_SEARCH_BASE", "(unset)",
+            "Where users are searched; required with AIRFLOW_ECS_LDAP_URI.",
+            "ou=people,dc=example,dc=com"),
+    Setting("AIRFLOW_ECS_LDAP_USER_FILTER", "(every user under the search base)",
+            "LDAP filter a user must also match to log in.",
+            "(objectClass=inetOrgPerson)"),
+    Setting("AIRFLOW_ECS_LDAP_UID_FIELD", "uid",
+            "Attribute holding the name users log in with.", "sAMAccountName"),
+    Setting("AIRFLOW_ECS_LDAP_GROUP_FIELD", "memberOf",
+            "Attribute of a user listing the DNs of their groups.", "memberOf"),
+    Setting("AIRFLOW_ECS_LDAP_ROLES_MAPPING", "(unset)",
+            "JSON object: group DN to the list of Airflow roles its members get, synced at "
+            "every login. Each role must exist (Admin, Op, User, Viewer, Public, or one of "
+            "[fab] custom_roles / made in the UI): the webserver refuses to start otherwise.",
+            '{"cn=airflow-ops,ou=groups,dc=example,dc=com": ["Op"]}'),
+    Setting("AIRFLOW_ECS_LDAP_DEFAULT_ROLE", "(unset: refuse users in no mapped group)",
+            "Role of an LDAP user in none of the mapped groups.", "Viewer"),
+    Setting("AIRFLOW_ECS_LDAP_TLS_CA_FILE", "(the system's CA certificates)",
+            "PEM file of the CA that signed the LDAP server's certificate.",
+            "/opt/airflow/config/ldap-ca.pem"),
     Setting("AIRFLOW_ECS_CHECK_FINGERPRINTS", "true",
             "Publish and compare fingerprints of the shared keys in Redis; a role whose keys "
             "differ from the deployment's refuses to start.", "false"),
@@ -156,6 +189,15 @@ class Settings:
     api_port: int = 8080
     # Logins (FAB auth manager).
     webserver_config_file: Path | None = None
+    ldap_uri: str | None = None
+    ldap_bind_user: str | None = None
+    ldap_search_base: str | None = None
+    ldap_user_filter: str = ""
+    ldap_uid_field: str = "uid"
+    ldap_group_field: str = "memberOf"
+    ldap_roles_mapping: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    ldap_default_role: str | None = None
+    ldap_tls_ca_file: Path | None = None
     check_fingerprints: bool = True
     log_level: str = "INFO"
     protection: bool = True
@@ -291,6 +333,16 @@ def load(env: Mapping[str, str]) -> Settings:
         # Logins (FAB auth manager).
         webserver_config_file=_absolute_path(r, "AIRFLOW_ECS_WEBSERVER_CONFIG_FILE",
                                              "/opt/airflow/config/webserver_config.py"),
+        ldap_uri=_ldap_uri(r),
+        ldap_bind_user=r.text("AIRFLOW_ECS_LDAP_BIND_USER", None),
+        ldap_search_base=r.text("AIRFLOW_ECS_LDAP_SEARCH_BASE", None),
+        ldap_user_filter=_ldap_filter(r),
+        ldap_uid_field=r.text("AIRFLOW_ECS_LDAP_UID_FIELD", "uid") or "uid",
+        ldap_group_field=r.text("AIRFLOW_ECS_LDAP_GROUP_FIELD", "memberOf") or "memberOf",
+        ldap_roles_mapping=_ldap_roles_mapping(r),
+        ldap_default_role=r.text("AIRFLOW_ECS_LDAP_DEFAULT_ROLE", None),
+        ldap_tls_ca_file=_absolute_path(r, "AIRFLOW_ECS_LDAP_TLS_CA_FILE",
+                                        "/opt/airflow/config/ldap-ca.pem"),
         check_fingerprints=r.boolean("AIRFLOW_ECS_CHECK_FINGERPRINTS", True),
         log_level=r.choice("AIRFLOW_ECS_LOG_LEVEL", "info", _LOG_LEVELS).upper(),
         protection=r.boolean("AIRFLOW_ECS_PROTECTION", True),
@@ -333,6 +385,29 @@ def load(env: Mapping[str, str]) -> Settings:
         elif not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$", uri):
             r.problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_S3_URI={uri!r} must be "
                               "s3://BUCKET/PREFIX/ with a valid bucket name")
+    if settings.ldap_uri and settings.webserver_config_file:
+        r.problems.append("invalid setting: AIRFLOW_ECS_LDAP_URI and "
+                          "AIRFLOW_ECS_WEBSERVER_CONFIG_FILE are both set, but your own "
+                          "webserver_config.py replaces the one the LDAP settings go into; "
+                          "set one of them (put AUTH_LDAP_* in your file)")
+    if settings.ldap_uri:
+        for name, value in (("AIRFLOW_ECS_LDAP_BIND_USER", settings.ldap_bind_user),
+                            ("AIRFLOW_ECS_LDAP_SEARCH_BASE", settings.ldap_search_base)):
+            if not value:
+                r.problems.append(f"required setting: {name} when AIRFLOW_ECS_LDAP_URI is set, "
+                                  f"e.g. {name}={_LDAP_EXAMPLES[name]}")
+        if not settings.ldap_roles_mapping and not settings.ldap_default_role:
+            r.problems.append("required setting: AIRFLOW_ECS_LDAP_ROLES_MAPPING or "
+                              "AIRFLOW_ECS_LDAP_DEFAULT_ROLE when AIRFLOW_ECS_LDAP_URI is set: "
+                              "without either no LDAP user gets a role, e.g. "
+                              "AIRFLOW_ECS_LDAP_ROLES_MAPPING="
+                              "'{\"cn=airflow-ops,ou=groups,dc=example,dc=com\": [\"Op\"]}'")
+    elif r.raw("AIRFLOW_ECS_LDAP_URI") is None:
+        given = sorted(n for n in env if n.startswith("AIRFLOW_ECS_LDAP_") and env[n].strip())
+        if given:
+            r.problems.append(f"required setting: AIRFLOW_ECS_LDAP_URI, since {', '.join(given)} "
+                              "is set; e.g. AIRFLOW_ECS_LDAP_URI=ldaps://ldap.example.com:636 "
+                              "(or unset the LDAP settings)")
     if ".." in Path(settings.dags_git_subdir).parts:
         r.problems.append(f"invalid setting: AIRFLOW_ECS_DAGS_GIT_SUBDIR="
                           f"{settings.dags_git_subdir!r} must stay inside the repository "
@@ -347,6 +422,69 @@ def load(env: Mapping[str, str]) -> Settings:
     if r.problems:
         raise ConfigError(r.problems)
     return settings
+
+
+_LDAP_EXAMPLES = {"AIRFLOW_ECS_LDAP_BIND_USER": "cn=airflow,ou=services,dc=example,dc=com",
+                  "AIRFLOW_ECS_LDAP_SEARCH_BASE": "ou=people,dc=example,dc=com"}
+# ldap:// sends the bind password and every user's password in clear: only to this host.
+_LDAP_LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _ldap_uri(r: _Reader) -> str | None:
+    name = "AIRFLOW_ECS_LDAP_URI"
+    uri = r.text(name, None)
+    if uri is None:
+        return None
+    shown = mask_url(uri)  # a URI with credentials in it must not show them
+    scheme, sep, rest = uri.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    hostname = host if host.startswith("[") else host.split(":", 1)[0]
+    hostname = hostname.split("]", 1)[0] + "]" if hostname.startswith("[") else hostname
+    if not sep or not hostname or scheme.lower() not in ("ldaps", "ldap") or "@" in rest \
+            or " " in uri:
+        r.problems.append(f"invalid setting: {name}={shown!r} must be ldaps://HOST[:PORT], "
+                          f"e.g. {name}=ldaps://ldap.example.com:636")
+        return None
+    if scheme.lower() == "ldap" and hostname.lower() not in _LDAP_LOCAL_HOSTS:
+        r.problems.append(f"invalid setting: {name}={shown!r}: ldap:// sends passwords in clear "
+                          f"text; use ldaps://{host} (ldap:// is accepted only for 127.0.0.1 "
+                          "and localhost)")
+        return None
+    return uri
+
+
+def _ldap_filter(r: _Reader) -> str:
+    name = "AIRFLOW_ECS_LDAP_USER_FILTER"
+    value = r.text(name, "") or ""
+    if value and not (value.startswith("(") and value.endswith(")")
+                      and value.count("(") == value.count(")")):
+        r.problems.append(f"invalid setting: {name}={value!r} must be one LDAP filter in "
+                          f"parentheses, e.g. {name}=(objectClass=inetOrgPerson)")
+        return ""
+    return value
+
+
+def _ldap_roles_mapping(r: _Reader) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    import json
+
+    name = "AIRFLOW_ECS_LDAP_ROLES_MAPPING"
+    value = r.text(name, None)
+    if value is None:
+        return ()
+    fix = (f"it must be a JSON object from group DN to a list of role names, e.g. "
+           f"{name}='{{\"cn=airflow-ops,ou=groups,dc=example,dc=com\": [\"Op\"]}}'")
+    try:
+        mapping = json.loads(value)
+    except ValueError as exc:
+        r.problems.append(f"invalid setting: {name} is not JSON ({exc}); {fix}")
+        return ()
+    if not isinstance(mapping, dict) or not all(
+            isinstance(group, str) and group.strip() and isinstance(roles, list) and roles
+            and all(isinstance(role, str) and role.strip() for role in roles)
+            for group, roles in mapping.items()):
+        r.problems.append(f"invalid setting: {name}: {fix}")
+        return ()
+    return tuple((group, tuple(roles)) for group, roles in mapping.items())
 
 
 def _absolute_path(r: _Reader, name: str, example: str) -> Path | None:

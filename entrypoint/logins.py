@@ -8,9 +8,10 @@ On the webserver, before the api-server starts:
    AIRFLOW_ECS_WEBSERVER_CONFIG_FILE names one of the user's. Airflow finds it
    through `[fab] config_file`, which the defaults point there.
 2. The admin account (AIRFLOW_ECS_ADMIN_USERNAME, AIRFLOW_ECS_ADMIN_PASSWORD)
-   is created, or its password and Admin role brought back to the settings, by
-   entrypoint.programs.fab_admin in a child process (it imports Airflow, which
-   the entrypoint itself never does).
+   is created, or its password and Admin role brought back to the settings,
+   and the roles AIRFLOW_ECS_LDAP_ROLES_MAPPING and _DEFAULT_ROLE name are
+   checked to exist, by entrypoint.programs.fab_admin in a child process (it
+   imports Airflow, which the entrypoint itself never does).
 
 No secret is written to disk: the generated file holds settings only, and
 reads the values it needs from the api-server's environment when it is loaded.
@@ -29,8 +30,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from entrypoint import procs
-from entrypoint.config import ADMIN_PASSWORD_VAR, Settings
-from entrypoint.errors import MigrationError, WaitTimeout
+from entrypoint.config import ADMIN_PASSWORD_VAR, LDAP_BIND_PASSWORD_VAR, Settings
+from entrypoint.errors import ConfigError, MigrationError, WaitTimeout
 from entrypoint.log import log, redact
 
 AUTH_MANAGER = "AIRFLOW__CORE__AUTH_MANAGER"
@@ -41,6 +42,8 @@ FAB_CONFIG_FILE = "AIRFLOW__FAB__CONFIG_FILE"
 GENERATED_NAME = "webserver_config.py"
 # The admin program's exit code when another webserver held the lock past the deadline.
 EXIT_LOCK_TIMEOUT = 3
+# ... and when a role the LDAP settings name doesn't exist.
+EXIT_UNKNOWN_ROLES = 4
 # Seconds the admin program may take once it holds the lock: importing Airflow and
 # FAB, creating the roles on a new database, one user's rows.
 ADMIN_WORK_SECONDS = 120
@@ -71,10 +74,46 @@ def render_config(settings: Settings) -> str:
         "# AIRFLOW_ECS_* settings; AIRFLOW_ECS_WEBSERVER_CONFIG_FILE replaces it with yours.",
         "# No SECRET_KEY here: FAB takes it from AIRFLOW__API__SECRET_KEY, which every",
         "# webserver task shares, so a session made by one is valid on the others.",
-        "from flask_appbuilder.security.manager import AUTH_DB",
+    ]
+    if not settings.ldap_uri:
+        lines += [
+            "from flask_appbuilder.security.manager import AUTH_DB",
+            "",
+            "AUTH_TYPE = AUTH_DB",
+            "WTF_CSRF_ENABLED = True",
+        ]
+        return "\n".join(lines) + "\n"
+    mapping = {group: list(roles) for group, roles in settings.ldap_roles_mapping}
+    lines += [
+        "import os",
         "",
-        "AUTH_TYPE = AUTH_DB",
+        "from flask_appbuilder.security.manager import AUTH_LDAP",
+        "",
+        "from entrypoint.webserver.fab_security import LdapSecurityManager",
+        "",
+        "AUTH_TYPE = AUTH_LDAP",
         "WTF_CSRF_ENABLED = True",
+        f"AUTH_LDAP_SERVER = {settings.ldap_uri!r}",
+        f"AUTH_LDAP_BIND_USER = {settings.ldap_bind_user!r}",
+        "# Read from the api-server's environment when FAB loads this file: never on disk.",
+        f"AUTH_LDAP_BIND_PASSWORD = os.environ.get({LDAP_BIND_PASSWORD_VAR!r}, '')",
+        f"AUTH_LDAP_SEARCH = {settings.ldap_search_base!r}",
+        f"AUTH_LDAP_SEARCH_FILTER = {settings.ldap_user_filter!r}",
+        f"AUTH_LDAP_UID_FIELD = {settings.ldap_uid_field!r}",
+        f"AUTH_LDAP_GROUP_FIELD = {settings.ldap_group_field!r}",
+        "# The server's certificate is always verified.",
+        "AUTH_LDAP_TLS_DEMAND = True",
+    ]
+    if settings.ldap_tls_ca_file:
+        lines.append(f"AUTH_LDAP_TLS_CACERTFILE = {str(settings.ldap_tls_ca_file)!r}")
+    lines += [
+        "# LDAP users are registered at their first login, their roles synced at each.",
+        "AUTH_USER_REGISTRATION = True",
+        f"AUTH_USER_REGISTRATION_ROLE = {settings.ldap_default_role!r}",
+        f"AUTH_ROLES_MAPPING = {mapping!r}",
+        "AUTH_ROLES_SYNC_AT_LOGIN = True",
+        "# Refuses users in no mapped group when AUTH_USER_REGISTRATION_ROLE is None.",
+        "SECURITY_MANAGER_CLASS = LdapSecurityManager",
     ]
     return "\n".join(lines) + "\n"
 
@@ -105,7 +144,7 @@ def prepare_webserver(settings: Settings, env: Mapping[str, str]) -> None:
     else:
         log.info("FAB logins: using AIRFLOW_ECS_WEBSERVER_CONFIG_FILE=%s",
                  settings.webserver_config_file)
-    if env.get(ADMIN_PASSWORD_VAR):
+    if env.get(ADMIN_PASSWORD_VAR) or ldap_roles(settings):
         sync_admin(settings, env)
     else:
         log.info("FAB logins: %s is unset, so no admin account is managed; create users "
@@ -113,15 +152,23 @@ def prepare_webserver(settings: Settings, env: Mapping[str, str]) -> None:
                  ADMIN_PASSWORD_VAR)
 
 
+def ldap_roles(settings: Settings) -> list[str]:
+    """The role names the LDAP settings give users."""
+    names = {role for _, roles in settings.ldap_roles_mapping for role in roles}
+    if settings.ldap_default_role:
+        names.add(settings.ldap_default_role)
+    return sorted(names)
+
+
 def sync_admin(settings: Settings, env: Mapping[str, str]) -> str:
-    """Create or update the admin account in FAB's tables (entrypoint.programs.fab_admin);
-    return what was done.
+    """Create or update the admin account in FAB's tables, and check that the roles the
+    LDAP settings name exist (entrypoint.programs.fab_admin); return what was done.
 
     The password reaches the child in its environment, never in its arguments.
     """
     lock_wait = settings.wait_timeout
     argv = [sys.executable, "-m", "entrypoint.programs.fab_admin", settings.admin_username,
-            f"{lock_wait:g}"]
+            f"{lock_wait:g}", *ldap_roles(settings)]
     try:
         result = procs.run(argv, env=env, timeout=lock_wait + ADMIN_WORK_SECONDS)
     except subprocess.TimeoutExpired:
@@ -134,6 +181,12 @@ def sync_admin(settings: Settings, env: Mapping[str, str]) -> str:
     if result.returncode == EXIT_LOCK_TIMEOUT:
         raise WaitTimeout(f"another webserver held the admin account's lock for longer than "
                           f"AIRFLOW_ECS_WAIT_TIMEOUT={lock_wait:g}s:\n{output[-2000:]}")
+    if result.returncode == EXIT_UNKNOWN_ROLES:
+        said = [line for line in output.splitlines() if line.startswith("fab-admin: ")]
+        raise ConfigError(f"invalid setting: AIRFLOW_ECS_LDAP_ROLES_MAPPING or "
+                          f"AIRFLOW_ECS_LDAP_DEFAULT_ROLE names a role FAB does not have: "
+                          f"{said[-1].removeprefix('fab-admin: ') if said else output[-500:]}. "
+                          "Use an existing role, or declare yours in AIRFLOW__FAB__CUSTOM_ROLES")
     if result.returncode != 0:
         tail = "\n".join(output.splitlines()[-15:])
         raise MigrationError(f"the admin account {settings.admin_username!r} could not be "

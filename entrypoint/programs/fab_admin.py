@@ -1,9 +1,11 @@
-"""The FAB admin account, created or brought up to date, run by the webserver at start.
+"""FAB's roles and admin account, checked and brought up to date by the webserver at start.
 
-    python -m entrypoint.programs.fab_admin USERNAME LOCK_WAIT_SECONDS
+    python -m entrypoint.programs.fab_admin USERNAME LOCK_WAIT_SECONDS [ROLE...]
 
 The password comes from AIRFLOW_ECS_ADMIN_PASSWORD in the environment, never from
-the arguments (a process's arguments are visible to every user of the host).
+the arguments (a process's arguments are visible to every user of the host);
+without it no account is touched. ROLEs are the roles the LDAP settings name:
+one that doesn't exist in FAB's tables ends the program with exit 4 naming it.
 
 Idempotent: a missing account is created with the Admin role; an existing one
 gets the configured password (when it no longer matches) and the Admin role
@@ -28,7 +30,9 @@ from typing import Any
 
 ADMIN_LOCK = 0x41454341  # our PostgreSQL advisory lock key ("AECA"), beside MIGRATE_LOCK
 LOCK_POLL = 0.5
-EXIT_LOCK_TIMEOUT = 3  # logins.EXIT_LOCK_TIMEOUT: this module must not import the runtime
+# logins.EXIT_*: this module must not import the runtime.
+EXIT_LOCK_TIMEOUT = 3
+EXIT_UNKNOWN_ROLES = 4
 PASSWORD_VAR = "AIRFLOW_ECS_ADMIN_PASSWORD"
 
 
@@ -64,16 +68,26 @@ def one_at_a_time(engine: Any, lock_wait: float) -> Iterator[None]:
             connection.commit()
 
 
+def ensure_roles(sm: Any, needed: list[str]) -> list[str]:
+    """Create FAB's roles where one we need is missing; return the names still missing.
+
+    sync_roles is what the api-server runs at its own start: the built-in roles and
+    [fab] custom_roles. Run here, under the lock, when a role is missing (a new database,
+    a custom role just configured), since the admin account needs the Admin role and the
+    LDAP mapping is refused if a role it names doesn't exist.
+    """
+    if any(sm.find_role(name) is None for name in needed):
+        sm.sync_roles()
+    return [name for name in needed if sm.find_role(name) is None]
+
+
 def sync(appbuilder: Any, username: str, password: str) -> str:
     """Create or update the account; say what was done."""
     sm = appbuilder.sm
     role_name = sm.auth_role_admin
     role = sm.find_role(role_name)
     if role is None:
-        sm.sync_roles()
-        role = sm.find_role(role_name)
-        if role is None:
-            raise RuntimeError(f"FAB's role {role_name!r} is missing after creating the roles")
+        raise RuntimeError(f"FAB's role {role_name!r} is missing after creating the roles")
     user = sm.find_user(username=username)
     if user is None:
         # The address must be unique and present; .invalid never routes (RFC 2606).
@@ -95,18 +109,26 @@ def sync(appbuilder: Any, username: str, password: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    username, lock_wait = argv[0], float(argv[1])
+    """argv: USERNAME LOCK_WAIT_SECONDS [ROLE...]: the roles the LDAP settings name."""
+    username, lock_wait, roles = argv[0], float(argv[1]), argv[2:]
     password = os.environ.get(PASSWORD_VAR, "")
-    if not password:
-        say(f"{PASSWORD_VAR} is empty")
-        return 2
     from airflow import settings
     from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
 
     if settings.engine is None:
         settings.configure_orm()  # type: ignore[no-untyped-call]  # unannotated in Airflow
     with one_at_a_time(settings.engine, lock_wait), get_application_builder() as appbuilder:
-        say(sync(appbuilder, username, password))
+        sm = appbuilder.sm
+        needed = sorted({*roles, *([sm.auth_role_admin] if password else [])})
+        missing = ensure_roles(sm, needed)
+        if missing:
+            known = sorted(role.name for role in sm.get_all_roles())
+            say(f"unknown roles: {', '.join(missing)}; the roles are: {', '.join(known)}")
+            return EXIT_UNKNOWN_ROLES
+        if password:
+            say(sync(appbuilder, username, password))
+        if roles:
+            say(f"the roles the LDAP settings name exist: {', '.join(sorted(set(roles)))}")
     return 0
 
 

@@ -100,3 +100,21 @@ def test_the_webserver_waits_for_fabs_tables(fab_db, postgres_server):
     postgres_server.create_database("airflow_no_fab")
     with pytest.raises(waits.NotReady, match="FAB's tables at no revision"):
         waits.probe_fab_schema(postgres_server.url(database="airflow_no_fab"))
+
+
+def test_an_unknown_role_in_the_ldap_mapping_is_refused_naming_the_variable(fab_db):
+    from entrypoint.errors import ConfigError
+
+    ldap = {"AIRFLOW_ECS_LDAP_URI": "ldap://127.0.0.1:1", "AIRFLOW_ECS_LDAP_BIND_USER": "cn=r",
+            "AIRFLOW_ECS_LDAP_SEARCH_BASE": "dc=example,dc=com",
+            "AIRFLOW_ECS_LDAP_ROLES_MAPPING": '{"cn=ops,dc=example,dc=com": ["Op", "Opps"]}'}
+    settings = config.load({**ldap, "AIRFLOW_ECS_WAIT_TIMEOUT": "30"})
+    with pytest.raises(ConfigError) as caught:
+        logins.sync_admin(settings, fab_db)
+    message = str(caught.value)
+    assert "AIRFLOW_ECS_LDAP_ROLES_MAPPING" in message and "unknown roles: Opps" in message
+    assert "Viewer" in message  # the roles that do exist are listed
+    good = config.load({**ldap, "AIRFLOW_ECS_LDAP_ROLES_MAPPING":
+                        '{"cn=ops,dc=example,dc=com": ["Op"]}', "AIRFLOW_ECS_LDAP_DEFAULT_ROLE":
+                        "Viewer"})
+    assert logins.sync_admin(good, fab_db) == "the roles the LDAP settings name exist: Op, Viewer"

@@ -140,3 +140,36 @@ def test_check_refuses_what_the_dag_sync_would_refuse(extra, named):
     problems = checks.check("scheduler", settings, env)
     assert any(named in p for p in problems), problems
     assert not any("planted-token" in p for p in problems)
+
+
+LDAP_ENV = {
+    "AIRFLOW_ECS_LDAP_URI": "ldaps://ldap.example.com",
+    "AIRFLOW_ECS_LDAP_BIND_USER": "cn=airflow,dc=example,dc=com",
+    "AIRFLOW_ECS_LDAP_SEARCH_BASE": "ou=people,dc=example,dc=com",
+    "AIRFLOW_ECS_LDAP_DEFAULT_ROLE": "Viewer",
+}
+
+
+def test_ldap_needs_a_bind_password_and_makes_the_admin_password_optional():
+    env = {k: v for k, v in GOOD.items() if k != "AIRFLOW_ECS_ADMIN_PASSWORD"}
+    settings = config.load(LDAP_ENV)
+    problems = checks.check("webserver", settings,
+                            defaults.apply("webserver", settings, {**env, **LDAP_ENV}))
+    assert len(problems) == 1 and "AIRFLOW_ECS_LDAP_BIND_PASSWORD" in problems[0], problems
+    full = {**env, **LDAP_ENV, "AIRFLOW_ECS_LDAP_BIND_PASSWORD": "bind-pw"}
+    assert checks.check("webserver", settings, defaults.apply("webserver", settings, full)) == []
+    # Only the webserver logs users in.
+    assert checks.check("worker", settings, defaults.apply("worker", settings,
+                                                           {**env, **LDAP_ENV})) == []
+
+
+def test_ldap_needs_fab_and_a_readable_ca_file(tmp_path):
+    extra = {**LDAP_ENV, "AIRFLOW_ECS_LDAP_TLS_CA_FILE": str(tmp_path / "missing.pem")}
+    settings = config.load(extra)
+    env = {**GOOD, **extra, "AIRFLOW_ECS_LDAP_BIND_PASSWORD": "bind-pw",
+           "AIRFLOW__CORE__AUTH_MANAGER":
+               "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"}
+    problems = checks.check("webserver", settings, defaults.apply("webserver", settings, env))
+    assert any("AIRFLOW_ECS_LDAP_TLS_CA_FILE" in p and "not a readable file" in p
+               for p in problems), problems
+    assert any("AIRFLOW__CORE__AUTH_MANAGER is not FAB's" in p for p in problems), problems
