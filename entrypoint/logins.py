@@ -32,7 +32,7 @@ from pathlib import Path
 from entrypoint import procs
 from entrypoint.config import ADMIN_PASSWORD_VAR, LDAP_BIND_PASSWORD_VAR, Settings
 from entrypoint.errors import ConfigError, MigrationError, WaitTimeout
-from entrypoint.log import log, redact
+from entrypoint.log import log, mask, redact
 
 AUTH_MANAGER = "AIRFLOW__CORE__AUTH_MANAGER"
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
@@ -147,9 +147,8 @@ def prepare_webserver(settings: Settings, env: Mapping[str, str]) -> None:
     if env.get(ADMIN_PASSWORD_VAR) or ldap_roles(settings):
         sync_admin(settings, env)
     else:
-        log.info("FAB logins: %s is unset, so no admin account is managed; create users "
-                 "with `airflow users create` (airflow-ecs run exec -- airflow users ...)",
-                 ADMIN_PASSWORD_VAR)
+        log.info("FAB logins: %s is unset, so no admin account is managed: your "
+                 "webserver_config.py decides who logs in", ADMIN_PASSWORD_VAR)
 
 
 def ldap_roles(settings: Settings) -> list[str]:
@@ -166,14 +165,15 @@ def sync_admin(settings: Settings, env: Mapping[str, str]) -> str:
 
     The password reaches the child in its environment, never in its arguments.
     """
+    mask(env.get(ADMIN_PASSWORD_VAR))  # whatever its source, never shown from the output below
     lock_wait = settings.wait_timeout
     argv = [sys.executable, "-m", "entrypoint.programs.fab_admin", settings.admin_username,
             f"{lock_wait:g}", *ldap_roles(settings)]
     try:
         result = procs.run(argv, env=env, timeout=lock_wait + ADMIN_WORK_SECONDS)
     except subprocess.TimeoutExpired:
-        raise WaitTimeout(f"the admin account {settings.admin_username!r} was not written "
-                          f"within {lock_wait + ADMIN_WORK_SECONDS:g}s "
+        raise WaitTimeout(f"FAB's roles and the admin account {settings.admin_username!r} "
+                          f"were not written within {lock_wait + ADMIN_WORK_SECONDS:g}s "
                           f"(AIRFLOW_ECS_WAIT_TIMEOUT={lock_wait:g} plus "
                           f"{ADMIN_WORK_SECONDS}s of work); is the database overloaded?"
                           ) from None
