@@ -29,7 +29,7 @@ help: ## list the targets
 PYTHON_VERSION := 3.13
 
 $(VENV)/.installed: requirements/dev.lock pyproject.toml
-	@bash scripts/machine-deps.sh uv
+	@bash scripts/machine-deps.sh venv uv
 	@python=$$(bash scripts/find-python.sh $(PYTHON_VERSION)); \
 	  keep=--allow-existing; \
 	  if [ -f $(VENV)/pyvenv.cfg ] && ! grep -Eq '^version(_info)? = $(PYTHON_VERSION)\.' $(VENV)/pyvenv.cfg; then \
@@ -110,6 +110,7 @@ up: build compose-plugin secrets ## start the local stack (Redis, Postgres, sche
 	@echo "  Airflow UI:  http://127.0.0.1:$(WEB_PORT)/"
 	@echo "  Login:       admin, password: AIRFLOW_ECS_ADMIN_PASSWORD in .local/secrets.env"
 	@echo "               (grep ^AIRFLOW_ECS_ADMIN_PASSWORD= .local/secrets.env | cut -d= -f2-)"
+	@echo "               Airflow's FAB auth manager: add users and roles under Security in the UI"
 	@echo "  Then:        make demo   (runs example_fanout on the workers)"
 
 .PHONY: down
@@ -141,7 +142,7 @@ deploy: venv ## register the task definitions, run the migrate task, then create
 
 .PHONY: machine-deps
 machine-deps: ## install the Debian packages the tests need (as root on Debian; elsewhere says what to install)
-	@bash scripts/machine-deps.sh test lint uv
+	@bash scripts/machine-deps.sh test lint venv uv
 
 # testcontainers can't pull its Ryuk reaper image where no registry answers (the tests
 # remove their containers themselves), and on a machine that looks like a container it

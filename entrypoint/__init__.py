@@ -13,15 +13,17 @@ Where each part of this package runs:
 - `dagsync/`: DAG sync, at start and then as the refresh loop beside a role.
 - `bundles/`: versioned DAG bundles over the DAG sync, loaded inside Airflow's
   dag-processor and its tasks (AIRFLOW_ECS_DAGS_VERSIONED).
-- `worker/`: loaded inside Airflow's Celery worker process; with `bundles/` and
-  `programs/airflow_migrate`, the only code that changes the behaviour of
-  Airflow, Celery and kombu. `private_apis` lists every private name of those
+- `worker/`: loaded inside Airflow's Celery worker process; with `bundles/`,
+  `webserver/` and `programs/airflow_migrate`, the only code that changes the
+  behaviour of Airflow, FAB, Celery and kombu. `private_apis` lists every private name of those
   libraries (and botocore's, s3fs's) we rely on, with its fallback; a test
   fails when an upgrade changes one.
+- `webserver/`: loaded inside the api-server by FAB's auth manager, through the
+  webserver_config.py the start-up generates (`logins`).
 - `probe/`: `airflow-ecs health ROLE`, started every 30 s by Docker and ECS
   beside a running role. Import cost is its budget: no Airflow, no boto3.
 - `programs/`: our own long-running or child programs a role runs after
-  start-up (the `metrics` role, the migrate child).
+  start-up (the `metrics` role, the migrate child, the FAB admin account).
 - `tools/`: operator tooling, run on an operator's machine or in CI, never in
   a container: ECS rendering and deployment, the README's reference tables.
 """

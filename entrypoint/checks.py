@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import re
 from collections.abc import Callable, Mapping
 
-from entrypoint import rolenames
+from entrypoint import logins, rolenames
 from entrypoint.airflow_names import (
     API_SECRET_KEY,
     AUTH_MANAGER,
@@ -28,7 +29,7 @@ from entrypoint.airflow_names import (
     TASK_TIMEOUT,
     VISIBILITY_TIMEOUT,
 )
-from entrypoint.config import ADMIN_PASSWORD_VAR, Settings
+from entrypoint.config import ADMIN_PASSWORD_VAR, LDAP_BIND_PASSWORD_VAR, Settings
 from entrypoint.log import mask_url
 from entrypoint.urls import (
     BROKER_SCHEMES,
@@ -223,6 +224,13 @@ def _dags_folder(roles: list[str], settings: Settings, env: Mapping[str, str]) -
 def _admin_login(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
     if not any(rolenames.row(m).admin_login for m in roles):
         return []
+    if logins.uses_fab(env):
+        if env.get(ADMIN_PASSWORD_VAR) or settings.webserver_config_file or settings.ldap_uri:
+            return []
+        return [f"required setting: {ADMIN_PASSWORD_VAR} for the webserver (the admin account "
+                "of FAB's database logins; without it nobody can log in), e.g. "
+                f"{ADMIN_PASSWORD_VAR}=ssm:/airflow/prod/admin-password; or log users in "
+                "from LDAP (AIRFLOW_ECS_LDAP_URI)"]
     manager = env.get(AUTH_MANAGER, "")
     if manager and not manager.endswith("SimpleAuthManager"):
         return []
@@ -233,6 +241,41 @@ def _admin_login(roles: list[str], settings: Settings, env: Mapping[str, str]) -
                 "between webserver tasks), e.g. "
                 f"{ADMIN_PASSWORD_VAR}=ssm:/airflow/prod/admin-password"]
     return []
+
+
+def _webserver_config_file(roles: list[str], settings: Settings,
+                           env: Mapping[str, str]) -> list[str]:
+    # FAB loads the file silently ignoring a missing one: the webserver would start with
+    # FAB's defaults instead of the logins the file configures.
+    path = settings.webserver_config_file
+    if not any(rolenames.row(m).admin_login for m in roles) or path is None \
+            or not logins.uses_fab(env):
+        return []
+    if not path.is_file() or not os.access(path, os.R_OK):
+        return [f"invalid setting: AIRFLOW_ECS_WEBSERVER_CONFIG_FILE={str(path)!r} is not a "
+                "readable file in this container; mount your webserver_config.py there, or "
+                "unset the variable to use the generated one"]
+    return []
+
+
+def _ldap_settings(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
+    if not any(rolenames.row(m).admin_login for m in roles) or not settings.ldap_uri:
+        return []
+    problems = []
+    if not logins.uses_fab(env):
+        problems.append("invalid setting: AIRFLOW_ECS_LDAP_URI is set but "
+                        "AIRFLOW__CORE__AUTH_MANAGER is not FAB's auth manager, which alone "
+                        "logs users in from LDAP; unset AIRFLOW__CORE__AUTH_MANAGER (FAB is "
+                        "the default)")
+    if not env.get(LDAP_BIND_PASSWORD_VAR):
+        problems.append(f"required setting: {LDAP_BIND_PASSWORD_VAR} when AIRFLOW_ECS_LDAP_URI "
+                        f"is set, e.g. {LDAP_BIND_PASSWORD_VAR}=ssm:/airflow/prod/"
+                        "ldap-bind-password")
+    ca = settings.ldap_tls_ca_file
+    if ca is not None and (not ca.is_file() or not os.access(ca, os.R_OK)):
+        problems.append(f"invalid setting: AIRFLOW_ECS_LDAP_TLS_CA_FILE={str(ca)!r} is not a "
+                        "readable file in this container; mount the CA certificate (PEM) there")
+    return problems
 
 
 def _dag_sync_settings(roles: list[str], settings: Settings,
@@ -255,5 +298,7 @@ _RULES: tuple[Callable[[list[str], Settings, Mapping[str, str]], list[str]], ...
     _visibility_timeout,
     _dags_folder,
     _admin_login,
+    _webserver_config_file,
+    _ldap_settings,
     _dag_sync_settings,
 )

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 from entrypoint.airflow_names import PREFIX
 from entrypoint.errors import ConfigError
+from entrypoint.log import mask_url
 
 # Set by the entrypoint itself on the role's environment, never by users: the
 # mark by which `airflow-ecs health` finds the resolved values (running_env).
@@ -151,6 +152,35 @@ def _inside_repository(s: Setting, value: str) -> str | None:
     return "must stay inside the repository (no '..')" if ".." in Path(value).parts else None
 
 
+def _ldap_filter(s: Setting, value: str) -> str | None:
+    if value.startswith("(") and value.endswith(")") and value.count("(") == value.count(")"):
+        return None
+    return f"must be one LDAP filter in parentheses, e.g. {s.name}={s.example}"
+
+
+def _roles_mapping_problem(s: Setting, value: str) -> str | None:
+    import json
+
+    fix = ("must be a JSON object from group DN to a list of role names, e.g. "
+           f"{s.name}='{s.example}'")
+    try:
+        mapping = json.loads(value)
+    except ValueError as exc:
+        return f"is not JSON ({exc}); it {fix}"
+    if not isinstance(mapping, dict) or not all(
+            isinstance(group, str) and group.strip() and isinstance(roles, list) and roles
+            and all(isinstance(role, str) and role.strip() for role in roles)
+            for group, roles in mapping.items()):
+        return fix
+    return None
+
+
+def _roles_mapping(value: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    import json
+
+    return tuple((group, tuple(roles)) for group, roles in json.loads(value).items())
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Every setting, in the README's order: one entry each, the only place it is declared."""
@@ -260,6 +290,45 @@ class Settings:
         "DAG version's object list, so workers can build versions older than the current one "
         "(versioned mode). Unset: a worker builds the current version, or one it built "
         "before.", "s3://acme-airflow/dag-versions/")
+    # Logins (FAB auth manager): the webserver's webserver_config.py (docs/logins.md).
+    webserver_config_file: Path | None = _field(Setting(  # noqa: RUF009 - see dags_dir
+        PATH, None, "Path of your own FAB webserver_config.py for the webserver; it replaces the "
+        "one the entrypoint generates (the login settings below are then not used).",
+        "/opt/airflow/config/webserver_config.py", check=_absolute,
+        shown="(generated from these settings)"))
+    ldap_uri: str | None = text(
+        None, "LDAP server the webserver logs users in from (FAB's AUTH_LDAP); ldaps:// "
+        "(ldap:// only to 127.0.0.1 or localhost). Unset: users are FAB's database users. The "
+        "admin account still logs in from the database.", "ldaps://ldap.example.com:636")
+    ldap_bind_user: str | None = text(
+        None, "DN the webserver binds as to search for users; required with "
+        "AIRFLOW_ECS_LDAP_URI.", "cn=airflow,ou=services,dc=example,dc=com")
+    LDAP_BIND_PASSWORD: ClassVar[Setting] = secret(
+        "Password of AIRFLOW_ECS_LDAP_BIND_USER (secret: give it as a reference or through ECS "
+        "`secrets`).", "ssm:/airflow/prod/ldap-bind-password")
+    ldap_search_base: str | None = text(
+        None, "Where users are searched; required with AIRFLOW_ECS_LDAP_URI.",
+        "ou=people,dc=example,dc=com")
+    ldap_user_filter: str = text(
+        "", "LDAP filter a user must also match to log in.", "(objectClass=inetOrgPerson)",
+        shown="(every user under the search base)", check=_ldap_filter)
+    ldap_uid_field: str = text(
+        "uid", "Attribute holding the name users log in with.", "sAMAccountName")
+    ldap_group_field: str = text(
+        "memberOf", "Attribute of a user listing the DNs of their groups.", "memberOf")
+    ldap_roles_mapping: tuple[tuple[str, tuple[str, ...]], ...] = _field(Setting(
+        TEXT, (), "JSON object: group DN to the list of Airflow roles its members get, synced "
+        "at every login. Each role must exist (Admin, Op, User, Viewer, Public, or one of "
+        "[fab] custom_roles / made in the UI): the webserver refuses to start otherwise.",
+        '{"cn=airflow-ops,ou=groups,dc=example,dc=com": ["Op"]}', shown="(unset)",
+        check=_roles_mapping_problem, tidy=_roles_mapping))
+    ldap_default_role: str | None = text(
+        None, "Role of an LDAP user in none of the mapped groups.", "Viewer",
+        shown="(unset: refuse users in no mapped group)")
+    ldap_tls_ca_file: Path | None = _field(Setting(  # noqa: RUF009 - see dags_dir
+        PATH, None, "PEM file of the CA that signed the LDAP server's certificate.",
+        "/opt/airflow/config/ldap-ca.pem", check=_absolute,
+        shown="(the system's CA certificates)"))
 
 
 # --- the table, read from Settings ------------------------------------------------------------
@@ -298,6 +367,10 @@ SETTINGS = table()  # the same, for code that reads it as a constant
 ADMIN_PASSWORD_VAR = declared("ADMIN_PASSWORD").name
 GIT_TOKEN_VAR = declared("DAGS_GIT_TOKEN").name
 GIT_SSH_KEY_VAR = declared("DAGS_GIT_SSH_KEY").name
+LDAP_BIND_PASSWORD_VAR = declared("LDAP_BIND_PASSWORD").name
+# Settings whose value is a path and whose name happens to end in _FILE: not the file
+# form of another variable (see entrypoint.secrets).
+PATH_SETTINGS = frozenset(s.name for s in SETTINGS if s.kind == PATH and s.name.endswith("_FILE"))
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -307,6 +380,10 @@ def as_env(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, tuple) and value and isinstance(value[0], tuple):
+        import json  # a mapping of lists (ldap_roles_mapping), written as its JSON
+
+        return json.dumps({key: list(items) for key, items in value})
     if isinstance(value, tuple):
         return ",".join(value)
     return "" if value is None else str(value)
@@ -383,7 +460,7 @@ def load(env: Mapping[str, str], only: Collection[str] | None = None) -> Setting
         values["dags_state_dir"] = dags_dir.parent / ".dags-sync"
     settings = Settings(**values)
     if only is None:
-        problems.extend(_across(settings))
+        problems.extend(_across(settings, env))
         known = {s.name for s in table()}
         problems.extend(f"unknown setting: {name}; see the README's configuration reference "
                         "(a typo?)" for name in sorted(env) if _unknown(name, known))
@@ -392,9 +469,9 @@ def load(env: Mapping[str, str], only: Collection[str] | None = None) -> Setting
     return settings
 
 
-def _across(settings: Settings) -> list[str]:
+def _across(settings: Settings, env: Mapping[str, str]) -> list[str]:
     """Problems of settings that depend on each other."""
-    problems = []
+    problems = _logins(settings, env)
     if settings.dags_source == "git" and not settings.dags_git_url:
         problems.append("required setting: AIRFLOW_ECS_DAGS_GIT_URL when "
                         "AIRFLOW_ECS_DAGS_SOURCE=git, e.g. https://github.com/acme/dags.git")
@@ -435,10 +512,62 @@ def _under(uri: str, prefix: str) -> bool:
 
 
 def _unknown(name: str, known: Collection[str]) -> bool:
-    if not name.startswith(PREFIX) or name == ROLE_ENV_MARKER:
+    if not name.startswith(PREFIX) or name == ROLE_ENV_MARKER or name in known:
         return False
     # NAME_FILE is the file form of NAME (see entrypoint.secrets).
     return (name[: -len("_FILE")] if name.endswith("_FILE") else name) not in known
+
+
+# ldap:// sends the bind password and every user's password in clear: only to this host.
+_LDAP_LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
+def _logins(settings: Settings, env: Mapping[str, str]) -> list[str]:
+    """Problems of the login settings (FAB's LDAP) together."""
+    problems = []
+    uri = settings.ldap_uri
+    if uri is None:
+        given = sorted(n for n in env if n.startswith(PREFIX + "LDAP_") and env[n].strip())
+        if given:
+            problems.append(f"required setting: AIRFLOW_ECS_LDAP_URI, since {', '.join(given)} "
+                            "is set; e.g. AIRFLOW_ECS_LDAP_URI=ldaps://ldap.example.com:636 "
+                            "(or unset the LDAP settings)")
+        return problems
+    problems += _ldap_uri_problems(uri)
+    if settings.webserver_config_file:
+        problems.append("invalid setting: AIRFLOW_ECS_LDAP_URI and "
+                        "AIRFLOW_ECS_WEBSERVER_CONFIG_FILE are both set, but your own "
+                        "webserver_config.py replaces the one the LDAP settings go into; "
+                        "set one of them (put AUTH_LDAP_* in your file)")
+    for attr in ("ldap_bind_user", "ldap_search_base"):
+        if not getattr(settings, attr):
+            s = declared(attr)
+            problems.append(f"required setting: {s.name} when AIRFLOW_ECS_LDAP_URI is set, "
+                            f"e.g. {s.name}={s.example}")
+    if not settings.ldap_roles_mapping and not settings.ldap_default_role:
+        s = declared("ldap_roles_mapping")
+        problems.append("required setting: AIRFLOW_ECS_LDAP_ROLES_MAPPING or "
+                        "AIRFLOW_ECS_LDAP_DEFAULT_ROLE when AIRFLOW_ECS_LDAP_URI is set: "
+                        f"without either no LDAP user gets a role, e.g. {s.name}='{s.example}'")
+    return problems
+
+
+def _ldap_uri_problems(uri: str) -> list[str]:
+    name = declared("ldap_uri").name
+    shown = mask_url(uri)  # a URI with credentials in it must not show them
+    scheme, sep, rest = uri.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    hostname = host if host.startswith("[") else host.split(":", 1)[0]
+    hostname = hostname.split("]", 1)[0] + "]" if hostname.startswith("[") else hostname
+    if not sep or not hostname or scheme.lower() not in ("ldaps", "ldap") or "@" in rest \
+            or " " in uri:
+        return [f"invalid setting: {name}={shown!r} must be ldaps://HOST[:PORT], "
+                f"e.g. {name}=ldaps://ldap.example.com:636"]
+    if scheme.lower() == "ldap" and hostname.lower() not in _LDAP_LOCAL_HOSTS:
+        return [f"invalid setting: {name}={shown!r}: ldap:// sends passwords in clear "
+                f"text; use ldaps://{host} (ldap:// is accepted only for 127.0.0.1 "
+                "and localhost)"]
+    return []
 
 
 def exported_env(settings: Settings) -> dict[str, str]:

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from entrypoint import logins
 from entrypoint.airflow_names import (
     API_PORT,
     AUTH_MANAGER,
@@ -25,9 +26,7 @@ from entrypoint.airflow_names import (
     WORKER_CONCURRENCY,
 )
 from entrypoint.config import ADMIN_PASSWORD_VAR, Settings, exported_env
-
-SIMPLE_AUTH_MANAGER = ("airflow.api_fastapi.auth.managers.simple.simple_auth_manager."
-                       "SimpleAuthManager")
+from entrypoint.logins import SIMPLE_AUTH_MANAGER
 
 
 @dataclass(frozen=True)
@@ -125,15 +124,12 @@ def _common(settings: Settings, refresh: str) -> list[Default]:
                 "the port of the webserver role (AIRFLOW_ECS_API_PORT)"),
         Default("AIRFLOW__LOGGING__COLORED_CONSOLE_LOG", "False",
                 "CloudWatch Logs shows colour codes as noise"),
+        Default(AUTH_MANAGER, logins.FAB_AUTH_MANAGER,
+                "team logins: users in the database, managed in the UI, or from LDAP "
+                "(AIRFLOW_ECS_LDAP_*), with Airflow's roles; Airflow's SimpleAuthManager "
+                "(still selectable with this variable) knows only users listed in its "
+                "configuration"),
     ]
-
-
-def _scratch_dir() -> Path:
-    # /tmp is a writable scratch volume in every task definition; the root
-    # filesystem is read-only.
-    import tempfile  # here: every start-up would pay it (BENCHMARKS.md, import costs)
-
-    return Path(tempfile.gettempdir()) / "airflow-ecs"
 
 
 def apply(role: str, settings: Settings, env: Mapping[str, str]) -> dict[str, str]:
@@ -158,7 +154,11 @@ def apply(role: str, settings: Settings, env: Mapping[str, str]) -> dict[str, st
         # root filesystem nor several webserver tasks.
         out.setdefault(SIMPLE_AUTH_MANAGER_USERS, f"{settings.admin_username}:admin")
         out.setdefault(SIMPLE_AUTH_MANAGER_PASSWORDS_FILE,
-                       str(_scratch_dir() / "simple-auth-passwords.json"))
+                       str(logins.scratch_dir() / "simple-auth-passwords.json"))
+    if logins.uses_fab(out):
+        # FAB reads webserver_config.py from AIRFLOW_HOME by default, which is read-only
+        # here: the webserver generates it in the scratch directory (entrypoint.logins).
+        out.setdefault(logins.FAB_CONFIG_FILE, str(logins.config_path(settings)))
     return out
 
 

@@ -43,9 +43,26 @@ def _airflow_dir() -> Path:
 @lru_cache(maxsize=1)
 def revision_graph() -> tuple[frozenset[str], frozenset[str]]:
     """(every revision, the head revisions) of the installed Airflow."""
+    return _graph(_airflow_dir() / "migrations" / "versions")
+
+
+# FAB's tables have migrations of their own, recorded in their own table. `airflow db
+# migrate` runs them after Airflow's, so Airflow's head alone does not mean they exist.
+FAB_VERSION_TABLE = "alembic_version_fab"
+
+
+@lru_cache(maxsize=1)
+def fab_revision_graph() -> tuple[frozenset[str], frozenset[str]]:
+    """(every revision, the head revisions) of the installed FAB provider; empty sets
+    without it."""
+    versions = _airflow_dir() / "providers" / "fab" / "migrations" / "versions"
+    return _graph(versions) if versions.is_dir() else (frozenset(), frozenset())
+
+
+def _graph(versions: Path) -> tuple[frozenset[str], frozenset[str]]:
     revisions: set[str] = set()
     downs: set[str] = set()
-    for script in (_airflow_dir() / "migrations" / "versions").glob("*.py"):
+    for script in versions.glob("*.py"):
         text = script.read_text()
         match = _REVISION.search(text)
         if not match:
@@ -61,13 +78,14 @@ def head_revisions() -> set[str]:
     return set(revision_graph()[1])
 
 
-def current_revisions(connection: Connection) -> set[str]:
-    """Rows of alembic_version; empty when the table does not exist yet."""
+def current_revisions(connection: Connection, table: str = "alembic_version") -> set[str]:
+    """Rows of alembic_version (or another version table); empty when it does not exist yet."""
     from sqlalchemy import inspect, text
 
-    if not inspect(connection).has_table("alembic_version"):
+    if not inspect(connection).has_table(table):
         return set()
-    return {row[0] for row in connection.execute(text("SELECT version_num FROM alembic_version"))}
+    # The table name is one of our constants, never input.
+    return {row[0] for row in connection.execute(text(f"SELECT version_num FROM {table}"))}  # noqa: S608
 
 
 # The query an operator runs to find who holds it (shown, never executed here).

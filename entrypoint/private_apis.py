@@ -210,6 +210,13 @@ S3FS_CAT_FILE = _entry(
     used_in="entrypoint/bundles/s3.py: reading a DAG version's manifest, on s3fs's event "
             "loop under the sync's deadline",
     fallback="fsspec's public, blocking cat_file(), in a thread")
+FAB_LDAP_USER_ROLES = _entry(
+    "apache-airflow-providers-fab", "airflow.providers.fab.auth_manager.security_manager.override",
+    "FabAirflowSecurityManagerOverride._ldap_calculate_user_roles", "method",
+    parameters=("self", "user_attributes"),
+    used_in="entrypoint/webserver/fab_security.py: overridden so that an LDAP user in no "
+            "mapped group gets no role (and is refused) instead of FAB's registration role",
+    fallback="FAB's own roles for such a user: the registration role (Public unless set)")
 BOTOCORE_VALIDATION_ERRORS = _entry(
     "botocore", "botocore.validate", "ValidationErrors", "class",
     instance_attributes=("_errors",),

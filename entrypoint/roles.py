@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from entrypoint import config, defaults, rolenames
+from entrypoint import config, defaults, logins, rolenames
 from entrypoint.config import Settings
 from entrypoint.errors import ConfigError
 from entrypoint.log import log
@@ -60,6 +60,7 @@ def prepare(role: str, settings: Settings, env: Mapping[str, str],
         path = defaults.write_admin_password_file(settings, env)
         if path:
             log.info("admin login %r configured for the webserver", settings.admin_username)
+        logins.prepare_webserver(settings, env)
     # In versioned mode the dag-processor's bundle refreshes the DAGs itself, and
     # workers fetch each task's version: no sync runs beside any role.
     syncing = (settings.dags_source != "image" and settings.dags_refresh_seconds > 0
@@ -108,8 +109,8 @@ def _run_migrate(env: dict[str, str]) -> int:
 
     settings = config.load(env)
     run_migrations(settings, env)
-    log.info("migrations done; the admin login comes from %s and needs no database row "
-             "with Airflow's SimpleAuthManager", config.ADMIN_PASSWORD_VAR)
+    log.info("migrations done; the webserver writes the admin login from %s at its "
+             "start", config.ADMIN_PASSWORD_VAR)
     return 0
 
 

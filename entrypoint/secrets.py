@@ -5,7 +5,8 @@ Sources, in the order they are applied:
 
 1. `NAME_FILE=/path` sets `NAME` from the file (one trailing newline removed).
    Only for names starting with `AIRFLOW`, and never for Airflow's own options
-   whose names end in `_FILE` (below). `NAME` and `NAME_FILE` both set is an
+   whose names end in `_FILE` (below) nor for our settings that hold a path
+   (config.PATH_SETTINGS). `NAME` and `NAME_FILE` both set is an
    error. The `_FILE` variable is removed. The file must be a regular file
    (a symlink to one is fine, as Docker and Kubernetes mount secrets) of at
    most FILE_MAX_BYTES of UTF-8 text without NUL bytes: a device (/dev/zero)
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
-from entrypoint.config import Settings
+from entrypoint.config import PATH_SETTINGS, Settings
 from entrypoint.errors import ConfigError, SecretsError
 from entrypoint.log import log, mask
 
@@ -58,6 +59,7 @@ FILE_MAX_BYTES = 64 * 1024
 AIRFLOW_FILE_OPTIONS = frozenset({
     "AIRFLOW__API__SSL_CA_FILE",
     "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE",
+    "AIRFLOW__FAB__CONFIG_FILE",
 })
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -110,7 +112,7 @@ def parse_reference(name: str, value: str) -> Reference | None:
 def _file_target(name: str) -> str | None:
     if not name.endswith("_FILE") or not name.startswith("AIRFLOW"):
         return None
-    if name in AIRFLOW_FILE_OPTIONS:
+    if name in AIRFLOW_FILE_OPTIONS or name in PATH_SETTINGS:
         return None
     return name[: -len("_FILE")]
 

@@ -18,16 +18,17 @@ is honoured at once.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from entrypoint import migrations, rolenames
-from entrypoint.airflow_names import BROKER_URL, DB_URL, EXECUTION_API_URL
-from entrypoint.config import Settings
+from entrypoint import logins, migrations, rolenames
+from entrypoint.airflow_names import AUTH_MANAGER, BROKER_URL, DB_URL, EXECUTION_API_URL
+from entrypoint.config import LDAP_BIND_PASSWORD_VAR, Settings
 from entrypoint.errors import ConfigError, MigrationError, WaitTimeout
-from entrypoint.log import log, mask_url, redact
+from entrypoint.log import log, mask, mask_url, redact
 from entrypoint.probe.health import (
     GRACE,
     DeadlinePassed,
@@ -38,6 +39,8 @@ from entrypoint.probe.health import (
 from entrypoint.urls import BROKER_SCHEMES, DB_SCHEMES, parse, problems_in_url
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import tenacity
     from sqlalchemy.engine import Engine
 
@@ -103,6 +106,23 @@ def wait_for_dependencies(role: str, settings: Settings, env: Mapping[str, str])
                   lambda timeout: probe_schema(db_url, timeout), deadline,
                   hint="run the migrate role (airflow-ecs run migrate) before the other roles, "
                        "or set AIRFLOW_ECS_DB_MIGRATE=true on one of them")
+    serves_logins = any(rolenames.row(m).admin_login for m in role.split("+"))
+    if serves_logins and db_url and logins.uses_fab(env) \
+            and not settings.db_migrate:
+        # `airflow db migrate` creates FAB's tables after Airflow's: the webserver writes
+        # the admin account into them.
+        _wait("FAB's tables migrated to their head revision", _db_target(db_url),
+              lambda timeout: probe_fab_schema(db_url, timeout), deadline,
+              hint="run the migrate role (airflow-ecs run migrate) with this image, whose "
+                   "`airflow db migrate` also migrates the FAB provider's tables")
+    if serves_logins and settings.ldap_uri and logins.uses_fab(env):
+        uri, password = settings.ldap_uri, env.get(LDAP_BIND_PASSWORD_VAR, "")
+        mask(password)
+        _wait("the LDAP server (AIRFLOW_ECS_LDAP_URI)", mask_url(uri),
+              lambda timeout: probe_ldap(uri, settings.ldap_bind_user or "", password,
+                                         settings.ldap_tls_ca_file, timeout), deadline,
+              hint="the webserver logs users in from it: check AIRFLOW_ECS_LDAP_URI, and that "
+                   "this task can reach the server (security groups, DNS)")
     if api:
         _wait("the execution API", mask_url(api),
               lambda timeout: probe_execution_api(api, timeout), deadline,
@@ -343,6 +363,78 @@ def probe_schema(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
             "of that version, or restore the database.")
     raise NotReady("schema at " + (", ".join(sorted(current)) or "no revision (empty database)")
                    + f", head is {', '.join(sorted(heads))}")
+
+
+def probe_fab_schema(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
+    known, heads = migrations.fab_revision_graph()
+    if not heads:
+        raise ConfigError(f"invalid setting: {AUTH_MANAGER} selects FAB's auth manager, "
+                          "but the FAB provider (apache-airflow-providers-fab) is not "
+                          "installed in this image")
+    table = migrations.FAB_VERSION_TABLE
+    if _is_postgres(url):
+        current = {row[0] for row in _postgres(url, f"SELECT version_num FROM {table}",  # noqa: S608
+                                               timeout, missing_table_ok=True)}
+    else:
+        from sqlalchemy.exc import OperationalError
+
+        engine = _engine(url, timeout)
+        try:
+            with engine.connect() as connection:
+                current = migrations.current_revisions(connection, table)
+        except OperationalError as exc:
+            raise NotReady(" ".join(str(exc.orig).split())) from None
+        finally:
+            engine.dispose()
+    if current == set(heads):
+        return
+    unknown = current - known
+    if unknown:
+        raise MigrationError(
+            f"FAB's tables are at revision {', '.join(sorted(unknown))}, which this image's "
+            "FAB provider does not know: they were migrated by a newer one. Run the image of "
+            "that version, or restore the database.")
+    raise NotReady("FAB's tables at " + (", ".join(sorted(current)) or "no revision (not "
+                   "created yet)") + f", head is {', '.join(sorted(heads))}")
+
+
+def probe_ldap(uri: str, bind_user: str, bind_password: str, ca_file: Path | None,
+               timeout: float = ATTEMPT_TIMEOUT) -> None:
+    """Bind as the bind user, as FAB does before each user search, within timeout."""
+    import ldap
+
+    connection = ldap.initialize(uri)
+    try:
+        connection.set_option(ldap.OPT_REFERRALS, 0)
+        connection.set_option(ldap.OPT_NETWORK_TIMEOUT, timeout)
+        connection.set_option(ldap.OPT_TIMEOUT, timeout)
+        connection.set_option(ldap.OPT_X_TLS_REQUIRE_CERT, ldap.OPT_X_TLS_DEMAND)
+        if ca_file is not None:
+            connection.set_option(ldap.OPT_X_TLS_CACERTFILE, str(ca_file))
+        connection.set_option(ldap.OPT_X_TLS_NEWCTX, 0)
+        connection.simple_bind_s(bind_user, bind_password)
+    except ldap.INVALID_CREDENTIALS:
+        raise Refused("the bind was rejected: check AIRFLOW_ECS_LDAP_BIND_USER and "
+                      f"{LDAP_BIND_PASSWORD_VAR}") from None
+    except ldap.SERVER_DOWN as exc:
+        detail = _ldap_detail(exc)
+        if "certificate" in detail.lower() or "tls" in detail.lower():
+            raise Refused(f"the TLS handshake failed ({detail}): the server's certificate is "
+                          "not trusted; give its CA in AIRFLOW_ECS_LDAP_TLS_CA_FILE") from None
+        raise NotReady(f"can't contact the LDAP server ({detail})") from None
+    except ldap.TIMEOUT:
+        raise NotReady(f"no answer within {timeout:.1f}s") from None
+    except ldap.LDAPError as exc:
+        raise NotReady(f"{type(exc).__name__}: {_ldap_detail(exc)}") from None
+    finally:
+        with contextlib.suppress(Exception):
+            connection.unbind_s()
+
+
+def _ldap_detail(exc: Exception) -> str:
+    fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    return redact(" ".join(str(fields.get(k, "")) for k in ("desc", "info")).strip()
+                  or type(exc).__name__)
 
 
 def probe_execution_api(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:

@@ -9,6 +9,8 @@
 #   images  building stand-in base images where no registry answers
 #   lint    shellcheck (make lint; ruff, mypy and hadolint come from the venv)
 #   test    every server and tool the test suite starts (make test)
+#   venv    what the development venv compiles: python-ldap (FAB's LDAP logins) has no
+#           wheel on PyPI and builds against OpenLDAP's and Cyrus SASL's headers
 #   uv      the uv installer the development venv is made with (not a Debian package)
 #
 # As root on Debian or Ubuntu it installs what is missing; anywhere else it prints
@@ -19,9 +21,11 @@ declare -A GROUP=(
   [docker]="docker.io"
   [images]="debootstrap"
   [lint]="shellcheck"
+  [venv]="gcc libc6-dev libldap-dev libsasl2-dev"
   # Servers the integration, image and end-to-end tests start on 127.0.0.1 or on
   # their own Docker networks, and the tools the image build and tests run.
-  [test]="docker.io debootstrap redis-server postgresql openssh-server docker-registry git make openssl ca-certificates python3 python3-venv"
+  # slapd and ldap-utils: the LDAP directory the login tests start.
+  [test]="docker.io debootstrap redis-server postgresql openssh-server docker-registry git make openssl ca-certificates python3 python3-venv slapd ldap-utils"
 )
 
 if [ "$#" -eq 0 ]; then

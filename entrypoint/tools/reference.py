@@ -37,8 +37,10 @@ EXIT_CODES = (
     (EXIT_DAG_SYNC, "DAG sync: the first sync failed (the source can't be reached, or holds "
                     "what can't be published faithfully: the key or path is named)"),
     (EXIT_WAIT, "dependency wait: Redis, the database, the migrations or the execution API "
-                "were not ready before AIRFLOW_ECS_WAIT_TIMEOUT"),
-    (EXIT_MIGRATION, "migration: `airflow db migrate` failed"),
+                "were not ready before AIRFLOW_ECS_WAIT_TIMEOUT (on the webserver with FAB, "
+                "also FAB's tables, another webserver writing the admin account)"),
+    (EXIT_MIGRATION, "migration: `airflow db migrate` failed, or the webserver could not "
+                     "write the admin account into FAB's tables"),
     (EXIT_KEY_MISMATCH, "shared keys: the Fernet key, JWT secret or API secret key differ from "
                         "the rest of the deployment's"),
     (EXIT_DEPLOY, "deploy: the migrate task failed or did not stop in time (the services were "

@@ -193,6 +193,106 @@ def start_moto() -> MotoServer:
     return MotoServer(port=port, proc=proc, workdir=workdir)
 
 
+LDAP_SUFFIX = "dc=example,dc=com"
+LDAP_PEOPLE = f"ou=people,{LDAP_SUFFIX}"
+LDAP_GROUPS = f"ou=groups,{LDAP_SUFFIX}"
+LDAP_READER = f"cn=reader,{LDAP_SUFFIX}"
+
+
+@dataclass
+class LdapServer(Server):
+    """Debian's slapd with the memberof overlay: users in ou=people, groupOfNames in
+    ou=groups, each user's memberOf kept by the overlay, and a reader to bind as."""
+
+    root_password: str = ""
+    reader_password: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"ldap://127.0.0.1:{self.port}"
+
+    def start(self) -> LdapServer:
+        (self.workdir / "data").mkdir(exist_ok=True)
+        conf = self.workdir / "slapd.conf"
+        conf.write_text("\n".join([
+            *(f"include /etc/ldap/schema/{name}.schema"
+              for name in ("core", "cosine", "inetorgperson", "nis")),
+            "modulepath /usr/lib/ldap",
+            "moduleload back_mdb",
+            "moduleload memberof",
+            f"pidfile {self.workdir}/slapd.pid",
+            "database mdb",
+            f'suffix "{LDAP_SUFFIX}"',
+            f'rootdn "cn=admin,{LDAP_SUFFIX}"',
+            f"rootpw {self.root_password}",
+            f"directory {self.workdir}/data",
+            "maxsize 10485760",
+            "overlay memberof",
+            "memberof-group-oc groupOfNames",
+            "memberof-member-ad member",
+            "memberof-memberof-ad memberOf",
+            "access to attrs=userPassword by anonymous auth by * none",
+            "access to * by users read by * none",
+            "",
+        ]))
+        # -d keeps slapd in the foreground (its log on stderr), so stop() can end it.
+        self.proc = subprocess.Popen(
+            ["slapd", "-d", "0", "-f", str(conf), "-h", self.url + "/"],
+            stdout=subprocess.DEVNULL, stderr=self.log_path.open("ab"))
+        wait_port(self.port, 20)
+        self.add(f"""dn: {LDAP_SUFFIX}
+objectClass: dcObject
+objectClass: organization
+o: example
+dc: example
+
+dn: {LDAP_READER}
+objectClass: organizationalRole
+objectClass: simpleSecurityObject
+cn: reader
+userPassword: {self.reader_password}
+
+dn: {LDAP_PEOPLE}
+objectClass: organizationalUnit
+ou: people
+
+dn: {LDAP_GROUPS}
+objectClass: organizationalUnit
+ou: groups
+""")
+        return self
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "slapd.log"
+
+    def add(self, ldif: str) -> None:
+        subprocess.run(["ldapadd", "-x", "-H", self.url, "-D", f"cn=admin,{LDAP_SUFFIX}",
+                        "-w", self.root_password], input=ldif, text=True, check=True,
+                       capture_output=True, timeout=30)
+
+    def add_user(self, uid: str, password: str) -> str:
+        dn = f"uid={uid},{LDAP_PEOPLE}"
+        self.add(f"dn: {dn}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"
+                 f"mail: {uid}@example.com\nuserPassword: {password}\n")
+        return dn
+
+    def add_group(self, name: str, members: list[str]) -> str:
+        dn = f"cn={name},{LDAP_GROUPS}"
+        self.add(f"dn: {dn}\nobjectClass: groupOfNames\ncn: {name}\n"
+                 + "".join(f"member: {m}\n" for m in members))
+        return dn
+
+
+def start_ldap() -> LdapServer:
+    import secrets
+
+    workdir = Path(tempfile.mkdtemp(prefix="slapd-"))
+    return LdapServer(port=free_port(), proc=None, workdir=workdir,
+                      root_password=secrets.token_hex(12),
+                      reader_password=secrets.token_hex(12)).start()
+
+
 def airflow_env(postgres_server, database: str, home) -> dict:
     """Environment for real Airflow CLI calls against database on the test server."""
     postgres_server.create_database(database)

@@ -103,10 +103,27 @@ def test_scheduler_must_use_celery():
     assert len(problems) == 1 and "CeleryExecutor" in problems[0]
 
 
-def test_webserver_needs_an_admin_password():
+@pytest.mark.parametrize("manager", [
+    "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager",
+    "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+])
+def test_webserver_needs_an_admin_password(manager):
     env = {k: v for k, v in GOOD.items() if k != "AIRFLOW_ECS_ADMIN_PASSWORD"}
-    problems = run("webserver", env)
+    problems = run("webserver", {**env, "AIRFLOW__CORE__AUTH_MANAGER": manager})
     assert len(problems) == 1 and "AIRFLOW_ECS_ADMIN_PASSWORD" in problems[0]
+    assert run("webserver", {**GOOD, "AIRFLOW__CORE__AUTH_MANAGER": manager}) == []
+
+
+def test_a_users_webserver_config_must_exist_and_replaces_the_admin_requirement(tmp_path):
+    env = {k: v for k, v in GOOD.items() if k != "AIRFLOW_ECS_ADMIN_PASSWORD"}
+    own = tmp_path / "webserver_config.py"
+    settings = config.load({"AIRFLOW_ECS_WEBSERVER_CONFIG_FILE": str(own)})
+    problems = checks.check("webserver", settings, defaults.apply("webserver", settings, env))
+    assert len(problems) == 1, problems
+    assert "AIRFLOW_ECS_WEBSERVER_CONFIG_FILE" in problems[0] and "not a readable file" in \
+        problems[0]
+    own.write_text("AUTH_TYPE = 1\n")
+    assert checks.check("webserver", settings, defaults.apply("webserver", settings, env)) == []
 
 
 @pytest.mark.parametrize("extra,named", [
@@ -123,3 +140,36 @@ def test_check_refuses_what_the_dag_sync_would_refuse(extra, named):
     problems = checks.check("scheduler", settings, env)
     assert any(named in p for p in problems), problems
     assert not any("planted-token" in p for p in problems)
+
+
+LDAP_ENV = {
+    "AIRFLOW_ECS_LDAP_URI": "ldaps://ldap.example.com",
+    "AIRFLOW_ECS_LDAP_BIND_USER": "cn=airflow,dc=example,dc=com",
+    "AIRFLOW_ECS_LDAP_SEARCH_BASE": "ou=people,dc=example,dc=com",
+    "AIRFLOW_ECS_LDAP_DEFAULT_ROLE": "Viewer",
+}
+
+
+def test_ldap_needs_a_bind_password_and_makes_the_admin_password_optional():
+    env = {k: v for k, v in GOOD.items() if k != "AIRFLOW_ECS_ADMIN_PASSWORD"}
+    settings = config.load(LDAP_ENV)
+    problems = checks.check("webserver", settings,
+                            defaults.apply("webserver", settings, {**env, **LDAP_ENV}))
+    assert len(problems) == 1 and "AIRFLOW_ECS_LDAP_BIND_PASSWORD" in problems[0], problems
+    full = {**env, **LDAP_ENV, "AIRFLOW_ECS_LDAP_BIND_PASSWORD": "bind-pw"}
+    assert checks.check("webserver", settings, defaults.apply("webserver", settings, full)) == []
+    # Only the webserver logs users in.
+    assert checks.check("worker", settings, defaults.apply("worker", settings,
+                                                           {**env, **LDAP_ENV})) == []
+
+
+def test_ldap_needs_fab_and_a_readable_ca_file(tmp_path):
+    extra = {**LDAP_ENV, "AIRFLOW_ECS_LDAP_TLS_CA_FILE": str(tmp_path / "missing.pem")}
+    settings = config.load(extra)
+    env = {**GOOD, **extra, "AIRFLOW_ECS_LDAP_BIND_PASSWORD": "bind-pw",
+           "AIRFLOW__CORE__AUTH_MANAGER":
+               "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"}
+    problems = checks.check("webserver", settings, defaults.apply("webserver", settings, env))
+    assert any("AIRFLOW_ECS_LDAP_TLS_CA_FILE" in p and "not a readable file" in p
+               for p in problems), problems
+    assert any("AIRFLOW__CORE__AUTH_MANAGER is not FAB's" in p for p in problems), problems

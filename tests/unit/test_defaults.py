@@ -26,6 +26,32 @@ def test_dag_listing_follows_the_sync_period():
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] == "10"
 
 
+def test_fab_is_the_default_auth_manager_and_simple_stays_selectable():
+    settings = config.load({})
+    env = defaults.apply("webserver", settings, {config.ADMIN_PASSWORD_VAR: "pw"})
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"] == \
+        "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+    # FAB's config file lives in the scratch directory: AIRFLOW_HOME is read-only.
+    assert env["AIRFLOW__FAB__CONFIG_FILE"].endswith("/airflow-ecs/webserver_config.py")
+    assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS" not in env
+    simple = ("airflow.api_fastapi.auth.managers.simple.simple_auth_manager."
+              "SimpleAuthManager")
+    env = defaults.apply("webserver", settings, {config.ADMIN_PASSWORD_VAR: "pw",
+                                                 "AIRFLOW__CORE__AUTH_MANAGER": simple})
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"] == simple
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+    assert "AIRFLOW__FAB__CONFIG_FILE" not in env
+
+
+def test_a_users_webserver_config_is_the_one_fab_reads():
+    settings = config.load({"AIRFLOW_ECS_WEBSERVER_CONFIG_FILE": "/etc/airflow/wc.py"})
+    assert defaults.apply("webserver", settings, {})["AIRFLOW__FAB__CONFIG_FILE"] == \
+        "/etc/airflow/wc.py"
+    # Airflow's own variable, set explicitly, wins over both.
+    assert defaults.apply("webserver", settings, {"AIRFLOW__FAB__CONFIG_FILE": "/x.py"})[
+        "AIRFLOW__FAB__CONFIG_FILE"] == "/x.py"
+
+
 def test_no_admin_users_without_a_password():
     env = defaults.apply("webserver", config.load({}), {})
     assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS" not in env

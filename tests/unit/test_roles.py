@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from entrypoint import config, defaults, roles
+from entrypoint import config, defaults, logins, roles
 from entrypoint.errors import ConfigError
 from entrypoint.rolenames import parse_role
 
@@ -71,10 +71,46 @@ def test_webserver_writes_admin_password_file_0600(tmp_path, monkeypatch):
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     settings = config.load({})
-    env = defaults.apply("webserver", settings, {config.ADMIN_PASSWORD_VAR: "pw 'x' $(y)"})
+    # SimpleAuthManager stays selectable in place of the default FAB auth manager.
+    env = defaults.apply("webserver", settings, {config.ADMIN_PASSWORD_VAR: "pw 'x' $(y)",
+                                                 logins.AUTH_MANAGER: logins.SIMPLE_AUTH_MANAGER})
     roles.prepare("webserver", settings, env)
     path = env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
     assert path.startswith(str(tmp_path))
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert json.loads(open(path).read()) == {"admin": "pw 'x' $(y)"}
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin"
+
+
+def test_fab_webserver_writes_its_config_then_the_admin_account(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    synced = []
+    monkeypatch.setattr(logins, "sync_admin", lambda s, e: synced.append(s.admin_username))
+    settings = config.load({"AIRFLOW_ECS_ADMIN_USERNAME": "boss"})
+    env = defaults.apply("webserver", settings, {config.ADMIN_PASSWORD_VAR: "pw"})
+    launch = roles.prepare("webserver", settings, env)
+    assert launch.argv == ("airflow", "api-server")
+    path = env[logins.FAB_CONFIG_FILE]
+    assert path == str(tmp_path / "airflow-ecs" / "webserver_config.py")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert synced == ["boss"]
+    assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE" not in env
+
+
+def test_fab_webserver_without_admin_password_manages_no_account(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(logins, "sync_admin", lambda s, e: pytest.fail("no password to write"))
+    settings = config.load({})
+    roles.prepare("webserver", settings, defaults.apply("webserver", settings, {}))
+    assert (tmp_path / "airflow-ecs" / "webserver_config.py").is_file()
+
+
+def test_other_roles_write_no_fab_config(tmp_path, monkeypatch):
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    settings = config.load({})
+    env = defaults.apply("scheduler", settings, {config.ADMIN_PASSWORD_VAR: "pw"})
+    roles.prepare("scheduler", settings, env)
+    assert not (tmp_path / "airflow-ecs").exists()

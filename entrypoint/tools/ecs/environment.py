@@ -31,7 +31,7 @@ def template_values(s: Mapping[str, Any]) -> dict[str, Any]:
     })
     values["dags_secrets"] = _secrets(s, {"AIRFLOW_ECS_DAGS_GIT_TOKEN":
                                           s["dags_git_token_parameter"]})
-    # The api-server checks logins against it (SimpleAuthManager); no other role needs it.
+    # The webserver writes the admin account from it at start; no other role needs it.
     values["webserver_secrets"] = _secrets(s, {"AIRFLOW_ECS_ADMIN_PASSWORD":
                                                s["admin_password_parameter"]})
     values["network_configuration"] = {"awsvpcConfiguration": {
