@@ -339,30 +339,10 @@ def probe_db(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
 
 def probe_schema(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
     known, heads = migrations.revision_graph()
-    if _is_postgres(url):
-        current = {row[0] for row in _postgres(url, "SELECT version_num FROM alembic_version",
-                                               timeout, missing_table_ok=True)}
-    else:
-        from sqlalchemy.exc import OperationalError
-
-        engine = _engine(url, timeout)
-        try:
-            with engine.connect() as connection:
-                current = migrations.current_revisions(connection)
-        except OperationalError as exc:
-            raise NotReady(" ".join(str(exc.orig).split())) from None
-        finally:
-            engine.dispose()
-    if current == set(heads):
-        return
-    unknown = current - known
-    if unknown:
-        raise MigrationError(
-            f"the database schema is at revision {', '.join(sorted(unknown))}, which this "
-            "image's Airflow does not know: it was migrated by a newer Airflow. Run the image "
-            "of that version, or restore the database.")
-    raise NotReady("schema at " + (", ".join(sorted(current)) or "no revision (empty database)")
-                   + f", head is {', '.join(sorted(heads))}")
+    current = _revisions(url, "alembic_version", timeout)
+    _at_head(current, known, heads, "the database schema is", "this image's Airflow does not "
+             "know: it was migrated by a newer Airflow", "schema at",
+             "no revision (empty database)")
 
 
 def probe_fab_schema(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
@@ -371,31 +351,42 @@ def probe_fab_schema(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
         raise ConfigError(f"invalid setting: {AUTH_MANAGER} selects FAB's auth manager, "
                           "but the FAB provider (apache-airflow-providers-fab) is not "
                           "installed in this image")
-    table = migrations.FAB_VERSION_TABLE
-    if _is_postgres(url):
-        current = {row[0] for row in _postgres(url, f"SELECT version_num FROM {table}",  # noqa: S608
-                                               timeout, missing_table_ok=True)}
-    else:
-        from sqlalchemy.exc import OperationalError
+    current = _revisions(url, migrations.FAB_VERSION_TABLE, timeout)
+    _at_head(current, known, heads, "FAB's tables are", "this image's FAB provider does not "
+             "know: they were migrated by a newer one", "FAB's tables at",
+             "no revision (not created yet)")
 
-        engine = _engine(url, timeout)
-        try:
-            with engine.connect() as connection:
-                current = migrations.current_revisions(connection, table)
-        except OperationalError as exc:
-            raise NotReady(" ".join(str(exc.orig).split())) from None
-        finally:
-            engine.dispose()
+
+def _revisions(url: str, table: str, timeout: float) -> set[str]:
+    """The revisions recorded in an Alembic version table (none while it doesn't exist)."""
+    if _is_postgres(url):
+        return {row[0] for row in _postgres(url, f"SELECT version_num FROM {table}",  # noqa: S608 - our constant
+                                            timeout, missing_table_ok=True)}
+    from sqlalchemy.exc import OperationalError
+
+    engine = _engine(url, timeout)
+    try:
+        with engine.connect() as connection:
+            return migrations.current_revisions(connection, table)
+    except OperationalError as exc:
+        raise NotReady(" ".join(str(exc.orig).split())) from None
+    finally:
+        engine.dispose()
+
+
+def _at_head(current: set[str], known: frozenset[str], heads: frozenset[str], subject: str,
+             unknown_why: str, progress: str, empty: str) -> None:
+    """Return when current is heads; MigrationError for a revision this image doesn't
+    know (a newer image migrated it); NotReady otherwise, saying where it stands."""
     if current == set(heads):
         return
     unknown = current - known
     if unknown:
         raise MigrationError(
-            f"FAB's tables are at revision {', '.join(sorted(unknown))}, which this image's "
-            "FAB provider does not know: they were migrated by a newer one. Run the image of "
-            "that version, or restore the database.")
-    raise NotReady("FAB's tables at " + (", ".join(sorted(current)) or "no revision (not "
-                   "created yet)") + f", head is {', '.join(sorted(heads))}")
+            f"{subject} at revision {', '.join(sorted(unknown))}, which {unknown_why}. Run "
+            "the image of that version, or restore the database.")
+    raise NotReady(f"{progress} " + (", ".join(sorted(current)) or empty)
+                   + f", head is {', '.join(sorted(heads))}")
 
 
 def probe_ldap(uri: str, bind_user: str, bind_password: str, ca_file: Path | None,

@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import socket
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -18,9 +17,29 @@ import uuid
 import pytest
 
 from tests.support.images import POSTGRES_IMAGE, docker, image, running
+from tests.support.waiting import wait_until
 
 HARDENED = ("--user", "50000:0", "--read-only", "--tmpfs", "/tmp",
             "--tmpfs", "/opt/airflow/logs:uid=50000,gid=0,mode=0770")
+
+
+def wait_for_webserver(url: str, container: str, timeout: float = 300) -> None:
+    """Until the api-server at url answers its health check; fails at once, with its log,
+    if the container stops."""
+    def healthy() -> bool:
+        running_state = docker("inspect", "-f", "{{.State.Running}}", container).stdout.strip()
+        assert running_state == "true", f"the webserver stopped:\n{logs()}"
+        try:
+            return call("GET", url + "/api/v2/monitor/health")[0] == 200
+        except OSError:
+            return False
+
+    def logs() -> str:
+        out = docker("logs", container, check=False)
+        return out.stdout[-4000:] + "\n" + out.stderr[-4000:]
+
+    wait_until(healthy, "the webserver's health check", timeout=timeout, interval=2,
+               details=logs)
 
 
 def free_port() -> int:
@@ -82,18 +101,7 @@ def test_fab_admin_gets_a_token_and_lists_dags_and_a_wrong_password_is_refused(
         with running("--network", network, "--env-file", str(env_file), *HARDENED,
                      "-p", f"127.0.0.1:{port}:8080", image("webserver")) as webserver:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 300
-            while True:
-                try:
-                    if call("GET", url + "/api/v2/monitor/health")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                state = docker("inspect", "-f", "{{.State.Running}}", webserver).stdout.strip()
-                logs = docker("logs", webserver, check=False)
-                assert state == "true" and time.monotonic() < deadline, \
-                    f"webserver not up ({state}):\n{logs.stdout[-4000:]}\n{logs.stderr[-4000:]}"
-                time.sleep(2)
+            wait_for_webserver(url, webserver)
 
             code, body = call("POST", url + "/auth/token",
                               {"username": "admin", "password": admin_password})

@@ -8,11 +8,10 @@ import base64
 import json
 import os
 import secrets
-import time
 
 import pytest
 
-from tests.images.test_fab_login import HARDENED, call, free_port
+from tests.images.test_fab_login import HARDENED, call, free_port, wait_for_webserver
 from tests.support.images import docker, image, running
 from tests.support.servers import LDAP_PEOPLE, LDAP_READER, start_ldap
 
@@ -71,18 +70,7 @@ def test_ldap_users_get_their_groups_roles_and_a_viewer_cannot_trigger(
 
     with running(*host, image("webserver")) as webserver:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if call("GET", url + "/api/v2/monitor/health")[0] == 200:
-                    break
-            except OSError:
-                pass
-            state = docker("inspect", "-f", "{{.State.Running}}", webserver).stdout.strip()
-            logs = docker("logs", webserver, check=False)
-            assert state == "true" and time.monotonic() < deadline, \
-                f"webserver not up ({state}):\n{logs.stdout[-4000:]}\n{logs.stderr[-4000:]}"
-            time.sleep(2)
+        wait_for_webserver(url, webserver)
 
         def token(username: str, password: str) -> tuple[int, str]:
             code, body = call("POST", url + "/auth/token",
