@@ -27,39 +27,10 @@ from entrypoint.bundles.s3 import S3DagBundle
 from entrypoint.dagsync.versions import VersionStore
 from entrypoint.errors import DagSyncError
 from tests.support.aws_proxy import AwsProxy
+from tests.support.dag_sources import Repo
 from tests.support.servers import free_port, wait_port
 
 NAME = "dags-folder"
-
-
-def git(*args, cwd=None):
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-class Repo:
-    def __init__(self, root: Path):
-        self.bare = root / "dags.git"
-        self.work = root / "work"
-        git("init", "-q", "--bare", "-b", "main", str(self.bare))
-        git("init", "-q", "-b", "main", str(self.work))
-
-    def commit(self, files: dict[str, str | bytes | None]) -> str:
-        for name, content in files.items():
-            path = self.work / name
-            if content is None:
-                path.unlink()
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                path.write_bytes(content)
-            else:
-                path.write_text(content)
-        git("add", "-A", cwd=self.work)
-        git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q",
-            "--allow-empty", "-m", "change", cwd=self.work)
-        git("push", "-q", "-f", str(self.bare), "HEAD:main", cwd=self.work)
-        return git("rev-parse", "HEAD", cwd=self.work)
 
 
 @pytest.fixture

@@ -21,14 +21,18 @@ class Repo:
         git("init", "-q", "--bare", "-b", "main", str(self.bare))
         git("init", "-q", "-b", "main", str(self.work))
 
-    def commit(self, files: dict[str, str | None], message="change", branch="main") -> str:
-        for name, text in files.items():
+    def commit(self, files: dict[str, str | bytes | None], message="change",
+               branch="main") -> str:
+        for name, content in files.items():
             path = self.work / name
-            if text is None:
+            if content is None:
                 path.unlink()
+            elif isinstance(content, bytes):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(text)
+                path.write_text(content)
         git("add", "-A", cwd=self.work)
         git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q",
             "--allow-empty", "-m", message, cwd=self.work)
