@@ -83,10 +83,11 @@ class Secrets:
     redis_password: str = field(default_factory=lambda: secrets.token_hex(16))
     admin_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     git_token: str = field(default_factory=lambda: secrets.token_hex(20))
+    rotated: list[str] = field(default_factory=list)  # earlier values, no less secret
 
     def values(self) -> list[str]:
         return [self.fernet, self.jwt, self.api_key, self.db_password, self.redis_password,
-                self.admin_password, self.git_token]
+                self.admin_password, self.git_token, *self.rotated]
 
 
 def published_port(container: DockerContainer, port: int) -> int:

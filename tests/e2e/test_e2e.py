@@ -6,6 +6,7 @@ replace a container put a fresh one in its place before they end.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 
@@ -79,6 +80,23 @@ def test_health_endpoint_and_admin_login_from_ssm(stack):
     assert code == 401 and not token
     code, token = stack.token(password=stack.secrets.admin_password + "x")
     assert code == 401 and not token
+
+
+# 13
+def test_a_new_admin_password_in_ssm_takes_effect_at_the_next_webserver_start(stack):
+    """The admin password rotated as operators do it: a new value in Parameter Store, then a
+    new webserver task (a deployment). The old password is refused, the new one works."""
+    old, new = stack.secrets.admin_password, secrets.token_urlsafe(18)
+    stack.aws("ssm").put_parameter(Name=f"{SSM_PATH}AIRFLOW_ECS_ADMIN_PASSWORD", Value=new,
+                                   Type="SecureString", Overwrite=True)
+    stack.secrets.rotated.append(old)
+    stack.secrets.admin_password = new
+    stack.replace("webserver", stack.start_webserver)
+    stack.use_webserver("webserver")
+    code, token = stack.token(password=old)
+    assert code == 401 and not token
+    code, token = stack.token(password=new)
+    assert code in (200, 201) and token
 
 
 # 7
