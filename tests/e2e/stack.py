@@ -123,6 +123,7 @@ class Stack:
         self.api_url = ""
         self.moto_url = ""
         self._token = ""
+        self._replacements = 0
 
     # --- containers -------------------------------------------------------------------
     def _start(self, name: str, container: DockerContainer,
@@ -262,8 +263,10 @@ class Stack:
     def replace(self, name: str, start) -> None:
         """Replace a container as an ECS rolling deployment (minimumHealthyPercent 100,
         maximumPercent 200) does: the new one first, healthy, then the old one stopped
-        with SIGTERM and its stop timeout. `start(new_name)` starts the new container."""
-        new = f"{name}-next"
+        with SIGTERM and its stop timeout. `start(new_name)` starts the new container, under
+        a name no container of this stack has had (Docker refuses a name in use)."""
+        self._replacements += 1
+        new = f"{name}-{self._replacements}"
         start(new)
         self.wait_healthy(new)
         docker("stop", "-t", "60", self.containers[name].get_wrapped_container().id,
