@@ -26,6 +26,7 @@ import boto3
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
+from tests.support.http import http_json
 from tests.support.images import ROOT, docker, image
 from tests.support.waiting import wait_until
 
@@ -92,25 +93,6 @@ class Secrets:
 
 def published_port(container: DockerContainer, port: int) -> int:
     return int(container.get_exposed_port(port))
-
-
-def http_json(method: str, url: str, body: dict | None = None, token: str | None = None,
-              timeout: float = 15) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            raw = response.read()
-            return response.status, (json.loads(raw) if raw else {})
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw)
-        except ValueError:
-            return exc.code, {"raw": raw.decode(errors="replace")}
 
 
 class Stack:

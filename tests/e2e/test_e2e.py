@@ -19,8 +19,8 @@ from tests.e2e.stack import (
     REFRESH_SECONDS,
     SSM_PATH,
     UID,
-    http_json,
 )
+from tests.support.http import http_json
 from tests.support.images import docker, image
 
 AIRFLOW_CONTAINERS = ("scheduler", "webserver", "worker1", "worker2")

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from testcontainers.core.container import DockerContainer
 
-from tests.e2e.stack import AGENT_IMAGE, REFRESH_SECONDS, http_json, published_port
+from tests.e2e.stack import AGENT_IMAGE, REFRESH_SECONDS, published_port
+from tests.support.http import http_json
 from tests.support.images import image
 from tests.support.waiting import wait_until
 

@@ -6,16 +6,14 @@ tmpfs scratch, UID 50000 with GID 0)."""
 from __future__ import annotations
 
 import base64
-import json
 import os
 import secrets
 import socket
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
 
+from tests.support.http import http_json
 from tests.support.images import POSTGRES_IMAGE, docker, image, running
 from tests.support.waiting import wait_until
 
@@ -50,20 +48,7 @@ def free_port() -> int:
 
 def call(method: str, url: str, body: dict | None = None,
          token: str = "") -> tuple[int, dict]:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        raw = exc.read()
-        try:
-            return exc.code, json.loads(raw)
-        except ValueError:
-            return exc.code, {"raw": raw.decode(errors="replace")}
+    return http_json(method, url, body, token, timeout=30)
 
 
 @pytest.fixture
