@@ -29,6 +29,21 @@ if [ "$present" -ne 0 ]; then
   exit 1
 fi
 
+# New passwords can't open a database volume initialised with the old ones: PostgreSQL
+# and Redis keep their first password in their data. Refuse before anything starts.
+project=${COMPOSE_PROJECT_NAME:-$(sed -n 's/^name: *//p' compose.yaml)}
+if docker info >/dev/null 2>&1; then
+  for volume in "${project}_postgres-data" "${project}_redis-data"; do
+    if docker volume inspect "$volume" >/dev/null 2>&1; then
+      echo "local-secrets: $dir/ has no secrets, but the volume $volume holds data" \
+        "initialised with other passwords, which new ones could not open. Restore the old" \
+        "$dir/ directory, or remove the stack with its volumes (make down VOLUMES=1) and" \
+        "retry." >&2
+      exit 1
+    fi
+  done
+fi
+
 mkdir -p "$dir"
 chmod 0700 "$dir"
 umask 077

@@ -33,9 +33,14 @@ def read_env(path: Path) -> dict[str, str]:
                 if line and not line.startswith("#"))
 
 
+# A project of its own: a stack of the machine's own (and its volumes) stays out of it.
+SECRETS_PROJECT = "airflow-ecs-secrets-test"
+
+
 def make_secrets(directory: Path) -> subprocess.CompletedProcess:
     return subprocess.run(["bash", str(ROOT / "scripts/local-secrets.sh")], capture_output=True,
                           text=True, timeout=60, env={**os.environ,
+                                                      "COMPOSE_PROJECT_NAME": SECRETS_PROJECT,
                                                       "LOCAL_SECRETS_DIR": str(directory)})
 
 
@@ -82,6 +87,21 @@ def test_local_secrets_refuse_a_partial_set(tmp_path):
     assert result.returncode == 1
     assert "make down VOLUMES=1" in result.stderr
     assert not (directory / "postgres.env").exists()
+
+
+def test_local_secrets_refuse_new_passwords_for_an_existing_database_volume(tmp_path):
+    """Lost secrets beside a kept volume: PostgreSQL would refuse every new password."""
+    volume = f"{SECRETS_PROJECT}_postgres-data"
+    assert subprocess.run(["docker", "volume", "create", volume], capture_output=True,
+                          timeout=60).returncode == 0
+    try:
+        result = make_secrets(tmp_path / "local")
+    finally:
+        subprocess.run(["docker", "volume", "rm", volume], capture_output=True, timeout=60)
+    assert result.returncode == 1
+    assert volume in result.stderr
+    assert "make down VOLUMES=1" in result.stderr
+    assert not (tmp_path / "local").exists()
 
 
 # --- compose file -------------------------------------------------------------------
