@@ -33,6 +33,7 @@ from entrypoint.probe.health import (
     GRACE,
     DeadlinePassed,
     deadline_alarm,
+    lookup,
     postgres_params,
     postgres_query,
 )
@@ -202,11 +203,31 @@ def _wait(what: str, target: str, probe: Callable[[float], None], deadline: Dead
 
 
 # --- probes -----------------------------------------------------------------------------------
+def _lookup(url: str, timeout: float) -> float:
+    """The DNS lookup of url's host within timeout (NotReady otherwise); the time left.
+
+    The client library looks the name up again, from an answer just given; the bound
+    is for a resolver that does not answer at all (probe.health.lookup says why).
+    """
+    started = time.monotonic()
+    try:
+        endpoint = parse(url)
+    except ValueError:
+        return timeout  # the library reports the URL in its own words, checked before
+    try:
+        lookup(endpoint.host, endpoint.port, timeout)
+    except OSError as exc:
+        raise NotReady(str(exc)) from None
+    return max(timeout - (time.monotonic() - started), 0.01)
+
+
 def probe_redis(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
     import ssl
 
     import redis
 
+    if not url.startswith("unix"):
+        timeout = _lookup(url, timeout)
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout,
                                       socket_timeout=timeout, retry_on_timeout=False)
@@ -311,6 +332,8 @@ def _postgres(url: str, sql: str, timeout: float,
                           f"{redact(' '.join(str(exc).split()))}") from None
     except psycopg2.Error as exc:
         raise NotReady(f"{type(exc).__name__}: {redact(' '.join(str(exc).split()))}") from None
+    except OSError as exc:  # the name lookup (probe.health.lookup)
+        raise NotReady(str(exc)) from None
 
 
 def probe_db(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
@@ -394,6 +417,7 @@ def probe_ldap(uri: str, bind_user: str, bind_password: str, ca_file: Path | Non
     """Bind as the bind user, as FAB does before each user search, within timeout."""
     import ldap
 
+    timeout = _lookup(uri, timeout)
     connection = ldap.initialize(uri)
     try:
         connection.set_option(ldap.OPT_REFERRALS, 0)
@@ -434,6 +458,7 @@ def probe_execution_api(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
 
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"invalid setting: {EXECUTION_API_URL} must be an http(s) URL")
+    timeout = _lookup(url, timeout)
     health = url.rstrip("/") + "/health"
     request = urllib.request.Request(health, method="GET")  # noqa: S310 - scheme checked above
     try:

@@ -100,6 +100,50 @@ def time_left(deadline: float, cap: float = TIMEOUT) -> float:
     return left
 
 
+# --- name lookups, bounded --------------------------------------------------------------------
+def lookup(host: str, port: int | None, timeout: float) -> list[str]:
+    """The addresses of host, the lookup within `timeout` seconds; TimeoutError otherwise.
+
+    getaddrinfo(3) is a blocking C call that no socket timeout covers and no
+    signal interrupts (glibc's resolver resumes its wait after one): a DNS server
+    that drops queries holds it for resolv.conf's timeout x attempts, per search
+    domain, 10 s and more by default. So the lookup runs in a thread, and a
+    lookup still blocked when the time is up is left to finish on its own (the
+    thread is a daemon and holds nothing). The standard library has no resolver
+    with a deadline, and a DNS library would bypass /etc/hosts and nsswitch.
+    Addresses and socket paths are returned as they are; OSError for a name that
+    does not resolve.
+    """
+    if not host or host.startswith("/"):
+        return [host]
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        return [host.strip("[]")]
+    done = threading.Event()
+    outcome: list[Any] = []
+
+    def resolve() -> None:
+        try:
+            outcome.append(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except OSError as exc:
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=resolve, name=f"lookup {host}", daemon=True).start()
+    if not done.wait(max(timeout, 0.0)):
+        raise TimeoutError(f"the DNS lookup of {host} got no answer within {timeout:.1f}s "
+                           "(check the name and this task's DNS resolver)")
+    if isinstance(outcome[0], OSError):
+        raise OSError(f"the DNS lookup of {host} failed: {outcome[0]}") from None
+    return list(dict.fromkeys(str(info[4][0]) for info in outcome[0]))
+
+
 # --- PostgreSQL, bounded ----------------------------------------------------------------------
 def postgres_params(url: str) -> dict[str, str | int]:
     """libpq keywords for a SQLAlchemy PostgreSQL URL, whatever its driver (+psycopg2,
@@ -156,6 +200,15 @@ def postgres_query(params: Mapping[str, str | int], sql: str, args: object = Non
                             else select.POLLOUT)
             poller.poll(left * 1000)
 
+    host = str(params.get("host") or "")
+    if "hostaddr" not in params and "," not in host:
+        # libpq resolves the name inside connect, unbounded: it connects to the address
+        # found here instead, and still uses the name for TLS and the password file.
+        # libpq tries each pair of the two lists in turn, as it tries a name's addresses.
+        addresses = lookup(host, None, deadline - time.monotonic())
+        if addresses != [host]:
+            params = {**params, "host": ",".join([host] * len(addresses)),
+                      "hostaddr": ",".join(addresses)}
     conn = psycopg2.connect(**params, async_=True)
     try:
         wait(conn, "connecting")
@@ -356,11 +409,19 @@ def celery_ping(env: Mapping[str, str], deadline: float | None = None) -> Health
     directly: the same messages on the wire, without importing Celery's app
     machinery (a large part of the probe's CPU otherwise)."""
     from entrypoint.optional_imports import absent, kombu_without_plugins
-    from entrypoint.urls import BROKER_SCHEMES
+    from entrypoint.urls import BROKER_SCHEMES, parse
 
     broker = _url_setting(env, BROKER_URL, BROKER_SCHEMES)
     name = worker_name()
-    timeout = time_left(deadline if deadline is not None else time.monotonic() + TIMEOUT)
+    deadline = deadline if deadline is not None else time.monotonic() + TIMEOUT
+    if not broker.startswith("unix"):
+        # A resolver that never answers fails here, within the time left; kombu then
+        # looks the name up again, answered by then.
+        try:
+            lookup(parse(broker).host, None, time_left(deadline))
+        except (OSError, ValueError) as exc:
+            return HealthResult(False, f"worker: {mask_url(broker)}: {redact(str(exc))}")
+    timeout = time_left(deadline)
     # Every step within what is left; deadline_alarm bounds their sum.
     options = {"socket_timeout": timeout, "socket_connect_timeout": timeout, "max_retries": 1}
     # redis-py imports the OpenTelemetry SDK whenever it is installed (Airflow

@@ -3,6 +3,7 @@ silent (a half-open connection during a failover, a blackholed port) or refuse t
 every one ends at its deadline, honours SIGTERM, and never shows a password."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from entrypoint import config, waits
 from entrypoint.errors import ConfigError, WaitTimeout
 from entrypoint.probe import health
 from tests.support.servers import free_port
-from tests.support.silent_servers import blackhole, silent_postgres
+from tests.support.silent_servers import blackhole, silent_postgres, silent_resolver
 from tests.support.waiting import wait_until
 
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
@@ -154,6 +155,71 @@ def test_worker_health_probe_with_a_blackholed_broker(hole):
     assert result.stdout.startswith("unhealthy: worker")
     assert "hc-secret" not in result.stdout + result.stderr
     assert elapsed <= health.BUDGET + 2 < HEALTHCHECK_TIMEOUT, elapsed
+
+
+# --- a DNS resolver that never answers -------------------------------------------------
+# Behind it, getaddrinfo(3) takes 20 s for one name here (glibc: 5 s a try, 2 tries, A
+# and AAAA): longer than any of these deadlines.
+UNANSWERED = "deps.example.test"
+
+
+@pytest.fixture(scope="module")
+def no_dns(tmp_path_factory):
+    with silent_resolver(tmp_path_factory.mktemp("dns")) as wrap:
+        yield wrap
+
+
+def run_without_dns(wrap, args, env, timeout=60):
+    started = time.monotonic()
+    result = subprocess.run(wrap([BIN, *args]), env=env, capture_output=True, text=True,
+                            timeout=timeout)
+    return result, time.monotonic() - started
+
+
+@pytest.mark.parametrize("name,url", [
+    ("AIRFLOW__CELERY__BROKER_URL", f"redis://:dns-secret@{UNANSWERED}:6379/0"),
+    ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+     f"postgresql+psycopg2://airflow:dns-secret@{UNANSWERED}:5432/airflow"),
+])
+def test_wait_on_a_name_no_resolver_answers_ends_at_its_deadline(no_dns, name, url):
+    result, elapsed = run_without_dns(no_dns, ["wait"],
+                                      clean_env(**{name: url}, AIRFLOW_ECS_WAIT_TIMEOUT="3"))
+    assert result.returncode == 81, result.stdout + result.stderr
+    # The lookup's own timeout, or on a loaded machine the deadline's alarm just before it.
+    assert (f"the DNS lookup of {UNANSWERED} got no answer" in result.stderr
+            or "no answer before the deadline" in result.stderr), result.stderr
+    assert "dns-secret" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    # The deadline as the process counts it, and the wall time with the interpreter's
+    # start-up: either way far from the 20 s of the lookup itself.
+    waited = re.search(r"was not ready after (\d+)s", result.stderr)
+    assert waited and int(waited.group(1)) <= 3 + 1, result.stderr
+    assert elapsed < 12, elapsed
+
+
+@pytest.mark.parametrize("role,name,url", [
+    ("worker", "AIRFLOW__CELERY__BROKER_URL", f"redis://:dns-secret@{UNANSWERED}:6379/0"),
+    ("scheduler+dag-processor+triggerer", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+     f"postgresql+psycopg2://airflow:dns-secret@{UNANSWERED}:5432/airflow"),
+])
+def test_health_probe_answers_inside_the_healthcheck_timeout_without_dns(no_dns, role, name,
+                                                                         url):
+    result, elapsed = run_without_dns(no_dns, ["health", role], clean_env(**{name: url}))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.startswith("unhealthy: ")
+    assert f"the DNS lookup of {UNANSWERED} got no answer" in result.stdout, result.stdout
+    assert "dns-secret" not in result.stdout + result.stderr
+    assert elapsed <= health.BUDGET + 2 < HEALTHCHECK_TIMEOUT, elapsed
+
+
+def test_a_name_with_several_addresses_reaches_the_one_that_listens(postgres_server):
+    """The database is found by name (localhost: ::1 and 127.0.0.1 here, the server on
+    127.0.0.1 only), through the addresses looked up before libpq connects."""
+    assert set(health.lookup("localhost", None, 5)) >= {"127.0.0.1"}
+    url = postgres_server.url().replace("@127.0.0.1:", "@localhost:")
+    waits.probe_db(url, 5)
+    rows = health.postgres_query(health.postgres_params(url), "SELECT 1", None, 5)
+    assert rows == [(1,)]
 
 
 def test_probe_budget_is_shared_and_kept(hole):

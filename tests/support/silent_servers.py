@@ -9,15 +9,19 @@ a CLI started as a subprocess reaches it over TCP like any real server.
 - `silent_postgres()`: completes PostgreSQL's start-up handshake (SSLRequest
   answered 'N', then AuthenticationOk, ParameterStatus, BackendKeyData,
   ReadyForQuery) and then reads every query forever without answering.
+- `silent_resolver()`: a DNS server that never answers, for one command.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 SSL_REQUEST = 80877103
 GSSENC_REQUEST = 80877104
@@ -122,3 +126,31 @@ def blackhole() -> SilentServer:
 
 def silent_postgres() -> SilentServer:
     return _start(_postgres_session)
+
+
+@contextlib.contextmanager
+def silent_resolver(directory: Path) -> Iterator[Callable[[list[str]], list[str]]]:
+    """A DNS server on 127.0.0.53:53 that takes every query and never answers.
+
+    Yields a function that wraps a command so that it runs with that server as its
+    only resolver: in a mount namespace of its own (unshare(1)), with a resolv.conf
+    naming it bind-mounted over /etc/resolv.conf; the rest of the machine keeps its
+    own. Binding port 53 and the namespace take root, which `make test` runs as.
+    """
+    if os.geteuid() != 0:
+        raise RuntimeError("a silent DNS server needs root (port 53 and a mount namespace); "
+                           "run the tests as root, as `make test` does on Debian")
+    address = "127.0.0.53"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, socket.socket() as tcp:
+        udp.bind((address, 53))
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.bind((address, 53))  # a resolver retrying over TCP gets a silent listener too
+        tcp.listen(16)
+        resolv = directory / "resolv.conf"
+        resolv.write_text(f"nameserver {address}\n")
+
+        def wrap(command: list[str]) -> list[str]:
+            return ["unshare", "--mount", "sh", "-c",
+                    'mount --bind "$0" /etc/resolv.conf && exec "$@"', str(resolv), *command]
+
+        yield wrap
