@@ -309,14 +309,20 @@ def test_the_template_of_each_settings_file_creates_on_moto(tmp_path, stack_aws,
     ecs = aws("ecs")
     [cluster] = ecs.describe_clusters(clusters=[s["cluster"]])["clusters"]
     assert cluster["status"] == "ACTIVE"
-    names = [f"{s['name']}-{role}" for role in ("scheduler", "webserver", "worker")]
+    rendered_services = {d["serviceName"]: d for k, d in docs.items()
+                         if k.startswith("services/")}
+    names = sorted(rendered_services)
+    assert len(names) == 2 + len(s["worker_sets"])
     services = ecs.describe_services(cluster=s["cluster"], services=names)["services"]
     assert sorted(x["serviceName"] for x in services) == names
-    for role in ("scheduler", "webserver", "worker", "migrate"):
-        stored = ecs.describe_task_definition(taskDefinition=f"{s['name']}-{role}")[
+    # moto's CloudFormation keeps neither a cluster's capacity providers, a service's
+    # strategy nor a task definition's runtime platform: tests/unit/test_cloudformation.py
+    # checks them in the template.
+    for stem in cloudformation.task_definition_stems(s, docs):
+        stored = ecs.describe_task_definition(taskDefinition=docs[f"{stem}.json"]["family"])[
             "taskDefinition"]
-        assert subset_differences(docs[f"{role}.json"]["containerDefinitions"],
-                                  stored["containerDefinitions"]) == [], role
+        assert subset_differences(docs[f"{stem}.json"]["containerDefinitions"],
+                                  stored["containerDefinitions"]) == [], stem
     iam = aws("iam")
     for role in ("scheduler", "webserver", "worker", "migrate"):
         name = s[f"{role}_task_role_arn"].rsplit("/", 1)[1]
