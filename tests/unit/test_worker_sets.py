@@ -258,3 +258,20 @@ def test_every_set_stem_is_a_worker_task_definition_of_the_stack(tmp_path):
     assert stems == {"migrate": "migrate", "scheduler": "scheduler", "webserver": "webserver",
                      "worker-arm": "worker", "worker-default": "worker",
                      "worker-heavy": "worker", "worker-spot": "worker"}
+
+
+def test_more_sets_than_the_stacks_template_can_hold_fail_at_render(tmp_path):
+    many = [{"name": f"s{i}", "queues": [f"q{i}"]} for i in range(8)]
+    stack = {"cloudformation_stack": "airflow", "vpc_id": "vpc-0a1b2c3d4e5f60000",
+             "public_subnets": ["subnet-0a1b2c3d4e5f60004", "subnet-0a1b2c3d4e5f60005"],
+             "certificate_arn": "arn:aws:acm:eu-west-1:123456789012:certificate/0123abcd"}
+    path, problems = problems_of(tmp_path, worker_sets=many, **stack)
+    [problem] = problems
+    assert problem.startswith(f"{path}: $.worker_sets: with 8 worker sets the stack's "
+                              "template is "), problem
+    assert problem.endswith("more than the 51200 CloudFormation takes in a request; merge "
+                            "sets (a set takes several queues), or unset cloudformation_stack "
+                            "and deploy through the ECS API"), problem
+    # Through the ECS API the same sets deploy: the template is written, not sent.
+    render.render(write(tmp_path, {**BASE, "worker_sets": many}), {})
+    render.render(write(tmp_path, {**BASE, **stack, "worker_sets": many[:3]}), {})

@@ -70,6 +70,16 @@ def render(settings_file: Path | None, env: Mapping[str, str],
     stack_docs = _documents({**values, "target_group_arn":
                              cloudformation.target_group_placeholder(values)}, templates)
     docs[cloudformation.FILE] = cloudformation.template(values, stack_docs)
+    size = len(cloudformation.body(docs[cloudformation.FILE]).encode())
+    if values["cloudformation_stack"] and size > cloudformation.BODY_LIMIT:
+        # Each worker set adds a task definition, a service, scaling and an alarm (about
+        # 5 kB): found here, not when `deploy` sends the template.
+        where = f"{settings_file}: $.worker_sets" if settings_file else "worker_sets"
+        raise ConfigError(f"{where}: with {len(values['worker_sets'])} worker sets the "
+                          f"stack's template is {size} bytes, more than the "
+                          f"{cloudformation.BODY_LIMIT} CloudFormation takes in a request; "
+                          "merge sets (a set takes several queues), or unset "
+                          "cloudformation_stack and deploy through the ECS API")
     return Rendered(values, docs)
 
 
