@@ -275,3 +275,12 @@ def test_more_sets_than_the_stacks_template_can_hold_fail_at_render(tmp_path):
     # Through the ECS API the same sets deploy: the template is written, not sent.
     render.render(write(tmp_path, {**BASE, "worker_sets": many}), {})
     render.render(write(tmp_path, {**BASE, **stack, "worker_sets": many[:3]}), {})
+
+
+def test_a_task_size_fargate_lacks_names_the_set_it_is_in(tmp_path):
+    sets = [{"name": "a", "queues": ["default"]},
+            {"name": "big", "queues": ["big"], "cpu": "1024", "memory": 1536}]
+    _, problems = problems_of(tmp_path, worker_sets=sets)
+    assert problems == [
+        "task-definitions/worker.json (worker set 'big'): $.memory: '1536' MiB can't go with "
+        "1024 CPU units on Fargate; use 2048 to 8192 in steps of 1024"]

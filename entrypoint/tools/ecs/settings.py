@@ -73,6 +73,7 @@ class WorkerSet:
             # "a,b" would name one queue: the set's queues go on the command line instead.
             command += ["--", "--queues", ",".join(self.queues)]
         return {
+            "worker_set_name": self.name,
             "worker_cpu": self.cpu, "worker_memory": self.memory,
             "worker_concurrency": self.concurrency, "worker_min_count": self.min_count,
             "worker_max_count": self.max_count, "worker_target_backlog": self.target_backlog,
