@@ -111,7 +111,7 @@ def _documents(values: Mapping[str, Any], templates: Path) -> dict[str, Any]:
         return [(f"{folder}{w.stem}{'-' if rest else ''}{rest}.json",
                  w.template_values(values["name"])) for w in sets]
 
-    def source(path: Path, extra: Mapping[str, Any]) -> str:
+    def source_of(path: Path, extra: Mapping[str, Any]) -> str:
         """A template's path in a problem, with the worker set of that rendering."""
         name = extra.get("worker_set_name")
         return f"{display(path)} (worker set {name!r})" if name else display(path)
@@ -128,7 +128,7 @@ def _documents(values: Mapping[str, Any], templates: Path) -> dict[str, Any]:
                 continue
             _stop_timeout_in_environment(doc)
             healthcheck.fill_timings(doc)
-            problems.extend(validate.task_definition(doc, source(path, extra), values, role))
+            problems.extend(validate.task_definition(doc, source_of(path, extra), values, role))
             if isinstance(doc.get("family"), str):
                 families[doc["family"]] = doc
     if not families and not problems:
@@ -140,7 +140,7 @@ def _documents(values: Mapping[str, Any], templates: Path) -> dict[str, Any]:
             doc = fill(f"services/{path.name}", extra, output)
             unfilled = unfilled or doc is None
             if doc is not None and not unfilled:
-                problems.extend(validate.service(doc, source(path, extra), families))
+                problems.extend(validate.service(doc, source_of(path, extra), families))
                 services.add(f"service/{doc.get('cluster')}/{doc.get('serviceName')}")
     for path in sorted(templates.glob("scaling/*.json")):
         for output, extra in renderings("scaling/", path.stem):
@@ -148,9 +148,9 @@ def _documents(values: Mapping[str, Any], templates: Path) -> dict[str, Any]:
             if doc is None or unfilled:
                 continue
             if path.stem.endswith("-target"):
-                problems.extend(validate.scalable_target(doc, source(path, extra), services))
+                problems.extend(validate.scalable_target(doc, source_of(path, extra), services))
             elif path.stem.endswith("-policy"):
-                problems.extend(validate.scaling_policy(doc, source(path, extra), services))
+                problems.extend(validate.scaling_policy(doc, source_of(path, extra), services))
             else:
                 problems.append(f"{display(path)}: scaling files end in -target.json or "
                                 "-policy.json")
