@@ -166,6 +166,10 @@ def problems_of(tmp_path, env=None, **edit):
       "name"]),
     ([{"name": "Heavy_1", "queues": ["default"]}],
      ["$.worker_sets[0].name: 'Heavy_1' must be 1-20 lower-case letters"]),
+    # "a1" and "a-1" would both be the stack's WorkerA1...
+    ([{"name": "a1", "queues": ["default"]}, {"name": "a-1", "queues": ["b"]}],
+     ["$.worker_sets[1].name: 'a-1' must be 1-20 lower-case letters, digits and single "
+      "hyphens, each part starting with a letter"]),
     ([{"name": "a", "queues": ["default"], "architecture": "ARM64"}],
      ["$.worker_sets[0].architecture: ARM64 is not among image_architectures ['X86_64']: "
       "build and push images for it (docs/deploy.md, \"ARM64 workers\"), then add ARM64 to "

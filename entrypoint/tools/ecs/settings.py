@@ -32,8 +32,9 @@ ON_DEMAND, SPOT = "FARGATE", "FARGATE_SPOT"  # ECS's Fargate capacity providers
 # ECS's bounds of a capacity provider strategy item.
 CAPACITY_BASE_CAP, CAPACITY_WEIGHT_CAP = 100_000, 1000
 # A set's name goes into its service, family, scaling policy and alarm names, and into a
-# CloudFormation logical id (letters and digits once the hyphens are dropped).
-_SET_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+# CloudFormation logical id: its parts capitalised, hyphens dropped. Each part starts with
+# a letter, so that two names never give one id ("a-1" and "a1" would).
+_SET_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z][a-z0-9]*)*$")
 _SET_NAME_MAX = 20
 # A Celery queue name as the worker's --queues and the metrics role's syntax take it.
 _QUEUE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
@@ -475,8 +476,8 @@ def worker_sets_of(v: Mapping[str, Any], origin: str,
         name = raw.get("name")
         if not isinstance(name, str) or not _SET_NAME.match(name) or len(name) > _SET_NAME_MAX:
             problems.append(f"{at}.name: {name!r} must be 1-{_SET_NAME_MAX} lower-case letters, "
-                            "digits and single hyphens, starting with a letter (it ends the "
-                            "set's service name, NAME-worker-SET)")
+                            "digits and single hyphens, each part starting with a letter, e.g. "
+                            "heavy or spot-2g (it ends the set's service name, NAME-worker-SET)")
         elif name in names:
             problems.append(f"{at}.name: {name!r} is also the name of worker_sets"
                             f"[{names[name]}]: give each set its own name")
