@@ -181,6 +181,56 @@ def _roles_mapping(value: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     return tuple((group, tuple(roles)) for group, roles in json.loads(value).items())
 
 
+# An ECS service name, and a Celery queue name as a worker's --queues takes it.
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,254}$")
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+
+
+def parse_worker_sets(value: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """SERVICE=QUEUE,QUEUE;SERVICE=QUEUE as (service, queues) pairs; ValueError says what is
+    wrong. Hand-rolled: one split per separator, over a syntax that fits one variable."""
+    pairs = []
+    services: set[str] = set()
+    owners: dict[str, str] = {}
+    for part in (p.strip() for p in value.split(";")):
+        if not part:
+            continue
+        service, sep, queues_text = (x.strip() for x in part.partition("="))
+        if not sep or not _SERVICE_NAME.match(service):
+            raise ValueError(f"{part!r} is not SERVICE=QUEUE,QUEUE (SERVICE an ECS service "
+                             "name)")
+        if service in services:
+            raise ValueError(f"names service {service!r} twice")
+        services.add(service)
+        queues = tuple(q.strip() for q in queues_text.split(",") if q.strip())
+        if not queues or not all(_QUEUE_NAME.match(q) for q in queues):
+            raise ValueError(f"{part!r}: {service} needs one or more queue names (letters, "
+                             "digits, _ . -) after '='")
+        for queue in queues:
+            if queue in owners:
+                raise ValueError(f"queue {queue!r} is given to both {owners[queue]} and "
+                                 f"{service}: each queue's backlog scales one service")
+            owners[queue] = service
+        pairs.append((service, queues))
+    if not pairs:
+        raise ValueError("names no service")
+    return tuple(pairs)
+
+
+def format_worker_sets(pairs: Collection[tuple[str, Collection[str]]]) -> str:
+    """The value parse_worker_sets reads back as pairs."""
+    return ";".join(f"{service}={','.join(queues)}" for service, queues in pairs)
+
+
+def _worker_sets_problem(s: Setting, value: str) -> str | None:
+    try:
+        parse_worker_sets(value)
+    except ValueError as exc:
+        return (f"{exc}; write SERVICE=QUEUE,QUEUE;SERVICE=QUEUE, e.g. "
+                f"{s.name}={s.example}")
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Every setting, in the README's order: one entry each, the only place it is declared."""
@@ -232,6 +282,13 @@ class Settings:
     metrics_worker_service: str = text(
         "", "ECS service of the workers; its running count divides the backlog. Unset: the "
         "whole backlog is published as the backlog per worker.", "airflow-worker")
+    metrics_worker_sets: str = text(
+        "", "Worker services and the Celery queues each consumes, as SERVICE=QUEUE,QUEUE;"
+        "SERVICE=QUEUE: each service's backlog (its queues' queued and running tasks) is "
+        "divided by its own running count and published with its name as the Service "
+        "dimension. Replaces AIRFLOW_ECS_METRICS_WORKER_SERVICE (`airflow-ecs render` sets "
+        "it from worker_sets).", "airflow-worker-default=default;airflow-worker-heavy=heavy",
+        shown="(unset: one worker service)", check=_worker_sets_problem)
     metrics_queues: tuple[str, ...] = text_list(
         "Comma-separated Celery queues to report even when empty.", "default,heavy",
         shown="(the default queue and every bound queue)")
@@ -472,6 +529,11 @@ def load(env: Mapping[str, str], only: Collection[str] | None = None) -> Setting
 def _across(settings: Settings, env: Mapping[str, str]) -> list[str]:
     """Problems of settings that depend on each other."""
     problems = _logins(settings, env)
+    if settings.metrics_worker_sets and settings.metrics_worker_service:
+        problems.append("invalid setting: AIRFLOW_ECS_METRICS_WORKER_SERVICE and "
+                        "AIRFLOW_ECS_METRICS_WORKER_SETS are both set; unset "
+                        "AIRFLOW_ECS_METRICS_WORKER_SERVICE (AIRFLOW_ECS_METRICS_WORKER_SETS "
+                        "names every worker service)")
     if settings.dags_source == "git" and not settings.dags_git_url:
         problems.append("required setting: AIRFLOW_ECS_DAGS_GIT_URL when "
                         "AIRFLOW_ECS_DAGS_SOURCE=git, e.g. https://github.com/acme/dags.git")

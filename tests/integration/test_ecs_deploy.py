@@ -309,14 +309,20 @@ def test_the_template_of_each_settings_file_creates_on_moto(tmp_path, stack_aws,
     ecs = aws("ecs")
     [cluster] = ecs.describe_clusters(clusters=[s["cluster"]])["clusters"]
     assert cluster["status"] == "ACTIVE"
-    names = [f"{s['name']}-{role}" for role in ("scheduler", "webserver", "worker")]
+    rendered_services = {d["serviceName"]: d for k, d in docs.items()
+                         if k.startswith("services/")}
+    names = sorted(rendered_services)
+    assert len(names) == 2 + len(s["worker_sets"])
     services = ecs.describe_services(cluster=s["cluster"], services=names)["services"]
     assert sorted(x["serviceName"] for x in services) == names
-    for role in ("scheduler", "webserver", "worker", "migrate"):
-        stored = ecs.describe_task_definition(taskDefinition=f"{s['name']}-{role}")[
+    # moto's CloudFormation keeps neither a cluster's capacity providers, a service's
+    # strategy nor a task definition's runtime platform: tests/unit/test_cloudformation.py
+    # checks them in the template.
+    for stem in cloudformation.task_definition_stems(s, docs):
+        stored = ecs.describe_task_definition(taskDefinition=docs[f"{stem}.json"]["family"])[
             "taskDefinition"]
-        assert subset_differences(docs[f"{role}.json"]["containerDefinitions"],
-                                  stored["containerDefinitions"]) == [], role
+        assert subset_differences(docs[f"{stem}.json"]["containerDefinitions"],
+                                  stored["containerDefinitions"]) == [], stem
     iam = aws("iam")
     for role in ("scheduler", "webserver", "worker", "migrate"):
         name = s[f"{role}_task_role_arn"].rsplit("/", 1)[1]
@@ -586,3 +592,51 @@ def test_the_written_template_deploys_with_aws_cloudformation_deploy(tmp_path, a
     [stack] = aws("cloudformation").describe_stacks(StackName="by-hand")["Stacks"]
     assert stack["StackStatus"] == "CREATE_COMPLETE"
     assert len(aws("ecs").list_services(cluster="by-hand")["serviceArns"]) == 3
+
+
+WORKER_SETS = [{"name": "default", "queues": ["default"], "min_count": 2, "max_count": 8},
+               {"name": "spot", "queues": ["batch"], "capacity": {"on_demand_base": 1,
+                                                                  "spot_weight": 2}}]
+
+
+def test_deploy_creates_and_updates_a_service_and_scaling_per_worker_set(tmp_path, aws):
+    path = settings_file(tmp_path, aws, worker_sets=WORKER_SETS)
+    ecs = aws("ecs")
+    with pytest.raises(DeployError) as caught:
+        deploy.deploy(path, {}, tmp_path / "out")
+    assert str(caught.value) == (
+        "cluster airflow lacks the capacity providers FARGATE, FARGATE_SPOT that worker_sets "
+        "use; add them (the list replaces the cluster's): aws ecs "
+        "put-cluster-capacity-providers --cluster airflow --capacity-providers FARGATE "
+        "FARGATE_SPOT --default-capacity-provider-strategy capacityProvider=FARGATE,weight=1")
+    # Refused before anything was registered or run.
+    assert ecs.list_task_definitions()["taskDefinitionArns"] == []
+    ecs.put_cluster_capacity_providers(
+        cluster="airflow", capacityProviders=["FARGATE", "FARGATE_SPOT"],
+        defaultCapacityProviderStrategy=[{"capacityProvider": "FARGATE", "weight": 1}])
+    arns = deploy.deploy(path, {}, tmp_path / "out")
+    assert sorted(arns) == ["airflow-migrate", "airflow-scheduler", "airflow-webserver",
+                            "airflow-worker-default", "airflow-worker-spot"]
+    names = ["airflow-worker-default", "airflow-worker-spot"]
+    services = {s["serviceName"]: s for s in ecs.describe_services(
+        cluster="airflow", services=names)["services"]}
+    assert sorted(services) == names
+    # (moto keeps no capacityProviderStrategy: the file deploy sent is read instead.)
+    sent = json.loads((tmp_path / "out" / "services" / "worker-spot.json").read_text())
+    assert sent["capacityProviderStrategy"] == [
+        {"capacityProvider": "FARGATE", "base": 1, "weight": 0},
+        {"capacityProvider": "FARGATE_SPOT", "weight": 2}]
+    scaling = aws("application-autoscaling")
+    targets = {t["ResourceId"]: (t["MinCapacity"], t["MaxCapacity"]) for t in
+               scaling.describe_scalable_targets(ServiceNamespace="ecs")["ScalableTargets"]}
+    assert targets == {"service/airflow/airflow-worker-default": (2, 8),
+                       "service/airflow/airflow-worker-spot": (1, 10)}
+    policies = scaling.describe_scaling_policies(ServiceNamespace="ecs")["ScalingPolicies"]
+    assert sorted(d["Value"] for p in policies for d in p[
+        "TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"][
+        "Dimensions"] if d["Name"] == "Service") == names
+    # A new release updates both sets' services in place.
+    deploy.deploy(path, {"AIRFLOW_ECS_DEPLOY_IMAGE_TAG": "0.1.1"}, tmp_path / "out")
+    services = ecs.describe_services(cluster="airflow", services=names)["services"]
+    assert {s["taskDefinition"].rsplit("/", 1)[1] for s in services} == {
+        "airflow-worker-default:2", "airflow-worker-spot:2"}

@@ -131,9 +131,12 @@ def test_task_definitions_and_policies_are_the_rendered_ones(path):
     rendered = render.render(path, {})
     stack, s, docs = rendered.stack, rendered.settings, rendered.documents
     resources = stack["Resources"]
+    stems = cloudformation.task_definition_stems(s, docs)
+    assert sorted(set(stems.values())) == ["migrate", "scheduler", "webserver", "worker"]
+    for stem in stems:
+        props = resources[cloudformation.task_definition_id(stem)]["Properties"]
+        assert api_form(resolve(props, stack, s)) == docs[f"{stem}.json"], stem
     for role in ("scheduler", "webserver", "worker", "migrate"):
-        props = resources[cloudformation.task_definition_id(role)]["Properties"]
-        assert api_form(resolve(props, stack, s)) == docs[f"{role}.json"], role
         task_role = resources[f"{role.capitalize()}TaskRole"]["Properties"]
         assert task_role["RoleName"] == s[f"{role}_task_role_arn"].rsplit("/", 1)[1]
         assert task_role["AssumeRolePolicyDocument"] == docs["iam/ecs-tasks-trust-policy.json"]
@@ -144,7 +147,8 @@ def test_task_definitions_and_policies_are_the_rendered_ones(path):
     assert resolve(execution["Policies"][0]["PolicyDocument"], stack, s) == \
         docs["iam/execution-role-policy.json"]
     # What the stack creates is referred to, not named: it exists before it is used.
-    worker = resources["WorkerTaskDefinition"]["Properties"]
+    worker = resources[cloudformation.task_definition_id(s["worker_sets"][0].stem)][
+        "Properties"]
     assert worker["TaskRoleArn"] == {"Fn::GetAtt": ["WorkerTaskRole", "Arn"]}
     assert worker["ExecutionRoleArn"] == {"Fn::GetAtt": ["ExecutionRole", "Arn"]}
     assert worker["ContainerDefinitions"][0]["LogConfiguration"]["Options"][

@@ -72,3 +72,42 @@ def test_every_settings_field_is_documented():
     # Each field of Settings is read from a documented variable of the same name.
     for field in config.Settings.__dataclass_fields__:
         assert f"AIRFLOW_ECS_{field.upper()}" in documented, field
+
+
+def test_metrics_worker_sets_are_read_as_services_and_their_queues():
+    s = config.load({"AIRFLOW_ECS_METRICS_WORKER_SETS": " a-worker=default ; b=heavy, reports;"})
+    assert config.parse_worker_sets(s.metrics_worker_sets) == (
+        ("a-worker", ("default",)), ("b", ("heavy", "reports")))
+    assert config.parse_worker_sets(config.format_worker_sets(
+        [("a-worker", ["default"]), ("b", ["heavy", "reports"])])) == (
+        ("a-worker", ("default",)), ("b", ("heavy", "reports")))
+
+
+@pytest.mark.parametrize("value, why", [
+    ("airflow-worker", "'airflow-worker' is not SERVICE=QUEUE,QUEUE"),
+    ("a=x;b=", "'b=': b needs one or more queue names"),
+    ("a=x;a=y", "names service 'a' twice"),
+    ("a=x,y;b=y", "queue 'y' is given to both a and b"),
+    ("a=x y", "'a=x y': a needs one or more queue names"),
+    (";", "names no service"),
+])
+def test_metrics_worker_sets_mistakes_name_the_variable_and_the_syntax(value, why):
+    with pytest.raises(ConfigError) as err:
+        config.load({"AIRFLOW_ECS_METRICS_WORKER_SETS": value})
+    [problem] = err.value.problems
+    assert problem.startswith(f"invalid setting: AIRFLOW_ECS_METRICS_WORKER_SETS={value!r} "
+                              f"{why}"), problem
+    assert problem.endswith("write SERVICE=QUEUE,QUEUE;SERVICE=QUEUE, e.g. "
+                            "AIRFLOW_ECS_METRICS_WORKER_SETS=airflow-worker-default=default;"
+                            "airflow-worker-heavy=heavy"), problem
+
+
+def test_metrics_worker_sets_replace_the_worker_service():
+    with pytest.raises(ConfigError) as err:
+        config.load({"AIRFLOW_ECS_METRICS_WORKER_SETS": "a=default",
+                     "AIRFLOW_ECS_METRICS_WORKER_SERVICE": "airflow-worker"})
+    assert err.value.problems == [
+        "invalid setting: AIRFLOW_ECS_METRICS_WORKER_SERVICE and "
+        "AIRFLOW_ECS_METRICS_WORKER_SETS are both set; unset "
+        "AIRFLOW_ECS_METRICS_WORKER_SERVICE (AIRFLOW_ECS_METRICS_WORKER_SETS names every "
+        "worker service)"]

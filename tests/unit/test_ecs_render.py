@@ -324,8 +324,10 @@ def containers(documents: dict):
 @pytest.mark.parametrize("path", SETTINGS_FILES, ids=lambda p: p.name)
 def test_every_shipped_settings_file_renders_without_a_finding(tmp_path, path):
     written = render.render_all(path, {}, tmp_path / "out")
-    assert len(written) == 16
     documents = render.render(path, {}).documents
+    sets = [w.stem for w in render.render(path, {}).settings["worker_sets"]]
+    # Each worker set: a task definition, a service, a scaling target and a policy.
+    assert len(written) == 12 + 4 * len(sets)
     for name, c in containers(documents):
         # The images run tini as PID 1: ECS's init process would push it off PID 1.
         assert "initProcessEnabled" not in c.get("linuxParameters", {}), (name, c["name"])
@@ -333,8 +335,8 @@ def test_every_shipped_settings_file_renders_without_a_finding(tmp_path, path):
         if env.get("AIRFLOW__LOGGING__REMOTE_LOGGING") == "True":
             assert env["AIRFLOW__LOGGING__DELETE_LOCAL_LOGS"] == "True", (name, c["name"])
     assert [name for name, c in containers(documents)
-            if "AIRFLOW__LOGGING__REMOTE_LOGGING" in env_of(c)] == [
-        "migrate.json", "scheduler.json", "webserver.json", "worker.json"]
+            if "AIRFLOW__LOGGING__REMOTE_LOGGING" in env_of(c)] == sorted(
+        ["migrate.json", "scheduler.json", "webserver.json", *(f"{w}.json" for w in sets)])
 
 
 def test_production_settings_run_two_schedulers_and_webservers_with_rolling_deployments():

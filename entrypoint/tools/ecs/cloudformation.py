@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from entrypoint import config, rolenames, waits
 from entrypoint.errors import ConfigError
-from entrypoint.tools.ecs.settings import BY_NAME, ROLES
+from entrypoint.tools.ecs.settings import BY_NAME, ON_DEMAND, ROLES, SPOT
 
 FILE = "cloudformation.json"
 # The largest template CloudFormation takes in a request (TemplateBody, or `aws
@@ -144,17 +144,32 @@ def _logical(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.replace("_", "-").split("-"))
 
 
-def _roles(documents: Mapping[str, Any]) -> dict[str, Role]:
-    roles = {}
-    for key, doc in sorted(documents.items()):
+def task_definition_stems(s: Mapping[str, Any], documents: Mapping[str, Any]) -> dict[str, str]:
+    """The role of each rendered task definition, by file stem: a role's own (worker.json)
+    or one of its worker sets' (worker-heavy.json, each set a task definition of the
+    worker role)."""
+    sets = {w.stem for w in s.get("worker_sets", ())}
+    stems = {}
+    for key in sorted(documents):
         if "/" in key or not key.endswith(".json") or key == FILE:
             continue
-        commands = [c["command"][1] for c in doc["containerDefinitions"]
+        stem = key[:-len(".json")]
+        stems[stem] = "worker" if stem in sets else stem
+    return stems
+
+
+def _roles(s: Mapping[str, Any], documents: Mapping[str, Any]) -> dict[str, Role]:
+    by_role: dict[str, list[Any]] = {}
+    for stem, role in task_definition_stems(s, documents).items():
+        by_role.setdefault(role, []).append(documents[f"{stem}.json"])
+    roles = {}
+    for name, docs in by_role.items():
+        containers = [c for doc in docs for c in doc["containerDefinitions"]]
+        commands = [c["command"][1] for c in containers
                     if c.get("command", [])[:1] == ["run"] and len(c["command"]) > 1]
         needs = [waits.needs(command) for command in commands]
-        urls = [e["value"] for c in doc["containerDefinitions"] for e in c.get("environment", [])
+        urls = [e["value"] for c in containers for e in c.get("environment", [])
                 if e.get("name") == "AIRFLOW_ECS_DAGS_GIT_URL"]
-        name = key[:-len(".json")]
         roles[name] = Role(name, frozenset(m for c in commands for m in c.split("+")),
                            any(n[0] for n in needs), any(n[1] for n in needs),
                            any(n[3] for n in needs), _git_port(urls[0]) if urls else None)
@@ -212,7 +227,8 @@ def target_group_placeholder(s: Mapping[str, Any]) -> str:
 
 def template(s: Mapping[str, Any], documents: Mapping[str, Any]) -> dict[str, Any]:
     """The stack of the rendered documents (rendered with the target group placeholder)."""
-    roles = _roles(documents)
+    roles = _roles(s, documents)
+    stems = task_definition_stems(s, documents)
     problems = [f"{r}.json: the stack has task roles for {', '.join(ROLES)} only: name the "
                 "task definition template after one of them" for r in roles if r not in ROLES]
     if not any("webserver" in r.members for r in roles.values()):
@@ -222,7 +238,7 @@ def template(s: Mapping[str, Any], documents: Mapping[str, Any]) -> dict[str, An
         raise ConfigError([f"{FILE}: {p}" for p in problems])
     refs = _References(_reference_table(s, roles), _prefix_table(s), s["log_group"])
     documents = {key: refs.put(doc) for key, doc in documents.items()}
-    tds = {r.name: documents[f"{r.name}.json"] for r in roles.values()}
+    tds = {stem: documents[f"{stem}.json"] for stem in stems}
     tags = [{"Key": t["key"], "Value": t["value"]}
             for t in next(iter(tds.values())).get("tags", [])]
     resources: dict[str, Any] = {}
@@ -233,6 +249,9 @@ def template(s: Mapping[str, Any], documents: Mapping[str, Any]) -> dict[str, An
     resources["Cluster"] = {**_resource("AWS::ECS::Cluster", {
         "ClusterName": s["cluster"],
         "ClusterSettings": [{"Name": "containerInsights", "Value": "enabled"}],
+        # What a worker set's capacity provider strategy names; a service with a launch
+        # type (every service but the worker sets') runs on Fargate as before.
+        "CapacityProviders": [ON_DEMAND, SPOT],
         # ECS takes the namespace by name, as the services do.
         "ServiceConnectDefaults": {"Namespace": s["service_connect_namespace"]},
         "Tags": tags}), "DependsOn": "Namespace"}
@@ -244,14 +263,14 @@ def template(s: Mapping[str, Any], documents: Mapping[str, Any]) -> dict[str, An
         "DeletionPolicy": "Delete", "UpdateReplacePolicy": "Delete"}
     resources.update(_iam(s, documents, roles, tags))
     resources.update(_network(s, roles, tds, tags))
-    for r in roles.values():
-        resources[f"{r.logical}TaskDefinition"] = {
-            **_resource("AWS::ECS::TaskDefinition", _cfn(tds[r.name])),
+    for stem in stems:
+        resources[task_definition_id(stem)] = {
+            **_resource("AWS::ECS::TaskDefinition", _cfn(tds[stem])),
             # A new revision replaces the old one; the old one stays registered, as with
             # the API path, so that services still on it (a rollback, a deployment
             # waiting for its migration) can keep starting tasks from it.
             "UpdateReplacePolicy": "Retain", "DeletionPolicy": "Delete"}
-    services = _services(s, documents, roles)
+    services = _services(s, documents, stems)
     resources.update(services)
     resources.update(_scaling(s, documents, services))
     resources.update(_alarms(s, documents))
@@ -264,7 +283,7 @@ def template(s: Mapping[str, Any], documents: Mapping[str, Any]) -> dict[str, An
         "Conditions": {name: {"Fn::Not": [{"Fn::Equals": [{"Ref": parameter}, ""]}]}
                        for name, parameter in CONDITIONS.items()},
         "Resources": resources,
-        "Outputs": _outputs(s, roles),
+        "Outputs": _outputs(s, roles, stems),
     }
 
 
@@ -432,26 +451,23 @@ def _network(s: Mapping[str, Any], roles: Mapping[str, Role], tds: Mapping[str, 
     return out
 
 
-def _family_roles(documents: Mapping[str, Any], roles: Mapping[str, Role]) -> dict[str, Role]:
-    return {documents[f"{r.name}.json"]["family"]: r for r in roles.values()}
-
-
 def _services(s: Mapping[str, Any], documents: Mapping[str, Any],
-              roles: Mapping[str, Role]) -> dict[str, Any]:
-    by_family = _family_roles(documents, roles)
+              stems: Mapping[str, str]) -> dict[str, Any]:
+    by_family = {documents[f"{stem}.json"]["family"]: stem for stem in stems}
     scaled = {doc["ResourceId"] for key, doc in documents.items()
               if key.startswith("scaling/") and key.endswith("-target.json")}
     out = {}
     for key, doc in sorted(documents.items()):
         if not key.startswith("services/"):
             continue
-        role = by_family[doc["taskDefinition"].split(":")[0]]
+        stem = by_family[doc["taskDefinition"].split(":")[0]]
+        role = _logical(stems[stem])
         props = _cfn(doc)
         props["Cluster"] = {"Ref": "Cluster"}
-        props["TaskDefinition"] = {"Ref": f"{role.logical}TaskDefinition"}
+        props["TaskDefinition"] = {"Ref": task_definition_id(stem)}
         vpc = props["NetworkConfiguration"]["AwsvpcConfiguration"]
         vpc["Subnets"] = {"Ref": "SubnetIds"}
-        vpc["SecurityGroups"] = [{"Ref": f"{role.logical}SecurityGroup"}]
+        vpc["SecurityGroups"] = [{"Ref": f"{role}SecurityGroup"}]
         if f"service/{doc['cluster']}/{doc['serviceName']}" in scaled:
             # Left out, an update keeps the count the autoscaler set; a new service
             # starts with one task, and the scaling target's minimum applies.
@@ -551,7 +567,8 @@ def _alarms(s: Mapping[str, Any], documents: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def _outputs(s: Mapping[str, Any], roles: Mapping[str, Role]) -> dict[str, Any]:
+def _outputs(s: Mapping[str, Any], roles: Mapping[str, Role],
+             stems: Mapping[str, str]) -> dict[str, Any]:
     every = flows(s, roles)
 
     def clients(destination: str) -> dict[str, Any]:
@@ -582,9 +599,9 @@ def _outputs(s: Mapping[str, Any], roles: Mapping[str, Role]) -> dict[str, Any]:
         out[f"{r.logical}SecurityGroup"] = {"Description": f"Security group of the {r.name} "
                                                            "tasks",
                                             "Value": _group(r.name)}
-        out[f"{r.logical}TaskDefinition"] = {"Description": f"Task definition of the {r.name} "
-                                                            "tasks",
-                                             "Value": {"Ref": f"{r.logical}TaskDefinition"}}
+    for stem in stems:
+        out[task_definition_id(stem)] = {"Description": f"Task definition of the {stem} tasks",
+                                         "Value": {"Ref": task_definition_id(stem)}}
     return out
 
 

@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ def deploy(settings_file: Path | None, env: Mapping[str, str], out_dir: Path,
                             run_migrate)
     ecs = session.client("ecs", endpoint_url=endpoint)
     scaling = session.client("application-autoscaling", endpoint_url=endpoint)
+    _check_capacity_providers(ecs, s["cluster"], rendered.of_kind("services").values())
 
     arns: dict[str, str] = {}
     for doc in rendered.task_definitions().values():
@@ -85,6 +86,26 @@ def deploy(settings_file: Path | None, env: Mapping[str, str], out_dir: Path,
             scaling.put_scaling_policy(**doc)
             log.info("scaling policy %s on %s", doc["PolicyName"], doc["ResourceId"])
     return arns
+
+
+def _check_capacity_providers(ecs: Any, cluster: str, services: Iterable[Mapping[str, Any]]
+                              ) -> None:
+    """The capacity providers the worker sets name must be the cluster's (the stack makes
+    its cluster so; an existing cluster may have none): ECS would refuse the service."""
+    wanted = {item["capacityProvider"] for doc in services
+              for item in doc.get("capacityProviderStrategy", [])}
+    if not wanted:
+        return
+    found = ecs.describe_clusters(clusters=[cluster]).get("clusters") or [{}]
+    have = set(found[0].get("capacityProviders") or [])
+    missing = sorted(wanted - have)
+    if missing:
+        every = " ".join(sorted(have | wanted))
+        raise DeployError(f"cluster {cluster} lacks the capacity providers {', '.join(missing)} "
+                          "that worker_sets use; add them (the list replaces the cluster's): "
+                          f"aws ecs put-cluster-capacity-providers --cluster {cluster} "
+                          f"--capacity-providers {every} --default-capacity-provider-strategy "
+                          "capacityProvider=FARGATE,weight=1")
 
 
 def _run_to_completion(ecs: Any, s: Mapping[str, Any], task_definition: str,
@@ -137,7 +158,8 @@ def _create_or_update(ecs: Any, doc: Mapping[str, Any], scaled: set[str]) -> Non
     # the others follow their count setting (scheduler_count, webserver_count).
     keys = {"cluster", "taskDefinition", "deploymentConfiguration", "networkConfiguration",
             "loadBalancers", "platformVersion", "healthCheckGracePeriodSeconds",
-            "serviceConnectConfiguration", "enableExecuteCommand", "propagateTags"}
+            "serviceConnectConfiguration", "enableExecuteCommand", "propagateTags",
+            "capacityProviderStrategy"}
     if f"service/{doc['cluster']}/{doc['serviceName']}" not in scaled:
         keys.add("desiredCount")
     update = {k: v for k, v in doc.items() if k in keys}

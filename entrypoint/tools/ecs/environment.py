@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from entrypoint.config import declared, format_worker_sets
 from entrypoint.tools.ecs import healthcheck
 from entrypoint.tools.ecs.settings import parameter_arn
 
@@ -22,13 +23,24 @@ def template_values(s: Mapping[str, Any]) -> dict[str, Any]:
     """The settings plus the composite values the templates place whole."""
     values = dict(s)
     values["airflow_environment"] = "per role"  # replaced per task definition in render
-    values["metrics_environment"] = _env({
+    sets = s["worker_sets"]
+    metrics = {
         "AIRFLOW_ECS_SSM_PATH": s["ssm_path"],
         "AWS_REGION": s["region"],
         "AIRFLOW_ECS_METRICS_CLUSTER": s["cluster"],
-        "AIRFLOW_ECS_METRICS_WORKER_SERVICE": s["worker_service"],
         "AIRFLOW_ECS_METRICS_NAMESPACE": s["metrics_namespace"],
-    })
+    }
+    if any(w.queues for w in sets):
+        # Each set's backlog is its own queues', divided by its own running workers.
+        metrics[declared("metrics_worker_sets").name] = format_worker_sets(
+            [(w.template_values(s["name"])["worker_service"], w.queues) for w in sets])
+    else:
+        metrics[declared("metrics_worker_service").name] = s["worker_service"]
+    values["metrics_environment"] = _env(metrics)
+    arns = [f"arn:{s['partition']}:ecs:{s['region']}:{s['account_id']}:service/{s['cluster']}/"
+            f"{w.template_values(s['name'])['worker_service']}" for w in sets]
+    # One ARN stays a string, as a policy with one worker service has always had it.
+    values["worker_service_arns"] = arns[0] if len(arns) == 1 else arns
     values["dags_secrets"] = _secrets(s, {"AIRFLOW_ECS_DAGS_GIT_TOKEN":
                                           s["dags_git_token_parameter"]})
     # The webserver writes the admin account from it at start; no other role needs it.

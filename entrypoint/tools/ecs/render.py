@@ -37,6 +37,7 @@ from entrypoint.tools.ecs import (
 
 TEMPLATES = Path(__file__).resolve().parents[3] / "task-definitions"
 TASK_ROLE_POLICY = "task-role-policy"
+WORKER = "worker"  # the role whose templates are rendered once per worker set
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,16 @@ def render(settings_file: Path | None, env: Mapping[str, str],
     stack_docs = _documents({**values, "target_group_arn":
                              cloudformation.target_group_placeholder(values)}, templates)
     docs[cloudformation.FILE] = cloudformation.template(values, stack_docs)
+    size = len(cloudformation.body(docs[cloudformation.FILE]).encode())
+    if values["cloudformation_stack"] and size > cloudformation.BODY_LIMIT:
+        # Each worker set adds a task definition, a service, scaling and an alarm (about
+        # 5 kB): found here, not when `deploy` sends the template.
+        where = f"{settings_file}: $.worker_sets" if settings_file else "worker_sets"
+        raise ConfigError(f"{where}: with {len(values['worker_sets'])} worker sets the "
+                          f"stack's template is {size} bytes, more than the "
+                          f"{cloudformation.BODY_LIMIT} CloudFormation takes in a request; "
+                          "merge sets (a set takes several queues), or unset "
+                          "cloudformation_stack and deploy through the ECS API")
     return Rendered(values, docs)
 
 
@@ -89,47 +100,66 @@ def _documents(values: Mapping[str, Any], templates: Path) -> dict[str, Any]:
         docs[output or relative] = doc
         return doc
 
+    sets: list[settings.WorkerSet] = values["worker_sets"]
+
+    def renderings(folder: str, stem: str) -> list[tuple[str, dict[str, Any]]]:
+        """The output name of each rendering of a template, and what it is filled with: the
+        worker role's templates (worker*.json) once per worker set, the others once."""
+        role, _, rest = stem.partition("-")
+        if role != WORKER:
+            return [(f"{folder}{stem}.json", {})]
+        return [(f"{folder}{w.stem}{'-' if rest else ''}{rest}.json",
+                 w.template_values(values["name"])) for w in sets]
+
+    def source_of(path: Path, extra: Mapping[str, Any]) -> str:
+        """A template's path in a problem, with the worker set of that rendering."""
+        name = extra.get("worker_set_name")
+        return f"{display(path)} (worker set {name!r})" if name else display(path)
+
     families: dict[str, dict[str, Any]] = {}
     unfilled = False  # a task definition failed to fill: its family is unknown
     for path in sorted(templates.glob("*.json")):
         role = path.stem
-        doc = fill(path.name, {"airflow_environment": environment.airflow_environment(values,
-                                                                                      role)})
-        if doc is None:
-            unfilled = True
-            continue
-        _stop_timeout_in_environment(doc)
-        healthcheck.fill_timings(doc)
-        problems.extend(validate.task_definition(doc, display(path), values, role))
-        if isinstance(doc.get("family"), str):
-            families[doc["family"]] = doc
+        for output, extra in renderings("", role):
+            env = environment.airflow_environment({**values, **extra}, role)
+            doc = fill(path.name, {**extra, "airflow_environment": env}, output)
+            if doc is None:
+                unfilled = True
+                continue
+            _stop_timeout_in_environment(doc)
+            healthcheck.fill_timings(doc)
+            problems.extend(validate.task_definition(doc, source_of(path, extra), values, role))
+            if isinstance(doc.get("family"), str):
+                families[doc["family"]] = doc
     if not families and not problems:
         problems.append(f"{templates}: no task definition templates (*.json) found")
 
     services: set[str] = set()
     for path in sorted(templates.glob("services/*.json")):
-        doc = fill(f"services/{path.name}")
-        unfilled = unfilled or doc is None
-        if doc is not None and not unfilled:
-            problems.extend(validate.service(doc, display(path), families))
-            services.add(f"service/{doc.get('cluster')}/{doc.get('serviceName')}")
+        for output, extra in renderings("services/", path.stem):
+            doc = fill(f"services/{path.name}", extra, output)
+            unfilled = unfilled or doc is None
+            if doc is not None and not unfilled:
+                problems.extend(validate.service(doc, source_of(path, extra), families))
+                services.add(f"service/{doc.get('cluster')}/{doc.get('serviceName')}")
     for path in sorted(templates.glob("scaling/*.json")):
-        doc = fill(f"scaling/{path.name}")
-        if doc is None or unfilled:
-            continue
-        if path.stem.endswith("-target"):
-            problems.extend(validate.scalable_target(doc, display(path), services))
-        elif path.stem.endswith("-policy"):
-            problems.extend(validate.scaling_policy(doc, display(path), services))
-        else:
-            problems.append(f"{display(path)}: scaling files end in -target.json or "
-                            "-policy.json")
+        for output, extra in renderings("scaling/", path.stem):
+            doc = fill(f"scaling/{path.name}", extra, output)
+            if doc is None or unfilled:
+                continue
+            if path.stem.endswith("-target"):
+                problems.extend(validate.scalable_target(doc, source_of(path, extra), services))
+            elif path.stem.endswith("-policy"):
+                problems.extend(validate.scaling_policy(doc, source_of(path, extra), services))
+            else:
+                problems.append(f"{display(path)}: scaling files end in -target.json or "
+                                "-policy.json")
     for path in sorted(templates.glob("iam/*.json")):
         per_role = settings.ROLES if path.stem == TASK_ROLE_POLICY else (None,)
         for task_role in per_role:
-            output = f"iam/{path.stem}-{task_role}.json" if task_role else None
+            iam_output = f"iam/{path.stem}-{task_role}.json" if task_role else None
             doc = fill(f"iam/{path.name}", {"template_role": task_role,
-                                            "template_roles": settings.ROLES}, output)
+                                            "template_roles": settings.ROLES}, iam_output)
             source = f"{display(path)} ({task_role}'s)" if task_role else display(path)
             if doc is not None:
                 problems.extend(validate.iam_policy(doc, source, values["partition"]))

@@ -19,11 +19,72 @@ from typing import Any
 
 from entrypoint import __version__
 from entrypoint.errors import ConfigError
-from entrypoint.tools.ecs import healthcheck
+from entrypoint.tools.ecs import healthcheck, template
 
 ENV_PREFIX = "AIRFLOW_ECS_DEPLOY_"
 ROLES = ("scheduler", "webserver", "worker", "migrate")
 COUNT_LIMITS = {"scheduler_count": (1, 10), "webserver_count": (1, 100)}
+# Most tasks of one worker service: a typo (10000 for 100) would otherwise let the
+# autoscaler start as many as the account's Fargate quota allows.
+WORKER_COUNT_CAP = 1000
+ARCHITECTURES = ("X86_64", "ARM64")
+ON_DEMAND, SPOT = "FARGATE", "FARGATE_SPOT"  # ECS's Fargate capacity providers
+# ECS's bounds of a capacity provider strategy item.
+CAPACITY_BASE_CAP, CAPACITY_WEIGHT_CAP = 100_000, 1000
+# A set's name goes into its service, family, scaling policy and alarm names, and into a
+# CloudFormation logical id: its parts capitalised, hyphens dropped. Each part starts with
+# a letter, so that two names never give one id ("a-1" and "a1" would).
+_SET_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z][a-z0-9]*)*$")
+_SET_NAME_MAX = 20
+# A Celery queue name as the worker's --queues and the metrics role's syntax take it.
+_QUEUE = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
+SET_KEYS = ("name", "queues", "cpu", "memory", "concurrency", "min_count", "max_count",
+            "target_backlog", "capacity", "architecture")
+CAPACITY_KEYS = ("on_demand_base", "on_demand_weight", "spot_weight")
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSet:
+    """One worker service: the templates of the worker role rendered with these values."""
+
+    name: str  # "" for the one worker of a deployment without worker_sets
+    queues: tuple[str, ...]  # empty: Airflow's default queue (the worker's own default)
+    cpu: str
+    memory: str
+    concurrency: int
+    min_count: int
+    max_count: int
+    target_backlog: int
+    # ECS's capacityProviderStrategy; None: launchType FARGATE, as without worker_sets.
+    capacity: tuple[tuple[tuple[str, Any], ...], ...] | None
+    architecture: str
+
+    @property
+    def stem(self) -> str:
+        """Name of the set's rendered files: worker.json, worker-NAME.json, ..."""
+        return f"worker-{self.name}" if self.name else "worker"
+
+    def template_values(self, deployment: str) -> dict[str, Any]:
+        """What the worker role's templates are filled with for this set."""
+        family = f"{deployment}-{self.stem}"
+        command = ["run", "worker"]
+        if self.queues:
+            # `airflow celery worker` consumes [operators] default_queue unless told
+            # otherwise; that option also becomes the worker's Celery default queue, where
+            # "a,b" would name one queue: the set's queues go on the command line instead.
+            command += ["--", "--queues", ",".join(self.queues)]
+        return {
+            "worker_set_name": self.name,
+            "worker_cpu": self.cpu, "worker_memory": self.memory,
+            "worker_concurrency": self.concurrency, "worker_min_count": self.min_count,
+            "worker_max_count": self.max_count, "worker_target_backlog": self.target_backlog,
+            "worker_service": family, "worker_family": family,
+            "worker_architecture": self.architecture, "worker_command": command,
+            "worker_launch_type": "FARGATE" if self.capacity is None else template.OMIT,
+            "worker_capacity_provider_strategy": (
+                template.OMIT if self.capacity is None else [dict(item)
+                                                               for item in self.capacity]),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +180,14 @@ DEPLOY_SETTINGS: tuple[DeploySetting, ...] = (
     DeploySetting("worker_target_backlog", "int", 4,
                   "Target of BacklogPerWorker (queued + running tasks per worker); the worker "
                   "concurrency keeps every slot busy."),
+    DeploySetting("worker_sets", "sets", [],
+                  "Worker services, each with its own Celery queues, size, counts, capacity "
+                  "(on-demand, spot or a mix) and architecture (see \"Worker sets\"); the "
+                  "worker_* settings above are their defaults. Empty: one worker service, "
+                  "NAME-worker, on the default queue."),
+    DeploySetting("image_architectures", "list", ["X86_64"],
+                  "CPU architectures the pushed images hold (X86_64, ARM64): a worker set "
+                  "may run on these only."),
     DeploySetting("metrics_namespace", "text", "AirflowEcs",
                   "CloudWatch namespace of the metrics."),
     DeploySetting("cloudformation_stack", "text", "",
@@ -231,6 +300,16 @@ def load(settings_file: Path | None, env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _convert(setting: DeploySetting, value: Any) -> tuple[Any, str | None]:
+    if setting.kind == "sets":
+        if isinstance(value, str):  # the variable's form: the same JSON as in the file
+            try:
+                value = json.loads(value) if value.strip() else []
+            except json.JSONDecodeError as exc:
+                return None, f"must be a JSON list of objects: {exc.msg}"
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            return None, ("must be a list of objects such as {\"name\": \"heavy\", "
+                          f"\"queues\": [\"heavy\"]}}, got {value!r}")
+        return value, None
     if setting.kind == "int":
         if isinstance(value, bool):
             return None, f"must be a whole number, got {value!r}"
@@ -326,6 +405,14 @@ def _check(v: dict[str, Any], origin: dict[str, str], settings_file: Path | None
         need(len(v["public_subnets"]) >= 2, "public_subnets",
              f"must name two subnets or more, in different zones, with cloudformation_stack "
              f"{stack!r} (the load balancer's)")
+    need(v["worker_max_count"] <= WORKER_COUNT_CAP, "worker_max_count",
+         f"must be at most {WORKER_COUNT_CAP} (a typo? each is a Fargate task)")
+    architectures = v["image_architectures"]
+    need(bool(architectures) and all(a in ARCHITECTURES for a in architectures),
+         "image_architectures", f"must list architectures among {', '.join(ARCHITECTURES)}")
+    need("X86_64" in architectures, "image_architectures",
+         "must include X86_64: the scheduler, webserver and migrate tasks run on it")
+    problems.extend(worker_sets_of(v, origin.get("worker_sets", ""), settings_file)[1])
     need(v["worker_min_count"] >= 1, "worker_min_count",
          "must be at least 1: the backlog per worker can't scale a service out from 0")
     need(v["worker_max_count"] >= v["worker_min_count"], "worker_max_count",
@@ -363,6 +450,137 @@ def _check(v: dict[str, Any], origin: dict[str, str], settings_file: Path | None
     return problems
 
 
+def worker_sets_of(v: Mapping[str, Any], origin: str,
+                   settings_file: Path | None) -> tuple[list[WorkerSet], list[str]]:
+    """The worker sets of checked settings, and the problems of `worker_sets`, each naming
+    its JSON path (`FILE: $.worker_sets[1].queues`) and the fix."""
+    if not v["worker_sets"]:
+        return [WorkerSet("", (), v["worker_cpu"], v["worker_memory"], v["worker_concurrency"],
+                          v["worker_min_count"], v["worker_max_count"],
+                          v["worker_target_backlog"], None, "X86_64")], []
+    if origin.startswith(ENV_PREFIX):
+        base = f"{origin}: $"
+    else:
+        base = origin or f"{settings_file or 'settings'}: $.worker_sets"
+    problems: list[str] = []
+    sets: list[WorkerSet] = []
+    names: dict[str, int] = {}
+    owners: dict[str, int] = {}
+    for i, raw in enumerate(v["worker_sets"]):
+        at = f"{base}[{i}]"
+        before = len(problems)
+        for key in raw:
+            if key not in SET_KEYS:
+                problems.append(f"{at}.{key}: unknown key of a worker set (a typo?); a set "
+                                f"takes {', '.join(SET_KEYS)}")
+        name = raw.get("name")
+        if not isinstance(name, str) or not _SET_NAME.match(name) or len(name) > _SET_NAME_MAX:
+            problems.append(f"{at}.name: {name!r} must be 1-{_SET_NAME_MAX} lower-case letters, "
+                            "digits and single hyphens, each part starting with a letter, e.g. "
+                            "heavy or spot-2g (it ends the set's service name, NAME-worker-SET)")
+        elif name in names:
+            problems.append(f"{at}.name: {name!r} is also the name of worker_sets"
+                            f"[{names[name]}]: give each set its own name")
+        else:
+            names[name] = i
+        queues = raw.get("queues")
+        if not isinstance(queues, list) or not queues:
+            problems.append(f"{at}.queues: required: a list of the Celery queues the set's "
+                            "workers consume, e.g. [\"default\"] (a task goes to a queue by "
+                            "its operator's queue= argument)")
+            queues = []
+        for queue in queues:
+            if not isinstance(queue, str) or not _QUEUE.match(queue):
+                problems.append(f"{at}.queues: {queue!r} must be a queue name: 1-100 letters, "
+                                "digits, _ . or -")
+            elif queue in owners:
+                problems.append(f"{at}.queues: {queue!r} is also a queue of worker_sets"
+                                f"[{owners[queue]}]: each queue belongs to one set (its "
+                                "backlog scales that set); remove it from one of them")
+            else:
+                owners[queue] = i
+        counts = {}
+        for key, setting, low, high in (
+                ("concurrency", "worker_concurrency", 1, 256),
+                ("min_count", "worker_min_count", 1, WORKER_COUNT_CAP),
+                ("max_count", "worker_max_count", 1, WORKER_COUNT_CAP),
+                ("target_backlog", "worker_target_backlog", 1, 100_000)):
+            value = raw.get(key, v[setting])
+            if isinstance(value, bool) or not isinstance(value, int) or \
+                    not low <= value <= high:
+                problems.append(f"{at}.{key}: {value!r} must be a whole number from {low} to "
+                                f"{high}" + (" (the backlog per worker can't scale a service "
+                                             "out from 0)" if key == "min_count" else ""))
+            counts[key] = value
+        if not len(problems) - before and counts["min_count"] > counts["max_count"]:
+            problems.append(f"{at}.max_count: {counts['max_count']} must be at least min_count "
+                            f"{counts['min_count']}")
+        size = {}
+        for key, setting in (("cpu", "worker_cpu"), ("memory", "worker_memory")):
+            value = raw.get(key, v[setting])
+            if isinstance(value, bool) or not isinstance(value, str | int) or \
+                    not str(value).isdigit():
+                problems.append(f"{at}.{key}: {value!r} must be a number, e.g. "
+                                f"{BY_NAME[setting].default!r} (a Fargate task size)")
+            size[key] = str(value)
+        architecture = raw.get("architecture", "X86_64")
+        if architecture not in ARCHITECTURES:
+            problems.append(f"{at}.architecture: {architecture!r} must be one of "
+                            f"{', '.join(ARCHITECTURES)}")
+        elif architecture not in v["image_architectures"]:
+            problems.append(f"{at}.architecture: {architecture} is not among "
+                            f"image_architectures {v['image_architectures']}: build and push "
+                            f"images for it (docs/deploy.md, \"ARM64 workers\"), then add "
+                            f"{architecture} to image_architectures")
+        capacity, capacity_problems = _capacity(raw.get("capacity", "on-demand"),
+                                                f"{at}.capacity")
+        problems.extend(capacity_problems)
+        if capacity and architecture == "ARM64" and any(
+                dict(item)["capacityProvider"] == SPOT and dict(item)["weight"] > 0
+                for item in capacity):
+            # ECS: "Linux tasks with the ARM64 architecture don't support the Fargate Spot
+            # capacity provider."
+            problems.append(f"{at}.capacity: Fargate Spot runs X86_64 tasks only, not "
+                            "ARM64: make this set \"on-demand\", or its architecture X86_64")
+        if len(problems) == before:
+            sets.append(WorkerSet(name, tuple(queues), size["cpu"], size["memory"],
+                                  counts["concurrency"], counts["min_count"],
+                                  counts["max_count"], counts["target_backlog"], capacity,
+                                  architecture))
+    return sets, problems
+
+
+def _capacity(value: Any, at: str) -> tuple[tuple[tuple[tuple[str, Any], ...], ...],
+                                            list[str]]:
+    """ECS's capacityProviderStrategy of a set's `capacity`: "on-demand", "spot", or
+    {"on_demand_base": N, "on_demand_weight": W, "spot_weight": W} (a base of N tasks on
+    Fargate, the rest split by weight; the weights default to 0 and 1)."""
+    fix = ('must be "on-demand", "spot" or {"on_demand_base": N, "on_demand_weight": W, '
+           '"spot_weight": W}')
+    if value in ("on-demand", "spot"):
+        provider = ON_DEMAND if value == "on-demand" else SPOT
+        return ((("capacityProvider", provider), ("weight", 1)),), []
+    if not isinstance(value, dict):
+        return (), [f"{at}: {value!r} {fix}"]
+    problems = [f"{at}.{key}: unknown key; {fix}" for key in value if key not in CAPACITY_KEYS]
+    got = {}
+    for key, default, high in (("on_demand_base", 0, CAPACITY_BASE_CAP),
+                               ("on_demand_weight", 0, CAPACITY_WEIGHT_CAP),
+                               ("spot_weight", 1, CAPACITY_WEIGHT_CAP)):
+        number = value.get(key, default)
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= high:
+            problems.append(f"{at}.{key}: {number!r} must be a whole number from 0 to {high}")
+        got[key] = number
+    if not problems and got["on_demand_weight"] + got["spot_weight"] < 1:
+        problems.append(f"{at}: on_demand_weight and spot_weight are both 0: ECS places no "
+                        "task beyond the base; give spot_weight (or on_demand_weight) 1 or more")
+    if problems:
+        return (), problems
+    on_demand = (("capacityProvider", ON_DEMAND), ("base", got["on_demand_base"]),
+                 ("weight", got["on_demand_weight"]))
+    return (on_demand, (("capacityProvider", SPOT), ("weight", got["spot_weight"]))), []
+
+
 def _derive(v: dict[str, Any]) -> dict[str, Any]:
     out = dict(v)
     region, account = v["region"], v["account_id"]
@@ -379,6 +597,7 @@ def _derive(v: dict[str, Any]) -> dict[str, Any]:
         out[f"{role}_task_role_arn"] = (f"arn:{partition}:iam::{account}:role/"
                                         f"{task_role_name(v['name'], role)}")
     out["worker_service"] = f"{v['name']}-worker"
+    out["worker_sets"], _ = worker_sets_of(v, "", None)
     out["ssm_path_trimmed"] = v["ssm_path"].rstrip("/")
     out["dags_s3_uri"] = v["dags_s3_uri"] if v["dags_source"] == "s3" else ""
     out["dags_git_url"] = v["dags_git_url"] if v["dags_source"] == "git" else ""

@@ -10,6 +10,9 @@ Here the template is parsed first and filled value by value:
 - `${name}` inside a longer string is replaced by the value's text;
 - an object with `"$if": "name"` is kept (without that key) only when the
   setting is non-empty, and dropped from its list or parent otherwise;
+- a key whose value is exactly `${name}` is left out when the value is OMIT (a
+  key ECS takes in one rendering and refuses in another, as a service's launchType
+  beside its capacityProviderStrategy);
 - in a template rendered once per role (the task role policy), an object with
   `"$roles": [...]` is kept (without that key) only in the renderings of the
   roles it lists.
@@ -30,6 +33,7 @@ from entrypoint.errors import ConfigError
 
 _WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _DROP = object()
+OMIT = _DROP  # a value that leaves its key (or list item) out
 _KEYWORDS = ("$if", "$roles")
 
 
