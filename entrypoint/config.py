@@ -239,6 +239,12 @@ class Settings:
         None, "Parameter Store path whose parameters (recursive, SecureString decrypted) "
         "become environment variables named after their last path segment.", "/airflow/prod/",
         check=_parameter_store_path, tidy=lambda p: p if p.endswith("/") else p + "/")
+    ssm_role_path: str | None = text(
+        None, "A second Parameter Store path, loaded the same way by this task alone: the "
+        "settings and secrets one role needs and the others must not read (the webserver's "
+        "LDAP or OIDC login). Outside AIRFLOW_ECS_SSM_PATH; a name defined under both is "
+        "refused.", "/airflow/prod-webserver/",
+        check=_parameter_store_path, tidy=lambda p: p if p.endswith("/") else p + "/")
     wait_timeout: float = number(
         300.0, 1, 86400, "Overall deadline in seconds for the dependency waits (Redis, "
         "metadata DB, migrations, execution API).", "120")

@@ -20,11 +20,13 @@ Sources, in the order they are applied:
    pages) becomes a variable named after its last path segment. A parameter
    whose value is itself a reference is resolved as in 2 (once, not
    recursively), so a Secrets Manager pointer can live in Parameter Store.
+   `AIRFLOW_ECS_SSM_ROLE_PATH`, a second path outside the first, is loaded the
+   same way: what one role's task needs and the others must not read.
 
 Precedence: a variable set explicitly in the environment (including values
 ECS injects from a task definition's `secrets`, and the references and files
 of 1 and 2) wins over a parameter of the same name under the path; the
-parameter is skipped with a log line naming it. Two parameters under the path
+parameter is skipped with a log line naming it. Two parameters under the paths
 with the same last segment are an error.
 
 Values are never logged, never put in an exception message, and every one is
@@ -370,13 +372,20 @@ def resolve(env: Mapping[str, str], settings: Settings) -> Resolved:
     if file_problems:
         raise SecretsError("\n".join(f"  - {p}" for p in file_problems))
 
-    if not refs and not settings.ssm_path:
+    paths = [p for p in (settings.ssm_path, settings.ssm_role_path) if p]
+    if len(paths) == 2 and (paths[0].startswith(paths[1]) or paths[1].startswith(paths[0])):
+        raise ConfigError([f"invalid setting: AIRFLOW_ECS_SSM_ROLE_PATH={paths[1]} and "
+                           f"AIRFLOW_ECS_SSM_PATH={paths[0]} overlap; give the role's "
+                           "parameters a path of their own, outside the shared one"])
+    if not refs and not paths:
         return Resolved(env=out, sources=sources)
 
     aws = _Aws(env)
-    if settings.ssm_path:
+    if paths:
         by_segment: dict[str, str] = {}
-        for full_name, value in sorted(_fetch_path(aws, settings.ssm_path).items()):
+        fetched = {name: value for path in paths
+                   for name, value in _fetch_path(aws, path).items()}
+        for full_name, value in sorted(fetched.items()):
             segment = full_name.rsplit("/", 1)[-1]
             if not _ENV_NAME.match(segment):
                 problems.append(f"parameter {full_name}: its last segment {segment!r} is not a "

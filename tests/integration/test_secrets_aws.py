@@ -11,7 +11,7 @@ import boto3
 import pytest
 
 from entrypoint import config, secrets
-from entrypoint.errors import SecretsError
+from entrypoint.errors import ConfigError, SecretsError
 from tests.support.aws_proxy import AwsProxy
 
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
@@ -90,6 +90,41 @@ def test_colliding_segments_are_an_error(moto):
     with pytest.raises(SecretsError) as err:
         secrets.resolve(env_for(moto.url), config.load({"AIRFLOW_ECS_SSM_PATH": "/airflow/test/"}))
     assert "/airflow/test/a/AIRFLOW_VAR_X and /airflow/test/b/AIRFLOW_VAR_X" in str(err.value)
+
+
+def test_the_role_path_adds_its_parameters_and_refuses_a_name_both_define(moto):
+    ssm = aws(moto, "ssm")
+    ssm.put_parameter(Name="/airflow/test/AIRFLOW_VAR_SHARED", Value="s", Type="String")
+    login = canary("role-path")
+    ssm.put_parameter(Name="/airflow/test-webserver/AIRFLOW_ECS_LDAP_BIND_PASSWORD",
+                      Value=login, Type="SecureString")
+    both = {"AIRFLOW_ECS_SSM_PATH": "/airflow/test/",
+            "AIRFLOW_ECS_SSM_ROLE_PATH": "/airflow/test-webserver"}
+    result = secrets.resolve(env_for(moto.url), config.load(both))
+    assert result.env["AIRFLOW_VAR_SHARED"] == "s"
+    assert result.env["AIRFLOW_ECS_LDAP_BIND_PASSWORD"] == login
+    assert result.sources["AIRFLOW_ECS_LDAP_BIND_PASSWORD"] == (
+        "ssm:/airflow/test-webserver/AIRFLOW_ECS_LDAP_BIND_PASSWORD")
+    # The shared path alone, as the other roles load it: not there.
+    shared = secrets.resolve(env_for(moto.url),
+                             config.load({"AIRFLOW_ECS_SSM_PATH": "/airflow/test/"}))
+    assert "AIRFLOW_ECS_LDAP_BIND_PASSWORD" not in shared.env
+
+    ssm.put_parameter(Name="/airflow/test-webserver/AIRFLOW_VAR_SHARED", Value="w",
+                      Type="String")
+    with pytest.raises(SecretsError) as err:
+        secrets.resolve(env_for(moto.url), config.load(both))
+    assert ("/airflow/test-webserver/AIRFLOW_VAR_SHARED and /airflow/test/AIRFLOW_VAR_SHARED"
+            in str(err.value) or "/airflow/test/AIRFLOW_VAR_SHARED and "
+            "/airflow/test-webserver/AIRFLOW_VAR_SHARED" in str(err.value)), str(err.value)
+
+
+def test_overlapping_paths_are_a_configuration_error():
+    with pytest.raises(ConfigError) as err:
+        secrets.resolve({}, config.load({"AIRFLOW_ECS_SSM_PATH": "/airflow/",
+                                         "AIRFLOW_ECS_SSM_ROLE_PATH": "/airflow/webserver/"}))
+    assert "AIRFLOW_ECS_SSM_ROLE_PATH=/airflow/webserver/" in str(err.value)
+    assert "overlap" in str(err.value)
 
 
 def test_references_are_batched_by_ten_and_missing_ones_all_named(moto, monkeypatch):

@@ -248,7 +248,7 @@ def test_rules_the_model_does_not_hold(tmp_path, name, edit, expected):
 
 def test_a_per_role_policy_problem_names_each_rendering_it_is_in(tmp_path):
     templates = broken(tmp_path, "iam/task-role-policy.json",
-                       lambda d: d["Statement"][4].update(Resource="*"))
+                       lambda d: d["Statement"][5].update(Resource="*"))
     assert problems_of(templates) == [
         f"{templates}/iam/task-role-policy.json ({role}'s): $.Statement[2] (Sid "
         "ReadTheDagPrefix): Resource \"*\" is allowed only for actions without resource-level "
@@ -275,6 +275,30 @@ def test_settings_problems_are_all_reported_with_their_origin(tmp_path):
     assert "$.image_tag: 'latest' must be a Docker tag other than `latest`" in text
     assert "$.worker_min_count: 0 must be at least 1" in text
     assert "$.admin_password_parameter: '/airflow/prod/admin' must be outside ssm_path" in text
+
+
+def test_the_webservers_own_parameters_reach_the_webserver_alone(tmp_path):
+    data = {**BASE, "webserver_ssm_path": "/airflow/prod-webserver/"}
+    out = tmp_path / "out"
+    render.render_all(write_settings(tmp_path, data), {}, out)
+    role_path = "AIRFLOW_ECS_SSM_ROLE_PATH"
+    assert env_of(load(out, "webserver.json")["containerDefinitions"][0])[role_path] == (
+        "/airflow/prod-webserver/")
+    for role in ("scheduler", "worker", "migrate"):
+        assert role_path not in env_of(load(out, f"{role}.json")["containerDefinitions"][0])
+    arn = "arn:aws:ssm:eu-west-1:123456789012:parameter/airflow/prod-webserver/*"
+    for role in ("scheduler", "webserver", "worker", "migrate"):
+        policy = (out / f"iam/task-role-policy-{role}.json").read_text()
+        assert (arn in policy) == (role == "webserver"), role
+    template = (out / "cloudformation.json").read_text()
+    assert template.count("parameter/airflow/prod-webserver/*") == 1
+
+    for wrong, words in (("/airflow/prod/webserver/", "must be outside ssm_path"),
+                         ("/airflow/", "must be outside ssm_path"),
+                         ("airflow-webserver", "must be a Parameter Store path")):
+        with pytest.raises(ConfigError) as caught:
+            settings.load(write_settings(tmp_path, {**data, "webserver_ssm_path": wrong}), {})
+        assert f"$.webserver_ssm_path: '{wrong}' {words}" in "\n".join(caught.value.problems)
 
 
 def test_nothing_is_written_when_a_file_fails(tmp_path):

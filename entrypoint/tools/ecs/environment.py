@@ -87,6 +87,8 @@ def airflow_environment(s: Mapping[str, Any], role: str) -> list[dict[str, str]]
     }
     if role == "webserver":
         env["AIRFLOW_ECS_API_PORT"] = str(s["api_port"])
+        if s["webserver_ssm_path"]:
+            env[declared("ssm_role_path").name] = s["webserver_ssm_path"]
     if role == "worker":
         env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = str(s["worker_concurrency"])
     # The api-server and the migration read DAGs from the database, not from files.

@@ -121,6 +121,10 @@ DEPLOY_SETTINGS: tuple[DeploySetting, ...] = (
                   "Parameter (outside ssm_path) ECS injects into the webserver task as "
                   "AIRFLOW_ECS_ADMIN_PASSWORD, the admin login; empty: put "
                   "AIRFLOW_ECS_ADMIN_PASSWORD under ssm_path instead."),
+    DeploySetting("webserver_ssm_path", "text", "",
+                  "Parameter Store path (outside ssm_path) the webserver alone loads besides "
+                  "ssm_path (AIRFLOW_ECS_SSM_ROLE_PATH): its login settings and secrets, such "
+                  "as the LDAP bind password, which no other role may read; empty: none."),
     DeploySetting("dags_git_token_parameter", "text", "",
                   "Parameter (outside ssm_path) ECS injects as AIRFLOW_ECS_DAGS_GIT_TOKEN into "
                   "the roles that read DAGs."),
@@ -351,6 +355,14 @@ def _check(v: dict[str, Any], origin: dict[str, str], settings_file: Path | None
          "image_prefix", "must be empty or lower-case path segments ending in '/'")
     need(bool(_SSM.match(v["ssm_path"])), "ssm_path",
          "must be a Parameter Store path starting and ending with '/', e.g. /airflow/prod/")
+    if v["webserver_ssm_path"]:
+        need(bool(_SSM.match(v["webserver_ssm_path"])), "webserver_ssm_path",
+             "must be a Parameter Store path starting and ending with '/', e.g. "
+             "/airflow/prod-webserver/")
+        need(not (v["webserver_ssm_path"].startswith(v["ssm_path"])
+                  or v["ssm_path"].startswith(v["webserver_ssm_path"])), "webserver_ssm_path",
+             f"must be outside ssm_path {v['ssm_path']} (and not contain it): every role "
+             "loads ssm_path, and this path is for the webserver alone")
     for key in ("admin_password_parameter", "dags_git_token_parameter"):
         value = v[key]
         if not value:
@@ -599,6 +611,7 @@ def _derive(v: dict[str, Any]) -> dict[str, Any]:
     out["worker_service"] = f"{v['name']}-worker"
     out["worker_sets"], _ = worker_sets_of(v, "", None)
     out["ssm_path_trimmed"] = v["ssm_path"].rstrip("/")
+    out["webserver_ssm_path_trimmed"] = v["webserver_ssm_path"].rstrip("/")
     out["dags_s3_uri"] = v["dags_s3_uri"] if v["dags_source"] == "s3" else ""
     out["dags_git_url"] = v["dags_git_url"] if v["dags_source"] == "git" else ""
     out["dags_git_token_parameter"] = (v["dags_git_token_parameter"]
