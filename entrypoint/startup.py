@@ -33,6 +33,10 @@ def start(role: str, extra_args: Sequence[str] = (), command: Sequence[str] = ()
         settings = config.load(env)                                   # 1. configuration
         log.setLevel(settings.log_level)
         resolved = secrets.resolve(env, settings)                     # 2. secrets
+        if resolved.env != env:
+            # Our settings may come from Parameter Store as well: read them again.
+            settings = config.load(resolved.env)
+            log.setLevel(settings.log_level)
         env = defaults.apply(role, settings, resolved.env)
         problems = checks.check(role, settings, env)
         if problems:

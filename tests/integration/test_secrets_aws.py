@@ -282,6 +282,25 @@ def test_cli_exec_with_secrets_then_failure_modes(moto):
     assert leaky.returncode == 79
 
 
+def test_our_settings_from_parameter_store_are_applied_and_checked(moto):
+    """An AIRFLOW_ECS_ setting under the path counts as if the task definition set it."""
+    ssm = aws(moto, "ssm")
+    env = env_for(moto.url, AIRFLOW_ECS_SSM_PATH="/airflow/settings/")
+    ssm.put_parameter(Name="/airflow/settings/AIRFLOW_VAR_ANY", Value="x", Type="String")
+    chatty = cli("exec", "--", "true", env=env)
+    assert chatty.returncode == 0 and b"INFO starting true" in chatty.stderr, chatty.stderr
+    ssm.put_parameter(Name="/airflow/settings/AIRFLOW_ECS_LOG_LEVEL", Value="WARNING",
+                      Type="String")
+    quiet = cli("exec", "--", "true", env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert b"starting true" not in quiet.stderr, quiet.stderr
+    ssm.put_parameter(Name="/airflow/settings/AIRFLOW_ECS_WAIT_TIMEOUT", Value="soon",
+                      Type="String")
+    bad = cli("exec", "--", "true", env=env)
+    assert bad.returncode == 78, bad.stderr
+    assert b"AIRFLOW_ECS_WAIT_TIMEOUT" in bad.stderr
+
+
 def test_no_canary_in_anything_printed():
     """Runs last in this module: every byte the CLI printed above holds no secret value."""
     assert OUTPUT, "the CLI scenarios above did not run"
