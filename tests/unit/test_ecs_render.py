@@ -301,6 +301,47 @@ def test_the_webservers_own_parameters_reach_the_webserver_alone(tmp_path):
         assert f"$.webserver_ssm_path: '{wrong}' {words}" in "\n".join(caught.value.problems)
 
 
+def test_versioned_dags_reach_the_roles_that_read_dags_with_their_manifest_grants(tmp_path):
+    data = {**BASE, "dags_versioned": True, "dags_s3_manifest_uri": "s3://acme-meta/versions/"}
+    out = tmp_path / "out"
+    render.render_all(write_settings(tmp_path, data), {}, out)
+    for role in ("scheduler", "worker"):
+        env = env_of(load(out, f"{role}.json")["containerDefinitions"][0])
+        assert env["AIRFLOW_ECS_DAGS_VERSIONED"] == "true"
+        assert env["AIRFLOW_ECS_DAGS_S3_MANIFEST_URI"] == "s3://acme-meta/versions/"
+    for role in ("webserver", "migrate"):
+        env = env_of(load(out, f"{role}.json")["containerDefinitions"][0])
+        assert "AIRFLOW_ECS_DAGS_VERSIONED" not in env
+    objects = "arn:aws:s3:::acme-meta/versions/*"
+
+    def actions_on(role: str) -> set[str]:
+        policy = json.loads((out / f"iam/task-role-policy-{role}.json").read_text())
+        found: set[str] = set()
+        for statement in policy["Statement"]:
+            resources = statement["Resource"]
+            if objects in (resources if isinstance(resources, list) else [resources]):
+                action = statement["Action"]
+                found.update(action if isinstance(action, list) else [action])
+        return found
+
+    assert actions_on("scheduler") == {"s3:GetObject", "s3:PutObject"}
+    assert actions_on("worker") == {"s3:GetObject"}
+    assert actions_on("webserver") == actions_on("migrate") == set()
+
+    for edit, words in (
+            ({"dags_s3_manifest_uri": "s3://acme-airflow/dags/versions/"},
+             "$.dags_s3_manifest_uri: 's3://acme-airflow/dags/versions/' must be outside "
+             "dags_s3_uri"),
+            ({"dags_versioned": "yes"}, "$.dags_versioned: must be true or false, got 'yes'"),
+            ({"dags_versioned": False}, "$.dags_s3_manifest_uri: 's3://acme-meta/versions/' "
+             "is for versioned S3 DAGs"),
+            ({"dags_source": "image", "dags_s3_manifest_uri": ""},
+             "$.dags_versioned: True needs dags_source git or s3")):
+        with pytest.raises(ConfigError) as caught:
+            settings.load(write_settings(tmp_path, {**data, **edit}), {})
+        assert words in "\n".join(caught.value.problems), caught.value.problems
+
+
 def test_nothing_is_written_when_a_file_fails(tmp_path):
     out = tmp_path / "out"
     render.render_all(EXAMPLE, {}, out)

@@ -102,6 +102,10 @@ def airflow_environment(s: Mapping[str, Any], role: str) -> list[dict[str, str]]
             env["AIRFLOW_ECS_DAGS_GIT_REF"] = s["dags_git_ref"]
         else:
             env["AIRFLOW_ECS_DAGS_S3_URI"] = s["dags_s3_uri"]
+        if s["dags_versioned"]:
+            env[declared("dags_versioned").name] = "true"
+            if s["dags_s3_manifest_uri"]:
+                env[declared("dags_s3_manifest_uri").name] = s["dags_s3_manifest_uri"]
     return _env(env)
 
 

@@ -90,7 +90,7 @@ class WorkerSet:
 @dataclasses.dataclass(frozen=True)
 class DeploySetting:
     name: str
-    kind: str  # "text", "int" or "list"
+    kind: str  # "text", "int", "bool", "list" or "sets"
     default: Any
     meaning: str
 
@@ -138,6 +138,13 @@ DEPLOY_SETTINGS: tuple[DeploySetting, ...] = (
     DeploySetting("dags_git_url", "text", "", "Git repository of the DAGs (dags_source git)."),
     DeploySetting("dags_git_ref", "text", "main", "Branch, tag or commit sha of the DAGs."),
     DeploySetting("dags_s3_uri", "text", "", "s3://BUCKET/PREFIX/ of the DAGs (dags_source s3)."),
+    DeploySetting("dags_versioned", "bool", False,
+                  "Versioned DAG bundles (AIRFLOW_ECS_DAGS_VERSIONED, docs/dags.md): each DAG "
+                  "run keeps the DAG version it started with; dags_source git or s3."),
+    DeploySetting("dags_s3_manifest_uri", "text", "",
+                  "s3://BUCKET/PREFIX/ outside dags_s3_uri where the dag-processor keeps each "
+                  "DAG version's object list (AIRFLOW_ECS_DAGS_S3_MANIFEST_URI), so workers can "
+                  "build older versions; versioned S3 DAGs only; empty: none."),
     DeploySetting("dags_refresh_seconds", "int", 60,
                   "Seconds between DAG syncs in running tasks (0: at start only)."),
     DeploySetting("dags_sync_timeout", "int", 120,
@@ -321,6 +328,12 @@ def _convert(setting: DeploySetting, value: Any) -> tuple[Any, str | None]:
             return int(value), None
         except (TypeError, ValueError):
             return None, f"must be a whole number, got {value!r}"
+    if setting.kind == "bool":
+        if isinstance(value, bool):
+            return value, None
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true", None
+        return None, f"must be true or false, got {value!r}"
     if setting.kind == "list":
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
@@ -377,6 +390,19 @@ def _check(v: dict[str, Any], origin: dict[str, str], settings_file: Path | None
     if v["dags_source"] == "s3":
         need(bool(_S3_URI.match(v["dags_s3_uri"])), "dags_s3_uri",
              "must be s3://BUCKET/PREFIX/ (ending in '/') with dags_source s3")
+    if v["dags_versioned"]:
+        need(v["dags_source"] in ("git", "s3"), "dags_versioned",
+             "needs dags_source git or s3 (the image's DAGs have one version)")
+    if v["dags_s3_manifest_uri"]:
+        manifests = v["dags_s3_manifest_uri"]
+        need(bool(_S3_URI.match(manifests)), "dags_s3_manifest_uri",
+             "must be s3://BUCKET/PREFIX/ (ending in '/')")
+        need(v["dags_versioned"] and v["dags_source"] == "s3", "dags_s3_manifest_uri",
+             "is for versioned S3 DAGs: set dags_versioned true and dags_source s3, or remove it")
+        need(not (v["dags_s3_uri"] and (manifests.startswith(v["dags_s3_uri"])
+                                        or v["dags_s3_uri"].startswith(manifests))),
+             "dags_s3_manifest_uri", f"must be outside dags_s3_uri {v['dags_s3_uri']}: the "
+             "manifests would become DAG files")
     need(bool(_S3_URI.match(v["remote_logs_s3_uri"])), "remote_logs_s3_uri",
          "must be s3://BUCKET/PREFIX/ (ending in '/')")
     need(v["assign_public_ip"] in ("ENABLED", "DISABLED"), "assign_public_ip",
@@ -616,6 +642,11 @@ def _derive(v: dict[str, Any]) -> dict[str, Any]:
     out["dags_git_url"] = v["dags_git_url"] if v["dags_source"] == "git" else ""
     out["dags_git_token_parameter"] = (v["dags_git_token_parameter"]
                                        if v["dags_source"] == "git" else "")
+    out["dags_s3_manifest_uri"] = v["dags_s3_manifest_uri"] if out["dags_s3_uri"] else ""
+    manifests = (_S3_URI.match(out["dags_s3_manifest_uri"]) if out["dags_s3_manifest_uri"]
+                 else None)
+    out["manifest_bucket"], out["manifest_prefix"] = ((manifests["bucket"], manifests["prefix"])
+                                                      if manifests else ("", ""))
     dags = _S3_URI.match(out["dags_s3_uri"]) if out["dags_s3_uri"] else None
     out["dags_bucket"], out["dags_prefix"] = (dags["bucket"], dags["prefix"]) if dags else ("", "")
     logs = _S3_URI.match(v["remote_logs_s3_uri"])
