@@ -159,8 +159,9 @@ def services(stack: Mapping[str, Any]) -> list[Service]:
     return out
 
 
-def load_peaks(path: Path = PEAKS_FILE) -> dict[str, Any] | None:
+def load_peaks(path: Path | None = None) -> dict[str, Any] | None:
     """The measured peaks (bench/fanout.py), or None where no bench has written them."""
+    path = path or PEAKS_FILE
     try:
         data: dict[str, Any] = json.loads(path.read_text())
     except FileNotFoundError:
@@ -185,3 +186,229 @@ def memory_warnings(stack: Mapping[str, Any], peaks: Mapping[str, float],
                          f"{peak:,.1f} MiB plus {headroom:.0%} headroom ({wanted} MiB); raise "
                          f"{role}_memory in the settings file")
     return lines
+
+
+def load_prices(path: Path = PRICES_FILE) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the price list: {exc}") from None
+    return data
+
+
+@dataclass(frozen=True)
+class Line:
+    item: str
+    quantity: str
+    monthly: float
+
+
+@dataclass(frozen=True)
+class Bill:
+    """One deployment's monthly bill in one region, beside MWAA's at comparable capacity."""
+
+    region: str
+    ours: list[Line]
+    spot_workers: float  # our total with every worker task on Fargate Spot
+    mwaa: list[Line]
+    scale_out: list[str]  # what the scaled-out services add at their maximum
+
+    @property
+    def total(self) -> float:
+        return sum(line.monthly for line in self.ours)
+
+    @property
+    def mwaa_total(self) -> float:
+        return sum(line.monthly for line in self.mwaa)
+
+
+def _region(prices: Mapping[str, Any], region: str) -> Mapping[str, Any]:
+    regions = prices["regions"]
+    if region not in regions:
+        raise ConfigError(f"--region {region}: {PRICES_FILE.name} has no prices for it; "
+                          f"choose one of {', '.join(sorted(regions))}, or add the region's "
+                          f"figures to {PRICES_FILE}")
+    return dict(regions[region])
+
+
+def _task_hour(svc: Service, fargate: Mapping[str, Any]) -> float:
+    if svc.arch not in fargate:
+        raise ConfigError(f"{svc.name}: RuntimePlatform.CpuArchitecture {svc.arch!r} has no "
+                          f"Fargate price in {PRICES_FILE.name}; known: "
+                          f"{', '.join(sorted(fargate))}")
+    price = fargate[svc.arch]
+    return float(svc.vcpu * price["vcpu_hour"] + svc.memory_gib * price["gib_hour"])
+
+
+def _size(svc: Service) -> str:
+    return f"{svc.vcpu:g} vCPU, {svc.memory_gib:g} GiB, {svc.arch}"
+
+
+def _money(value: float) -> str:
+    return f"{value:,.2f}"
+
+
+def bill(stack: Mapping[str, Any], region: str,
+         prices: Mapping[str, Any] | None = None) -> Bill:
+    """The monthly bill of a rendered template's resources, and MWAA's at comparable
+    capacity: as many schedulers and web servers as ours run, and MWAA workers of
+    mwaa.worker_vcpu for as many vCPUs as our workers' steady tasks have."""
+    prices = prices if prices is not None else load_prices()
+    at, a, mw = _region(prices, region), prices["assumptions"], prices["mwaa"]
+    hours, discount = float(a["hours_per_month"]), float(a["spot_discount"])
+    ours: list[Line] = []
+    spot_saving = 0.0
+    scale_out = []
+    svcs = services(stack)
+    for svc in svcs:
+        task = _task_hour(svc, at["fargate"]) * hours
+        on_spot = svc.spot_tasks
+        ours.append(Line(
+            f"Fargate: {svc.name} ({svc.role})",
+            f"{svc.count} x {_size(svc)}, "
+            + ("on-demand" if on_spot == 0 else f"{on_spot:g} of them on Spot "
+               f"(assumed {discount:.0%} off)"),
+            task * (svc.count - on_spot * discount)))
+        if svc.role == "worker":
+            spot_saving += task * (svc.count - on_spot) * discount
+        if svc.max_count > svc.count:
+            scale_out.append(f"{svc.name} scaled out to its maximum of {svc.max_count} tasks "
+                             f"adds {_money(task * (svc.max_count - svc.count))} a month "
+                             "on-demand while it lasts")
+    albs = len(_resources(stack, LOAD_BALANCER))
+    if not albs and any(s.get("LoadBalancers") for s in _resources(stack, SERVICE).values()):
+        albs = 1  # the target group given in the settings belongs to a load balancer
+    if albs:
+        ours.append(Line("Application Load Balancer", f"{albs} x (1 h + {a['alb_lcu']} LCU) "
+                         "an hour", albs * (at["alb"]["hour"] + a["alb_lcu"]
+                                            * at["alb"]["lcu_hour"]) * hours))
+    ours.append(Line("ElastiCache Redis (assumed)",
+                     f"{a['redis_nodes']} x {a['redis_node_type']}",
+                     a["redis_nodes"] * at["redis_node_hour"] * hours))
+    ours.append(Line("RDS PostgreSQL (assumed)",
+                     f"{a['database_instance']}"
+                     + (" Multi-AZ" if a["database_multi_az"] else "")
+                     + f", {a['database_storage_gib']} GiB gp3",
+                     at["database_hour"] * hours
+                     + a["database_storage_gib"] * at["database_storage_gib_month"]))
+    logs = Line("CloudWatch Logs (estimate)",
+                f"{a['log_ingest_gib_per_month']} GiB ingested and kept a month",
+                a["log_ingest_gib_per_month"] * (at["log_ingest_gib"]
+                                                 + at["log_storage_gib_month"]))
+    ours.append(logs)
+
+    price = at["mwaa"]
+
+    def count(role: str) -> int:
+        return sum(s.count for s in svcs if s.role == role)
+
+    schedulers, webservers = count("scheduler"), count("webserver")
+    workers = math.ceil(sum(s.count * s.vcpu for s in svcs if s.role == "worker")
+                        / mw["worker_vcpu"])
+    mwaa = [Line(f"MWAA {mw['class']} environment",
+                 f"{mw['included_schedulers']} schedulers, {mw['included_webservers']} web "
+                 f"servers, {mw['included_workers']} worker and the metadata database included",
+                 price["environment_hour"] * hours)]
+    for what, n, included, hour in (
+            ("schedulers", schedulers, mw["included_schedulers"], price["scheduler_hour"]),
+            ("web servers", webservers, mw["included_webservers"], price["webserver_hour"]),
+            ("workers", workers, mw["included_workers"], price["worker_hour"])):
+        if n > included:
+            mwaa.append(Line(f"MWAA additional {what}", f"{n - included} x {mw['class']}",
+                             (n - included) * hour * hours))
+    mwaa.append(Line("MWAA metadata database storage",
+                     f"{a['database_storage_gib']} GiB, as ours",
+                     a["database_storage_gib"] * price["database_storage_gib_month"]))
+    mwaa.append(logs)
+    total = sum(line.monthly for line in ours)
+    return Bill(region, ours, total - spot_saving, mwaa, scale_out)
+
+
+def _table(lines: Sequence[Line], total: str, amount: float) -> list[str]:
+    return ["| item | quantity | USD a month |", "| --- | --- | ---: |",
+            *(f"| {x.item} | {x.quantity} | {_money(x.monthly)} |" for x in lines),
+            f"| **{total}** | | **{_money(amount)}** |"]
+
+
+def report(stack: Mapping[str, Any], region: str, source: str,
+           prices: Mapping[str, Any] | None = None,
+           peaks: Mapping[str, Any] | None = None) -> str:
+    """The Markdown of `airflow-ecs cost`: our bill, MWAA's, the ratio, and the task
+    memory against the measured peaks where a bench has measured them."""
+    prices = prices if prices is not None else load_prices()
+    b = bill(stack, region, prices)
+    a = prices["assumptions"]
+    lines = [f"### {source} in {region}", "",
+             *_table(b.ours, "ours, as rendered", b.total),
+             f"| ours with every worker task on Fargate Spot (assumed {a['spot_discount']:.0%} "
+             f"off) | | {_money(b.spot_workers)} |", ""]
+    lines += [f"MWAA at comparable capacity ({prices['mwaa']['class']}: as many schedulers and "
+              f"web servers as ours, {prices['mwaa']['worker_vcpu']}-vCPU workers for our "
+              "workers' vCPUs):", "",
+              *_table(b.mwaa, "MWAA", b.mwaa_total), ""]
+    lines.append(f"Ours against MWAA: {b.total / b.mwaa_total:.0%} on-demand, "
+                 f"{b.spot_workers / b.mwaa_total:.0%} with the workers on Fargate Spot.")
+    if b.scale_out:
+        lines += ["", *(f"- {text}." for text in b.scale_out)]
+    if peaks:
+        lines += ["", f"Task memory against the peaks measured by `python -m bench fanout` "
+                  f"({peaks.get('measured')}, {peaks.get('machine')}) plus {HEADROOM:.0%}:", ""]
+        lines += memory_warnings(stack, peaks.get("peak_mib", {})) or ["no warning: every "
+                                                                       "measured role fits"]
+    return "\n".join(lines) + "\n"
+
+
+def run(settings_file: Path | None, env: Mapping[str, str], region: str | None) -> str:
+    """Render the deployment in memory and return its bill (`airflow-ecs cost`)."""
+    from entrypoint.tools.ecs.render import display, render
+
+    rendered = render(settings_file, env)
+    source = display(settings_file) if settings_file else "the environment's settings"
+    return report(rendered.stack, region or str(rendered.settings["region"]), source,
+                  peaks=load_peaks())
+
+
+DOCS_BEGIN = "<!-- cost:begin (generated by `python -m entrypoint.tools.cost`) -->"
+DOCS_END = "<!-- cost:end -->"
+SETTINGS_DIR = ROOT / "task-definitions" / "settings"
+# The smallest production setup: two schedulers and two web servers (a task may stop at any
+# time on Fargate), one worker at rest; every size the renderer's default.
+SMALLEST = "minimal.json"
+GOAL = 0.40  # the smallest production setup, on-demand, at most this share of MWAA's bill
+
+
+def docs() -> str:
+    """docs/cost.md's generated part: the committed settings files' bills in their region,
+    and the smallest in every region priced, with the goal's verdict."""
+    from entrypoint.tools.ecs.render import render
+
+    prices = load_prices()
+    sections: list[str] = []
+    smallest = SETTINGS_DIR / SMALLEST
+    names = [smallest, *sorted(p for p in SETTINGS_DIR.glob("*.json") if p != smallest)]
+    verdicts = []
+    for path in names:
+        rendered = render(path, {})
+        source = str(path.relative_to(ROOT))
+        regions = [str(rendered.settings["region"])]
+        if path == smallest:
+            regions += sorted(set(prices["regions"]) - set(regions))
+        for region in regions:
+            sections.append(report(rendered.stack, region, source, prices))
+            if path == smallest:
+                b = bill(rendered.stack, region, prices)
+                ratio = b.total / b.mwaa_total
+                fixed = sum(x.monthly for x in b.ours if not x.item.startswith("Fargate"))
+                verdicts.append(
+                    f"- {source} in {region}: {_money(b.total)} against MWAA's "
+                    f"{_money(b.mwaa_total)} USD a month, {ratio:.0%} on-demand (goal: at most "
+                    f"{GOAL:.0%}): **{'met' if ratio <= GOAL else 'missed'}**; "
+                    f"{b.spot_workers / b.mwaa_total:.0%} with the workers on Fargate Spot. "
+                    f"Without any Fargate task, the load balancer, Redis, PostgreSQL and logs "
+                    f"alone come to {_money(fixed)}, {fixed / b.mwaa_total:.0%} of MWAA's.")
+    return "\n".join([DOCS_BEGIN, "", "## The smallest production setup against MWAA", "",
+                      *verdicts, "", *sections, DOCS_END])
+
+
+if __name__ == "__main__":
+    print(docs())
