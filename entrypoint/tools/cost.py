@@ -351,10 +351,16 @@ def report(stack: Mapping[str, Any], region: str, source: str,
     if b.scale_out:
         lines += ["", *(f"- {text}." for text in b.scale_out)]
     if peaks:
+        measured = peaks.get("peak_mib", {})
         lines += ["", f"Task memory against the peaks measured by `python -m bench fanout` "
-                  f"({peaks.get('measured')}, {peaks.get('machine')}) plus {HEADROOM:.0%}:", ""]
-        lines += memory_warnings(stack, peaks.get("peak_mib", {})) or ["no warning: every "
-                                                                       "measured role fits"]
+                  f"({peaks.get('measured')}, {peaks.get('machine')}) plus {HEADROOM:.0%}:", "",
+                  f"| role | task memory | measured peak | peak + {HEADROOM:.0%} |",
+                  "| --- | ---: | ---: | ---: |"]
+        lines += [f"| {role} | {size:,} MiB | {measured[role]:,.1f} MiB | "
+                  f"{math.ceil(measured[role] * (1 + HEADROOM)):,} MiB |"
+                  for role, size in sorted(task_memory(stack).items()) if role in measured]
+        lines += ["", *(memory_warnings(stack, measured)
+                        or ["no warning: every measured role has the headroom"])]
     return "\n".join(lines) + "\n"
 
 

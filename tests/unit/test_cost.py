@@ -160,6 +160,7 @@ def test_the_report_shows_the_warnings_and_the_ratio():
                        {"measured": "2026-01-01", "machine": "m", "peak_mib": {"scheduler": 1600}})
     assert "Ours against MWAA: 30% on-demand, 28% with the workers on Fargate Spot." in text
     assert "warning: scheduler: task memory 2048 MiB" in text
+    assert "| scheduler | 2,048 MiB | 1,600.0 MiB | 2,080 MiB |" in text
 
 
 def test_an_unpriced_region_or_architecture_is_named():
