@@ -98,12 +98,30 @@ class Stack:
     def up(self) -> float:
         started = time.monotonic()
         result = self.compose("up", "-d", "--wait", "--wait-timeout", "400", timeout=900)
+        if result.returncode != 0 and "is unhealthy" in result.stderr:
+            # On a loaded machine a service can miss its start period and be marked
+            # unhealthy, then pass: Docker keeps probing. Wait for that, within the bound.
+            if self.healthy_by(started + 400):
+                return time.monotonic() - started
         if result.returncode != 0:
             ps = self.compose("ps", "-a").stdout
             logs = self.compose("logs", "--tail", "30").stdout
             raise RuntimeError(f"the stack did not become healthy:\n{result.stderr[-2000:]}\n"
                                f"{ps}\n{logs[-6000:]}")
         return time.monotonic() - started
+
+    def healthy_by(self, deadline: float) -> bool:
+        """Whether every service with a health check is healthy before deadline (monotonic),
+        and none has exited with an error."""
+        while time.monotonic() < deadline:
+            out = self.compose("ps", "-a", "--format", "json").stdout
+            rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+            if any(r.get("State") == "exited" and r.get("ExitCode") for r in rows):
+                return False
+            if rows and all(r.get("Health") in ("", "healthy") for r in rows):
+                return True
+            time.sleep(5)
+        return False
 
     def down(self) -> None:
         self.compose("down", "--volumes", "--remove-orphans", timeout=300)
