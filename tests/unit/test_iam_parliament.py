@@ -15,6 +15,10 @@ import pytest
 
 from entrypoint.tools.ecs.render import render
 
+# parliament's own regular expressions are written with invalid escapes (a bare \d); Python
+# warns as it compiles them, on the first import.
+pytestmark = pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")
+
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = sorted((ROOT / "task-definitions" / "settings").glob("*.json"))
 TRUST = "trust"
