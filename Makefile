@@ -140,6 +140,12 @@ task-definitions: venv ## render and validate the ECS task, service, scaling and
 deploy: venv ## register the task definitions, run the migrate task, then create or update the services, or the CloudFormation stack with cloudformation_stack set (SETTINGS=file)
 	$(VENV)/bin/airflow-ecs deploy --settings $(SETTINGS)
 
+REGION ?=
+
+.PHONY: cost
+cost: venv ## print the deployment's monthly bill beside AWS MWAA's, from its rendered template (SETTINGS=file, REGION=price region)
+	$(VENV)/bin/airflow-ecs cost --settings $(SETTINGS) $(if $(REGION),--region $(REGION),)
+
 .PHONY: machine-deps
 machine-deps: ## install the Debian packages the tests need (as root on Debian; elsewhere says what to install)
 	@bash scripts/machine-deps.sh test lint venv uv

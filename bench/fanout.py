@@ -24,12 +24,14 @@ from __future__ import annotations
 import collections
 import json
 import os
+import platform
 import re
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from datetime import datetime
@@ -42,8 +44,10 @@ from demo import Client, read_env_file, wait_for  # noqa: E402
 
 from entrypoint.config import load  # noqa: E402
 from entrypoint.defaults import tuned  # noqa: E402
+from entrypoint.tools import cost  # noqa: E402
 
-PROJECT = "airflow-ecs-bench-fanout"
+# BENCH_PROJECT: another compose project name, so two checkouts can run this side by side.
+PROJECT = os.environ.get("BENCH_PROJECT", "airflow-ecs-bench-fanout")
 DAG_ID = "example_fanout"
 TASKS = 21  # 20 mapped "work" tasks and "gather"
 RUNS = 5
@@ -94,12 +98,30 @@ class Stack:
     def up(self) -> float:
         started = time.monotonic()
         result = self.compose("up", "-d", "--wait", "--wait-timeout", "400", timeout=900)
+        if result.returncode != 0 and "is unhealthy" in result.stderr:
+            # On a loaded machine a service can miss its start period and be marked
+            # unhealthy, then pass: Docker keeps probing. Wait for that, within the bound.
+            if self.healthy_by(started + 400):
+                return time.monotonic() - started
         if result.returncode != 0:
             ps = self.compose("ps", "-a").stdout
             logs = self.compose("logs", "--tail", "30").stdout
             raise RuntimeError(f"the stack did not become healthy:\n{result.stderr[-2000:]}\n"
                                f"{ps}\n{logs[-6000:]}")
         return time.monotonic() - started
+
+    def healthy_by(self, deadline: float) -> bool:
+        """Whether every service with a health check is healthy before deadline (monotonic),
+        and none has exited with an error."""
+        while time.monotonic() < deadline:
+            out = self.compose("ps", "-a", "--format", "json").stdout
+            rows = [json.loads(line) for line in out.splitlines() if line.strip()]
+            if any(r.get("State") == "exited" and r.get("ExitCode") for r in rows):
+                return False
+            if rows and all(r.get("Health") in ("", "healthy") for r in rows):
+                return True
+            time.sleep(5)
+        return False
 
     def down(self) -> None:
         self.compose("down", "--volumes", "--remove-orphans", timeout=300)
@@ -146,6 +168,81 @@ def cpu_seconds() -> dict[str, float]:
 def cpu_since(before: dict[str, float]) -> dict[str, float]:
     after = cpu_seconds()
     return {name: after[name] - before.get(name, 0.0) for name in sorted(after)}
+
+
+# Where the kernel keeps a container's peak memory, seen from the host: cgroup v2's
+# memory.peak (systemd and cgroupfs drivers), then cgroup v1's max_usage_in_bytes. Both count
+# the page cache the container's files occupy, as the ECS task's memory limit does.
+PEAK_FILES = (
+    ("cgroup v2 memory.peak", "/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.peak"),
+    ("cgroup v2 memory.peak", "/sys/fs/cgroup/docker/{id}/memory.peak"),
+    ("cgroup v1 memory.max_usage_in_bytes",
+     "/sys/fs/cgroup/memory/docker/{id}/memory.max_usage_in_bytes"),
+    ("cgroup v1 memory.max_usage_in_bytes",
+     "/sys/fs/cgroup/memory/system.slice/docker-{id}.scope/memory.max_usage_in_bytes"),
+)
+STATS_SOURCE = "largest `docker stats` memory usage sampled every second"
+
+
+def peak_bytes(container) -> tuple[int, str]:
+    """The container's peak memory so far and where it was read; `docker stats`' current
+    usage where no cgroup file is readable (the sampler then keeps the largest)."""
+    for source, pattern in PEAK_FILES:
+        try:
+            return int(Path(pattern.format(id=container.id)).read_text()), source
+        except (OSError, ValueError):
+            continue
+    return int(container.stats(stream=False)["memory_stats"].get("usage", 0)), STATS_SOURCE
+
+
+class PeakSampler:
+    """Samples every container of the bench's project once a second, from before the stack
+    starts until stop(): the migrate container exits during `up`, its cgroup with it, so
+    its figure is the last sample before it ended (within a second of its end)."""
+
+    def __init__(self) -> None:
+        self.peaks: dict[str, int] = {}
+        self.sources: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sample()
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.sample()
+            except Exception:  # a container that left between list and read
+                continue
+
+    def sample(self) -> None:
+        import docker
+
+        client = docker.from_env()
+        try:
+            for container in client.containers.list(
+                    filters={"label": f"com.docker.compose.project={PROJECT}"}):
+                service = container.labels.get("com.docker.compose.service", container.name)
+                try:
+                    value, source = peak_bytes(container)
+                except Exception:  # stopped between list and read
+                    continue
+                self.peaks[service] = max(self.peaks.get(service, 0), value)
+                self.sources.add(source)
+        finally:
+            client.close()
+
+
+def role_of(service: str) -> str:
+    """compose.yaml's service name as a role: worker-1 and worker-2 are workers."""
+    return re.sub(r"-\d+$", "", service)
 
 
 def epoch(stamp: str) -> float:
@@ -199,17 +296,19 @@ def measure(name: str, port: int, override: Path | None) -> dict:
     stack = Stack(port, override)
     stack.down()
     try:
-        startup = stack.up()
-        api = login(port)
-        before, started = cpu_seconds(), time.monotonic()
-        records, parsed = fanout_runs(api)
-        busy, busy_wall = cpu_since(before), time.monotonic() - started
+        with PeakSampler() as sampler:
+            startup = stack.up()
+            api = login(port)
+            before, started = cpu_seconds(), time.monotonic()
+            records, parsed = fanout_runs(api)
+            busy, busy_wall = cpu_since(before), time.monotonic() - started
         time.sleep(5)  # the last run's stragglers (log uploads, heartbeats) settle
         before = cpu_seconds()
         time.sleep(IDLE_SECONDS)
         idle = cpu_since(before)
         return {"name": name, "startup": startup, "parsed": parsed, "runs": records,
-                "busy": busy, "busy_wall": busy_wall, "idle": idle}
+                "busy": busy, "busy_wall": busy_wall, "idle": idle,
+                "peaks": sampler.peaks, "peak_sources": sorted(sampler.sources)}
     finally:
         stack.down()
 
@@ -282,6 +381,8 @@ def run() -> str:
     no_loss = all(lost(r) == 0 and all(x["retried"] == 0 and x["count"] == TASKS
                                        for x in r["runs"]) for r in results)
 
+    memory = memory_section(results[0])
+
     def verdicts(other: dict) -> list[str]:
         by_median = median(other) / median(results[0])
         by_first = first(other) / first(results[0])
@@ -333,7 +434,70 @@ def run() -> str:
         *verdicts(results[2]),
         f"- No task lost (every one of the {TASKS} task instances of every run in success, "
         f"none retried): **{'met' if no_loss else 'missed'}**.",
+        "",
+        *memory,
     ])
+
+
+def memory_section(ours: dict) -> list[str]:
+    """Peak memory per role in our configuration's runs: BENCHMARKS.md's table, and
+    cost.PEAKS_FILE, which `airflow-ecs cost` compares with the task sizes."""
+    from entrypoint.tools.ecs.render import render
+
+    services = {s: b for s, b in ours["peaks"].items() if role_of(s) in cost.ROLES}
+    roles: dict[str, int] = {}
+    for service, value in services.items():
+        roles[role_of(service)] = max(roles.get(role_of(service), 0), value)
+    mib = {role: round(value / 2**20, 1) for role, value in sorted(roles.items())}
+    machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, "
+               f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
+               f"Linux {platform.release()}")
+    record = {
+        "measured": time.strftime("%Y-%m-%d"),
+        "machine": machine,
+        "source": ", ".join(ours["peak_sources"]),
+        "stack": f"compose.yaml, {ours['name']}: start from empty volumes, then {RUNS} runs "
+                 f"of {DAG_ID} ({TASKS} task instances each)",
+        "peak_mib": mib,
+        "containers_mib": {s: round(b / 2**20, 1) for s, b in sorted(services.items())},
+    }
+    cost.PEAKS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    cost.PEAKS_FILE.write_text(json.dumps(record, indent=2) + "\n")
+
+    settings = sorted((ROOT / "task-definitions" / "settings").glob("*.json"))
+    sizes = {path.stem: cost.task_memory(render(path, {}).stack) for path in settings}
+    rows = []
+    for role, peak in mib.items():
+        cells = []
+        for name in sizes:
+            size = sizes[name].get(role)
+            if size is None:
+                cells.append("-")
+                continue
+            spare = size / peak - 1
+            flag = "" if spare >= cost.HEADROOM else " (**below**)"
+            cells.append(f"{size:,} MiB, {spare:+.0%}{flag}")
+        rows.append(f"| {role} | {peak:,.1f} MiB | " + " | ".join(cells) + " |")
+    per_container = ", ".join(f"{s} {v:,.1f} MiB" for s, v in record["containers_mib"].items())
+    return [
+        f"### Peak memory by role, {ours['name']}",
+        "",
+        f"Read from the host, each container's {record['source']} (the figure includes the "
+        "page cache of the files the container read, which the ECS task's memory limit also "
+        "counts), sampled every second from before `up` to the end of the runs: start-up, "
+        f"the DAG's first parse and {RUNS} fan-out runs. The migrate container exits during "
+        "`up`: its figure is the last sample before it ended. A worker's figure is the "
+        f"larger of the two workers'. Per container: {per_container}. Written to "
+        f"`{cost.PEAKS_FILE.relative_to(ROOT)}`, which `airflow-ecs cost` compares with the "
+        "task sizes.",
+        "",
+        "Task memory each settings file gives the role (from its rendered CloudFormation "
+        f"template), and the headroom above the peak (wanted: at least {cost.HEADROOM:.0%}):",
+        "",
+        "| role | peak | " + " | ".join(f"{name}.json" for name in sizes) + " |",
+        "| --- | --- |" + " --- |" * len(sizes),
+        *rows,
+    ]
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def _role(value: str) -> str:
 # The subcommands of build_parser(); any other first word is a command to run after the
 # start-up sequence (see official_form).
 OUR_COMMANDS = ("run", "exec", "secrets", "wait", "health", "check", "sync-dags", "render",
-                "deploy")
+                "deploy", "cost")
 
 
 def official_form(argv: Sequence[str]) -> list[str]:
@@ -133,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, default=Path("build/task-definitions"), metavar="DIR")
     deploy.add_argument("--skip-migrate", action="store_true",
                         help="do not run the migrate task before updating the services")
+    cost = sub.add_parser("cost", help="render in memory and print the deployment's monthly "
+                          "bill beside AWS MWAA's (Markdown; prices: entrypoint/tools/"
+                          "prices.json)")
+    cost.add_argument("--settings", type=Path, default=None, metavar="FILE",
+                      help="settings file (JSON); environment variables override it")
+    cost.add_argument("--region", default=None, metavar="REGION",
+                      help="price the deployment in this region (default: the settings' region)")
     return parser
 
 
@@ -230,6 +237,11 @@ def _dispatch(args: argparse.Namespace | SimpleNamespace) -> int:
         from entrypoint.tools.ecs.deploy import deploy
 
         deploy(args.settings, dict(os.environ), args.out, run_migrate=not args.skip_migrate)
+        return EXIT_OK
+    if args.command == "cost":
+        from entrypoint.tools import cost
+
+        print(cost.run(args.settings, dict(os.environ), args.region), end="", flush=True)
         return EXIT_OK
     raise AssertionError(args.command)
 
