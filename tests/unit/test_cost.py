@@ -205,3 +205,24 @@ def test_docs_hold_the_commands_output():
     assert cost.docs() in docs, (
         "docs/cost.md's tables are out of date: paste the output of "
         "`python -m entrypoint.tools.cost` between its markers")
+
+
+# Fargate's memory sizes (MiB) for each CPU size (units), as its task size table lists them.
+FARGATE_MEMORY = {256: (512, 1024, 2048), 512: tuple(range(1024, 4097, 1024)),
+                  1024: tuple(range(2048, 8193, 1024)), 2048: tuple(range(4096, 16385, 1024))}
+
+
+def test_the_smallest_setup_is_sized_from_the_measured_peaks():
+    """Each role's task: the smallest memory Fargate offers at its CPU that holds the
+    measured peak plus the headroom; a re-measured peak that outgrows it fails here."""
+    from entrypoint.tools.ecs.render import render
+
+    peaks = cost.load_peaks()
+    assert peaks is not None, "bench/results/memory-peaks.json is missing: python -m bench fanout"
+    rendered = render(ROOT / "task-definitions" / "settings" / cost.SMALLEST, {})
+    memory = cost.task_memory(rendered.stack)
+    assert cost.memory_warnings(rendered.stack, peaks["peak_mib"]) == []
+    for role in ("scheduler", "webserver", "worker"):
+        cpu = int(rendered.settings[f"{role}_cpu"])
+        wanted = peaks["peak_mib"][role] * (1 + cost.HEADROOM)
+        assert memory[role] == min(m for m in FARGATE_MEMORY[cpu] if m >= wanted), role
