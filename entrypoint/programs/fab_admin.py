@@ -4,7 +4,7 @@
 
 The password comes from AIRFLOW_ECS_ADMIN_PASSWORD in the environment, never from
 the arguments (a process's arguments are visible to every user of the host);
-without it no account is touched. ROLEs are the roles the LDAP settings name:
+without it no account is touched. ROLEs are the roles the LDAP or OIDC settings name:
 one that doesn't exist in FAB's tables ends the program with exit 4 naming it.
 
 Idempotent: a missing account is created with the Admin role; an existing one
@@ -74,7 +74,7 @@ def ensure_roles(sm: Any, needed: list[str]) -> list[str]:
     sync_roles is what the api-server runs at its own start: the built-in roles and
     [fab] custom_roles. Run here, under the lock, when a role is missing (a new database,
     a custom role just configured), since the admin account needs the Admin role and the
-    LDAP mapping is refused if a role it names doesn't exist.
+    LDAP or OIDC mapping is refused if a role it names doesn't exist.
     """
     if any(sm.find_role(name) is None for name in needed):
         sm.sync_roles()
@@ -109,7 +109,7 @@ def sync(appbuilder: Any, username: str, password: str) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """argv: USERNAME LOCK_WAIT_SECONDS [ROLE...]: the roles the LDAP settings name."""
+    """argv: USERNAME LOCK_WAIT_SECONDS [ROLE...]: the roles the login settings name."""
     username, lock_wait, roles = argv[0], float(argv[1]), argv[2:]
     password = os.environ.get(PASSWORD_VAR, "")
     from airflow import settings
@@ -128,7 +128,7 @@ def main(argv: list[str]) -> int:
         if password:
             say(sync(appbuilder, username, password))
         if roles:
-            say(f"the roles the LDAP settings name exist: {', '.join(sorted(set(roles)))}")
+            say(f"the roles the login settings name exist: {', '.join(sorted(set(roles)))}")
     return 0
 
 

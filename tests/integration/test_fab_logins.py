@@ -117,4 +117,4 @@ def test_an_unknown_role_in_the_ldap_mapping_is_refused_naming_the_variable(fab_
     good = config.load({**ldap, "AIRFLOW_ECS_LDAP_ROLES_MAPPING":
                         '{"cn=ops,dc=example,dc=com": ["Op"]}', "AIRFLOW_ECS_LDAP_DEFAULT_ROLE":
                         "Viewer"})
-    assert logins.sync_admin(good, fab_db) == "the roles the LDAP settings name exist: Op, Viewer"
+    assert logins.sync_admin(good, fab_db) == "the roles the login settings name exist: Op, Viewer"
