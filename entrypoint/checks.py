@@ -33,6 +33,7 @@ from entrypoint.config import (
     ADMIN_PASSWORD_VAR,
     LDAP_BIND_PASSWORD_VAR,
     OIDC_CLIENT_SECRET_VAR,
+    SERVICE_ACCOUNT_PASSWORD_VAR,
     Settings,
 )
 from entrypoint.log import mask_url
@@ -300,6 +301,23 @@ def _oidc_settings(roles: list[str], settings: Settings, env: Mapping[str, str])
     return problems
 
 
+def _service_account(roles: list[str], settings: Settings, env: Mapping[str, str]
+                     ) -> list[str]:
+    if not any(rolenames.row(m).admin_login for m in roles) \
+            or not settings.service_account_username:
+        return []
+    problems = []
+    if not logins.uses_fab(env):
+        problems.append("invalid setting: AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME is set but "
+                        "AIRFLOW__CORE__AUTH_MANAGER is not FAB's auth manager, whose users it "
+                        "is one of; unset AIRFLOW__CORE__AUTH_MANAGER (FAB is the default)")
+    if not env.get(SERVICE_ACCOUNT_PASSWORD_VAR, "").strip():
+        problems.append(f"required setting: {SERVICE_ACCOUNT_PASSWORD_VAR} when "
+                        "AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME is set, e.g. "
+                        f"{SERVICE_ACCOUNT_PASSWORD_VAR}=ssm:/airflow/prod/ci-bot-password")
+    return problems
+
+
 def _dag_sync_settings(roles: list[str], settings: Settings,
                        env: Mapping[str, str]) -> list[str]:
     # The same checks the sync runs before each pass: `check` refuses what it would refuse.
@@ -323,5 +341,6 @@ _RULES: tuple[Callable[[list[str], Settings, Mapping[str, str]], list[str]], ...
     _webserver_config_file,
     _ldap_settings,
     _oidc_settings,
+    _service_account,
     _dag_sync_settings,
 )

@@ -217,6 +217,17 @@ class Settings:
     ADMIN_PASSWORD: ClassVar[Setting] = secret(
         "Admin password (secret: give it as a reference or through ECS `secrets`). Unset: no "
         "admin user is configured.", "ssm:/airflow/prod/admin-password")
+    service_account_username: str | None = text(
+        None, "User name of a service account for automation (CI jobs): a FAB database user, "
+        "created and kept at AIRFLOW_ECS_SERVICE_ACCOUNT_ROLE by the webserver, that gets REST "
+        "API tokens from POST /auth/token with its password. Unset: none is managed.", "ci-bot")
+    SERVICE_ACCOUNT_PASSWORD: ClassVar[Setting] = secret(
+        "Password of the service account (secret: give it as a reference or through ECS "
+        "`secrets`); required with AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME.",
+        "ssm:/airflow/prod/ci-bot-password")
+    service_account_role: str = text(
+        "User", "The service account's one role, set back at every webserver start (User may "
+        "trigger DAG runs, Viewer only reads).", "Op")
     api_port: int = integer(
         8080, 1, 65535, "Port the webserver role's api-server listens on.", "8080",
         exported=True)
@@ -411,6 +422,7 @@ GIT_TOKEN_VAR = declared("DAGS_GIT_TOKEN").name
 GIT_SSH_KEY_VAR = declared("DAGS_GIT_SSH_KEY").name
 LDAP_BIND_PASSWORD_VAR = declared("LDAP_BIND_PASSWORD").name
 OIDC_CLIENT_SECRET_VAR = declared("OIDC_CLIENT_SECRET").name
+SERVICE_ACCOUNT_PASSWORD_VAR = declared("SERVICE_ACCOUNT_PASSWORD").name
 # Settings whose value is a path and whose name happens to end in _FILE: not the file
 # form of another variable (see entrypoint.secrets).
 PATH_SETTINGS = frozenset(s.name for s in SETTINGS if s.kind == PATH and s.name.endswith("_FILE"))
@@ -568,6 +580,16 @@ _LDAP_LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 def _logins(settings: Settings, env: Mapping[str, str]) -> list[str]:
     """Problems of the login settings (FAB's LDAP and OIDC) together."""
     problems = _ldap(settings, env) + _oidc(settings, env)
+    account = settings.service_account_username
+    if account is None and any(n.startswith(PREFIX + "SERVICE_ACCOUNT_") and env[n].strip()
+                               for n in env):
+        problems.append("required setting: AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME, since the "
+                        "service account's password or role is set; e.g. "
+                        "AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME=ci-bot")
+    if account is not None and account == settings.admin_username:
+        problems.append(f"invalid setting: AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME={account!r} is "
+                        "the admin account's name (AIRFLOW_ECS_ADMIN_USERNAME); give the "
+                        "service account a name of its own, e.g. ci-bot")
     if settings.ldap_uri and settings.oidc_issuer:
         problems.append("invalid setting: AIRFLOW_ECS_LDAP_URI and AIRFLOW_ECS_OIDC_ISSUER are "
                         "both set, but FAB logs users in one way (AUTH_LDAP or AUTH_OAUTH); "

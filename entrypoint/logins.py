@@ -36,6 +36,7 @@ from entrypoint.config import (
     ADMIN_PASSWORD_VAR,
     LDAP_BIND_PASSWORD_VAR,
     OIDC_CLIENT_SECRET_VAR,
+    SERVICE_ACCOUNT_PASSWORD_VAR,
     Settings,
     oidc_discovery_url,
 )
@@ -198,7 +199,8 @@ def prepare_webserver(settings: Settings, env: Mapping[str, str]) -> None:
     else:
         log.info("FAB logins: using AIRFLOW_ECS_WEBSERVER_CONFIG_FILE=%s",
                  settings.webserver_config_file)
-    if env.get(ADMIN_PASSWORD_VAR) or login_roles(settings):
+    if env.get(ADMIN_PASSWORD_VAR) or login_roles(settings) \
+            or settings.service_account_username:
         sync_admin(settings, env)
     else:
         log.info("FAB logins: %s is unset, so no admin account is managed: your "
@@ -214,8 +216,13 @@ def login_roles(settings: Settings) -> list[str]:
 
 
 def _roles_variables(settings: Settings) -> str:
-    kind = "OIDC" if settings.oidc_issuer else "LDAP"
-    return f"AIRFLOW_ECS_{kind}_ROLES_MAPPING or AIRFLOW_ECS_{kind}_DEFAULT_ROLE"
+    named = []
+    if settings.oidc_issuer or settings.ldap_uri:
+        kind = "OIDC" if settings.oidc_issuer else "LDAP"
+        named.append(f"AIRFLOW_ECS_{kind}_ROLES_MAPPING or AIRFLOW_ECS_{kind}_DEFAULT_ROLE")
+    if settings.service_account_username:
+        named.append("AIRFLOW_ECS_SERVICE_ACCOUNT_ROLE")
+    return " or ".join(named) or "a login setting"
 
 
 def sync_admin(settings: Settings, env: Mapping[str, str]) -> str:
@@ -225,9 +232,13 @@ def sync_admin(settings: Settings, env: Mapping[str, str]) -> str:
     The password reaches the child in its environment, never in its arguments.
     """
     mask(env.get(ADMIN_PASSWORD_VAR))  # whatever its source, never shown from the output below
+    mask(env.get(SERVICE_ACCOUNT_PASSWORD_VAR))
     lock_wait = settings.wait_timeout
     argv = [sys.executable, "-m", "entrypoint.programs.fab_admin", settings.admin_username,
             f"{lock_wait:g}", *login_roles(settings)]
+    if settings.service_account_username:
+        argv += ["--service-account", settings.service_account_username,
+                 settings.service_account_role]
     try:
         result = procs.run(argv, env=env, timeout=lock_wait + ADMIN_WORK_SECONDS)
     except subprocess.TimeoutExpired:

@@ -182,3 +182,48 @@ def test_claims_without_the_username_claim_give_no_user():
 
     assert userinfo_from_claims({"sub": "u1", "email": "a@example.com"},
                                 "preferred_username", "groups") == {}
+
+
+# --- the service account ------------------------------------------------------------------------
+def test_a_service_account_needs_its_password_on_the_webserver():
+    account = {"AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME": "ci-bot"}
+    problems = check_webserver({**GOOD, **account})
+    assert len(problems) == 1 and \
+        "required setting: AIRFLOW_ECS_SERVICE_ACCOUNT_PASSWORD" in problems[0], problems
+    assert check_webserver({**GOOD, **account,
+                            "AIRFLOW_ECS_SERVICE_ACCOUNT_PASSWORD": "bot-pw"}) == []
+    settings = config.load(account)
+    assert settings.service_account_role == "User"
+    assert checks.check("worker", settings, defaults.apply("worker", settings,
+                                                           {**GOOD, **account})) == []
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"AIRFLOW_ECS_SERVICE_ACCOUNT_ROLE": "Op"},
+     "required setting: AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME, since"),
+    ({"AIRFLOW_ECS_SERVICE_ACCOUNT_PASSWORD_FILE": "/run/secrets/bot"},
+     "required setting: AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME, since"),
+    ({"AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME": "admin"},
+     "AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME='admin' is the admin account's name"),
+])
+def test_service_account_settings_are_refused_naming_the_variable(env, says):
+    with pytest.raises(ConfigError) as caught:
+        config.load(env)
+    assert any(says in p for p in caught.value.problems), caught.value.problems
+
+
+def test_the_service_account_is_given_to_the_admin_program_without_its_password(monkeypatch):
+    settings = config.load({"AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME": "ci-bot",
+                            "AIRFLOW_ECS_SERVICE_ACCOUNT_ROLE": "Op"})
+    seen = {}
+
+    def run(argv, env, timeout):
+        seen["argv"], seen["env"] = argv, env
+        return subprocess.CompletedProcess(argv, 0, b"fab-admin: created it\n", b"")
+
+    monkeypatch.setattr(logins.procs, "run", run)
+    env = {"AIRFLOW_ECS_SERVICE_ACCOUNT_PASSWORD": "bot-pw-123"}
+    assert logins.sync_admin(settings, env) == "created it"
+    assert seen["argv"][-3:] == ["--service-account", "ci-bot", "Op"]
+    assert "bot-pw-123" not in " ".join(seen["argv"])
+    assert seen["env"]["AIRFLOW_ECS_SERVICE_ACCOUNT_PASSWORD"] == "bot-pw-123"
