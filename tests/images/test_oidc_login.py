@@ -52,7 +52,7 @@ def browser():
 
 
 def webserver_env(postgres_server, database: str, provider: OidcProvider, port: int,
-                  shared: dict) -> dict:
+                  shared: dict, bot_role: str = "User") -> dict:
     return {
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": postgres_server.url(database=database),
         **shared,
@@ -68,7 +68,7 @@ def webserver_env(postgres_server, database: str, provider: OidcProvider, port: 
                                                       "airflow-viewers": ["Viewer"]}),
         "AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME": "ci-bot",
         "AIRFLOW_ECS_SERVICE_ACCOUNT_PASSWORD": BOT_PASSWORD,
-        "AIRFLOW_ECS_SERVICE_ACCOUNT_ROLE": "User",
+        "AIRFLOW_ECS_SERVICE_ACCOUNT_ROLE": bot_role,
     }
 
 
@@ -224,8 +224,9 @@ def test_a_login_through_a_proxy_holds_on_both_webservers_and_logout_ends_it_on_
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     proxy = RoundRobinProxy([("127.0.0.1", port) for port in ports])
     provider.client.redirect_uris[:] = [f"{proxy.url}/auth/oauth-authorized/oidc"]
+    # Here the service account may only read.
     hosts = [env_args(tmp_path, f"webserver-{i}",
-                      webserver_env(postgres_server, database, provider, port, keys))
+                      webserver_env(postgres_server, database, provider, port, keys, "Viewer"))
              for i, port in enumerate(ports)]
     migrate(hosts[0])
 
@@ -250,7 +251,12 @@ def test_a_login_through_a_proxy_holds_on_both_webservers_and_logout_ends_it_on_
                     page.get_by_text("example_fanout").first.wait_for()
                     assert "/auth/login" not in page.url, page.url
 
-                page.goto(proxy.url + "/api/v2/auth/logout")
+                page.goto(proxy.url + "/")
+                page.wait_for_load_state("networkidle")
+                try:
+                    page.goto(proxy.url + "/api/v2/auth/logout")
+                except Exception as exc:
+                    raise AssertionError(f"{exc}\n{proxy.answers[-12:]}") from None
                 page.wait_for_load_state("networkidle")
                 assert "/auth/login" in page.url, page.url
                 for url in urls:
@@ -259,5 +265,14 @@ def test_a_login_through_a_proxy_holds_on_both_webservers_and_logout_ends_it_on_
                         (403, {"detail": "Invalid JWT token"}), url
                     page.goto(url + "/")
                     page.wait_for_url("**/auth/login/**")
+
+            # The service account with the Viewer role: a token, the DAGs read, no trigger.
+            code, body = call("POST", proxy.url + "/auth/token",
+                              {"username": "ci-bot", "password": BOT_PASSWORD})
+            assert code == 201 and body.get("access_token"), (code, body)
+            bot = body["access_token"]
+            assert roles_of(postgres_server, database, "ci-bot") == "Viewer"
+            assert call("GET", proxy.url + "/api/v2/dags", token=bot)[0] == 200
+            assert call("POST", proxy.url + TRIGGER, {"logical_date": None}, token=bot)[0] == 403
         finally:
             proxy.stop()

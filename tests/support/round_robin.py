@@ -27,6 +27,7 @@ class RoundRobinProxy:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.served: list[int] = []  # the backend's index, for each request
+        self.answers: list[tuple[int, str, str, int]] = []  # (backend, method, path, status)
         self._next = itertools.cycle(range(len(backends)))
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
@@ -54,6 +55,7 @@ class RoundRobinProxy:
                     connection.request(self.command, self.path, body=body, headers=headers)
                     answer = connection.getresponse()
                     data = answer.read()
+                    proxy.answers.append((index, self.command, self.path, answer.status))
                     self.send_response_only(answer.status, answer.reason)
                     for key, value in answer.getheaders():
                         if key.lower() not in HOP_BY_HOP | {"content-length"}:
