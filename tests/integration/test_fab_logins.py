@@ -164,3 +164,18 @@ def test_an_unknown_service_account_role_is_refused_naming_the_variable(fab_db):
         logins.sync_admin(settings, {**fab_db, "AIRFLOW_ECS_SERVICE_ACCOUNT_PASSWORD": "pw"})
     message = str(caught.value)
     assert "AIRFLOW_ECS_SERVICE_ACCOUNT_ROLE" in message and "unknown roles: Robot" in message
+
+
+def test_an_unknown_role_in_the_oidc_mapping_is_refused_naming_the_variable(fab_db):
+    from entrypoint.errors import ConfigError
+
+    oidc = {"AIRFLOW_ECS_OIDC_ISSUER": "https://login.example.com",
+            "AIRFLOW_ECS_OIDC_CLIENT_ID": "airflow", "AIRFLOW_ECS_WAIT_TIMEOUT": "30"}
+    settings = config.load({**oidc, "AIRFLOW_ECS_OIDC_ROLES_MAPPING": '{"ops": ["Opps"]}'})
+    with pytest.raises(ConfigError) as caught:
+        logins.sync_admin(settings, fab_db)
+    message = str(caught.value)
+    assert "AIRFLOW_ECS_OIDC_ROLES_MAPPING or AIRFLOW_ECS_OIDC_DEFAULT_ROLE" in message
+    assert "unknown roles: Opps" in message
+    good = config.load({**oidc, "AIRFLOW_ECS_OIDC_ROLES_MAPPING": '{"ops": ["Op"]}'})
+    assert logins.sync_admin(good, fab_db) == "the roles the login settings name exist: Op"
