@@ -277,7 +277,8 @@ class OidcProvider:
                                                           user.password):
                 return "wrong user name or password", 401
             provider.logins.append(user.username)
-            return server.create_authorization_response(grant_user=user)
+            grant = server.get_consent_grant(end_user=user)
+            return server.create_authorization_response(grant=grant, grant_user=user)
 
         @app.post("/token")
         def token() -> Any:
