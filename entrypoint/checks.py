@@ -29,7 +29,13 @@ from entrypoint.airflow_names import (
     TASK_TIMEOUT,
     VISIBILITY_TIMEOUT,
 )
-from entrypoint.config import ADMIN_PASSWORD_VAR, LDAP_BIND_PASSWORD_VAR, Settings
+from entrypoint.config import (
+    ADMIN_PASSWORD_VAR,
+    LDAP_BIND_PASSWORD_VAR,
+    OIDC_CLIENT_SECRET_VAR,
+    SERVICE_ACCOUNT_PASSWORD_VAR,
+    Settings,
+)
 from entrypoint.log import mask_url
 from entrypoint.urls import (
     BROKER_SCHEMES,
@@ -225,12 +231,13 @@ def _admin_login(roles: list[str], settings: Settings, env: Mapping[str, str]) -
     if not any(rolenames.row(m).admin_login for m in roles):
         return []
     if logins.uses_fab(env):
-        if env.get(ADMIN_PASSWORD_VAR) or settings.webserver_config_file or settings.ldap_uri:
+        if env.get(ADMIN_PASSWORD_VAR) or settings.webserver_config_file or settings.ldap_uri \
+                or settings.oidc_issuer:
             return []
         return [f"required setting: {ADMIN_PASSWORD_VAR} for the webserver (the admin account "
                 "of FAB's database logins; without it nobody can log in), e.g. "
                 f"{ADMIN_PASSWORD_VAR}=ssm:/airflow/prod/admin-password; or log users in "
-                "from LDAP (AIRFLOW_ECS_LDAP_URI)"]
+                "from LDAP (AIRFLOW_ECS_LDAP_URI) or OIDC (AIRFLOW_ECS_OIDC_ISSUER)"]
     manager = env.get(AUTH_MANAGER, "")
     if manager and not manager.endswith("SimpleAuthManager"):
         return []
@@ -278,6 +285,39 @@ def _ldap_settings(roles: list[str], settings: Settings, env: Mapping[str, str])
     return problems
 
 
+def _oidc_settings(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
+    if not any(rolenames.row(m).admin_login for m in roles) or not settings.oidc_issuer:
+        return []
+    problems = []
+    if not logins.uses_fab(env):
+        problems.append("invalid setting: AIRFLOW_ECS_OIDC_ISSUER is set but "
+                        "AIRFLOW__CORE__AUTH_MANAGER is not FAB's auth manager, which alone "
+                        "logs users in with OIDC here; unset AIRFLOW__CORE__AUTH_MANAGER (FAB is "
+                        "the default)")
+    if not env.get(OIDC_CLIENT_SECRET_VAR, "").strip():
+        problems.append(f"required setting: {OIDC_CLIENT_SECRET_VAR} when "
+                        f"AIRFLOW_ECS_OIDC_ISSUER is set, e.g. {OIDC_CLIENT_SECRET_VAR}="
+                        "ssm:/airflow/prod/oidc-client-secret")
+    return problems
+
+
+def _service_account(roles: list[str], settings: Settings, env: Mapping[str, str]
+                     ) -> list[str]:
+    if not any(rolenames.row(m).admin_login for m in roles) \
+            or not settings.service_account_username:
+        return []
+    problems = []
+    if not logins.uses_fab(env):
+        problems.append("invalid setting: AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME is set but "
+                        "AIRFLOW__CORE__AUTH_MANAGER is not FAB's auth manager, whose users it "
+                        "is one of; unset AIRFLOW__CORE__AUTH_MANAGER (FAB is the default)")
+    if not env.get(SERVICE_ACCOUNT_PASSWORD_VAR, "").strip():
+        problems.append(f"required setting: {SERVICE_ACCOUNT_PASSWORD_VAR} when "
+                        "AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME is set, e.g. "
+                        f"{SERVICE_ACCOUNT_PASSWORD_VAR}=ssm:/airflow/prod/ci-bot-password")
+    return problems
+
+
 def _dag_sync_settings(roles: list[str], settings: Settings,
                        env: Mapping[str, str]) -> list[str]:
     # The same checks the sync runs before each pass: `check` refuses what it would refuse.
@@ -300,5 +340,7 @@ _RULES: tuple[Callable[[list[str], Settings, Mapping[str, str]], list[str]], ...
     _admin_login,
     _webserver_config_file,
     _ldap_settings,
+    _oidc_settings,
+    _service_account,
     _dag_sync_settings,
 )

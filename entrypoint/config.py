@@ -161,7 +161,8 @@ def _ldap_filter(s: Setting, value: str) -> str | None:
 def _roles_mapping_problem(s: Setting, value: str) -> str | None:
     import json
 
-    fix = ("must be a JSON object from group DN to a list of role names, e.g. "
+    group = "group DN" if s.attr.startswith("ldap_") else "group"
+    fix = (f"must be a JSON object from {group} to a list of role names, e.g. "
            f"{s.name}='{s.example}'")
     try:
         mapping = json.loads(value)
@@ -231,6 +232,17 @@ def _worker_sets_problem(s: Setting, value: str) -> str | None:
     return None
 
 
+def _scopes(s: Setting, value: str) -> str | None:
+    if "openid" in value.split():
+        return None
+    return f"must include openid (space-separated scopes), e.g. {s.name}='{s.example}'"
+
+
+def _claim(s: Setting, value: str) -> str | None:
+    return None if value.strip() and " " not in value else \
+        f"must be the name of one claim, e.g. {s.name}={s.example}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Settings:
     """Every setting, in the README's order: one entry each, the only place it is declared."""
@@ -261,6 +273,17 @@ class Settings:
     ADMIN_PASSWORD: ClassVar[Setting] = secret(
         "Admin password (secret: give it as a reference or through ECS `secrets`). Unset: no "
         "admin user is configured.", "ssm:/airflow/prod/admin-password")
+    service_account_username: str | None = text(
+        None, "User name of a service account for automation (CI jobs): a FAB database user, "
+        "created and kept at AIRFLOW_ECS_SERVICE_ACCOUNT_ROLE by the webserver, that gets REST "
+        "API tokens from POST /auth/token with its password. Unset: none is managed.", "ci-bot")
+    SERVICE_ACCOUNT_PASSWORD: ClassVar[Setting] = secret(
+        "Password of the service account (secret: give it as a reference or through ECS "
+        "`secrets`); required with AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME.",
+        "ssm:/airflow/prod/ci-bot-password")
+    service_account_role: str = text(
+        "User", "The service account's one role, set back at every webserver start (User may "
+        "trigger DAG runs, Viewer only reads).", "Op")
     api_port: int = integer(
         8080, 1, 65535, "Port the webserver role's api-server listens on.", "8080",
         exported=True)
@@ -392,6 +415,36 @@ class Settings:
         PATH, None, "PEM file of the CA that signed the LDAP server's certificate.",
         "/opt/airflow/config/ldap-ca.pem", check=_absolute,
         shown="(the system's CA certificates)"))
+    # OIDC single sign-on (FAB's AUTH_OAUTH): docs/logins.md, "OIDC".
+    oidc_issuer: str | None = text(
+        None, "Issuer URL of the OpenID Connect provider the webserver logs users in with "
+        "(FAB's AUTH_OAUTH); its discovery document is ISSUER/.well-known/openid-configuration. "
+        "https:// (http:// only to 127.0.0.1 or localhost). Unset: no OIDC. The admin account "
+        "and service accounts still get API tokens from the database.",
+        "https://login.example.com/oauth2/default")
+    oidc_client_id: str | None = text(
+        None, "Client ID of the webserver's application at the provider; required with "
+        "AIRFLOW_ECS_OIDC_ISSUER.", "0oa1b2c3d4airflow")
+    OIDC_CLIENT_SECRET: ClassVar[Setting] = secret(
+        "Client secret of that application (secret: give it as a reference or through ECS "
+        "`secrets`).", "ssm:/airflow/prod/oidc-client-secret")
+    oidc_scopes: str = text(
+        "openid email profile", "Scopes requested at login, space-separated; openid is "
+        "required.", "openid email profile groups", check=_scopes)
+    oidc_username_claim: str = text(
+        "preferred_username", "Claim (of the ID token or the userinfo answer) holding the "
+        "user name an account is made and found by.", "email", check=_claim)
+    oidc_groups_claim: str = text(
+        "groups", "Claim (of the ID token or the userinfo answer) listing the user's groups.",
+        "cognito:groups", check=_claim)
+    oidc_roles_mapping: tuple[tuple[str, tuple[str, ...]], ...] = _field(Setting(
+        TEXT, (), "JSON object: group (as the groups claim names it) to the list of Airflow "
+        "roles its members get, synced at every login. Each role must exist: the webserver "
+        "refuses to start otherwise.", '{"airflow-ops": ["Op"], "airflow-viewers": ["Viewer"]}',
+        shown="(unset)", check=_roles_mapping_problem, tidy=_roles_mapping))
+    oidc_default_role: str | None = text(
+        None, "Role of an OIDC user in none of the mapped groups.", "Viewer",
+        shown="(unset: refuse users in no mapped group)")
 
 
 # --- the table, read from Settings ------------------------------------------------------------
@@ -431,6 +484,8 @@ ADMIN_PASSWORD_VAR = declared("ADMIN_PASSWORD").name
 GIT_TOKEN_VAR = declared("DAGS_GIT_TOKEN").name
 GIT_SSH_KEY_VAR = declared("DAGS_GIT_SSH_KEY").name
 LDAP_BIND_PASSWORD_VAR = declared("LDAP_BIND_PASSWORD").name
+OIDC_CLIENT_SECRET_VAR = declared("OIDC_CLIENT_SECRET").name
+SERVICE_ACCOUNT_PASSWORD_VAR = declared("SERVICE_ACCOUNT_PASSWORD").name
 # Settings whose value is a path and whose name happens to end in _FILE: not the file
 # form of another variable (see entrypoint.secrets).
 PATH_SETTINGS = frozenset(s.name for s in SETTINGS if s.kind == PATH and s.name.endswith("_FILE"))
@@ -591,7 +646,26 @@ _LDAP_LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 def _logins(settings: Settings, env: Mapping[str, str]) -> list[str]:
-    """Problems of the login settings (FAB's LDAP) together."""
+    """Problems of the login settings (FAB's LDAP and OIDC) together."""
+    problems = _ldap(settings, env) + _oidc(settings, env)
+    account = settings.service_account_username
+    if account is None and any(n.startswith(PREFIX + "SERVICE_ACCOUNT_") and env[n].strip()
+                               for n in env):
+        problems.append("required setting: AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME, since the "
+                        "service account's password or role is set; e.g. "
+                        "AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME=ci-bot")
+    if account is not None and account == settings.admin_username:
+        problems.append(f"invalid setting: AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME={account!r} is "
+                        "the admin account's name (AIRFLOW_ECS_ADMIN_USERNAME); give the "
+                        "service account a name of its own, e.g. ci-bot")
+    if settings.ldap_uri and settings.oidc_issuer:
+        problems.append("invalid setting: AIRFLOW_ECS_LDAP_URI and AIRFLOW_ECS_OIDC_ISSUER are "
+                        "both set, but FAB logs users in one way (AUTH_LDAP or AUTH_OAUTH); "
+                        "unset one of them")
+    return problems
+
+
+def _ldap(settings: Settings, env: Mapping[str, str]) -> list[str]:
     problems = []
     uri = settings.ldap_uri
     if uri is None:
@@ -618,6 +692,65 @@ def _logins(settings: Settings, env: Mapping[str, str]) -> list[str]:
                         "AIRFLOW_ECS_LDAP_DEFAULT_ROLE when AIRFLOW_ECS_LDAP_URI is set: "
                         f"without either no LDAP user gets a role, e.g. {s.name}='{s.example}'")
     return problems
+
+
+def _oidc(settings: Settings, env: Mapping[str, str]) -> list[str]:
+    problems = []
+    issuer = settings.oidc_issuer
+    if issuer is None:
+        given = sorted(n for n in env if n.startswith(PREFIX + "OIDC_") and env[n].strip())
+        if given:
+            problems.append(f"required setting: AIRFLOW_ECS_OIDC_ISSUER, since {', '.join(given)} "
+                            "is set; e.g. AIRFLOW_ECS_OIDC_ISSUER=https://login.example.com/"
+                            "oauth2/default (or unset the OIDC settings)")
+        return problems
+    problems += oidc_issuer_problems(issuer)
+    if settings.webserver_config_file:
+        problems.append("invalid setting: AIRFLOW_ECS_OIDC_ISSUER and "
+                        "AIRFLOW_ECS_WEBSERVER_CONFIG_FILE are both set, but your own "
+                        "webserver_config.py replaces the one the OIDC settings go into; "
+                        "set one of them (put OAUTH_PROVIDERS in your file)")
+    if not settings.oidc_client_id:
+        s = declared("oidc_client_id")
+        problems.append(f"required setting: {s.name} when AIRFLOW_ECS_OIDC_ISSUER is set, "
+                        f"e.g. {s.name}={s.example}")
+    if not settings.oidc_roles_mapping and not settings.oidc_default_role:
+        s = declared("oidc_roles_mapping")
+        problems.append("required setting: AIRFLOW_ECS_OIDC_ROLES_MAPPING or "
+                        "AIRFLOW_ECS_OIDC_DEFAULT_ROLE when AIRFLOW_ECS_OIDC_ISSUER is set: "
+                        f"without either no OIDC user gets a role, e.g. {s.name}='{s.example}'")
+    return problems
+
+
+def oidc_issuer_problems(issuer: str) -> list[str]:
+    """Problems of an OIDC issuer URL: https://, or http:// to this host only."""
+    from urllib.parse import urlsplit
+
+    name = declared("oidc_issuer").name
+    shown = mask_url(issuer)
+    try:
+        parts = urlsplit(issuer)
+        hostname = parts.hostname or ""
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError:
+        parts, hostname = None, ""
+    if parts is None or parts.scheme.lower() not in ("https", "http") or not hostname \
+            or parts.username or parts.password or parts.query or parts.fragment \
+            or " " in issuer:
+        return [f"invalid setting: {name}={shown!r} must be https://HOST[/PATH], the issuer "
+                f"the provider's discovery document names, e.g. {name}="
+                "https://login.example.com/oauth2/default"]
+    if parts.scheme.lower() == "http" and hostname.lower() not in ("127.0.0.1", "localhost",
+                                                                    "::1"):
+        return [f"invalid setting: {name}={shown!r}: http:// sends the client secret and "
+                f"users' tokens in clear text; use https://{parts.netloc}{parts.path} "
+                "(http:// is accepted only for 127.0.0.1 and localhost)"]
+    return []
+
+
+def oidc_discovery_url(issuer: str) -> str:
+    """The discovery document of an issuer (OpenID Connect Discovery 1.0, section 4)."""
+    return issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
 def _ldap_uri_problems(uri: str) -> list[str]:

@@ -9,9 +9,10 @@ On the webserver, before the api-server starts:
    through `[fab] config_file`, which the defaults point there.
 2. The admin account (AIRFLOW_ECS_ADMIN_USERNAME, AIRFLOW_ECS_ADMIN_PASSWORD)
    is created, or its password and Admin role brought back to the settings,
-   and the roles AIRFLOW_ECS_LDAP_ROLES_MAPPING and _DEFAULT_ROLE name are
-   checked to exist, by entrypoint.programs.fab_admin in a child process (it
-   imports Airflow, which the entrypoint itself never does).
+   and the roles AIRFLOW_ECS_LDAP_ROLES_MAPPING and _DEFAULT_ROLE (or their
+   AIRFLOW_ECS_OIDC_ counterparts) name are checked to exist, by
+   entrypoint.programs.fab_admin in a child process (it imports Airflow, which
+   the entrypoint itself never does).
 
 No secret is written to disk: the generated file holds settings only, and
 reads the values it needs from the api-server's environment when it is loaded.
@@ -31,7 +32,14 @@ from pathlib import Path
 
 from entrypoint import procs
 from entrypoint.airflow_names import AUTH_MANAGER
-from entrypoint.config import ADMIN_PASSWORD_VAR, LDAP_BIND_PASSWORD_VAR, Settings
+from entrypoint.config import (
+    ADMIN_PASSWORD_VAR,
+    LDAP_BIND_PASSWORD_VAR,
+    OIDC_CLIENT_SECRET_VAR,
+    SERVICE_ACCOUNT_PASSWORD_VAR,
+    Settings,
+    oidc_discovery_url,
+)
 from entrypoint.errors import ConfigError, MigrationError, WaitTimeout
 from entrypoint.log import log, mask, redact
 
@@ -42,7 +50,7 @@ FAB_CONFIG_FILE = "AIRFLOW__FAB__CONFIG_FILE"
 GENERATED_NAME = "webserver_config.py"
 # The admin program's exit code when another webserver held the lock past the deadline.
 EXIT_LOCK_TIMEOUT = 3
-# ... and when a role the LDAP settings name doesn't exist.
+# ... and when a role the LDAP or OIDC settings name doesn't exist.
 EXIT_UNKNOWN_ROLES = 4
 # Seconds the admin program may take once it holds the lock: importing Airflow and
 # FAB, creating the roles on a new database, one user's rows.
@@ -75,6 +83,8 @@ def render_config(settings: Settings) -> str:
         "# No SECRET_KEY here: FAB takes it from AIRFLOW__API__SECRET_KEY, which every",
         "# webserver task shares, so a session made by one is valid on the others.",
     ]
+    if settings.oidc_issuer:
+        return "\n".join(lines + _oidc_lines(settings)) + "\n"
     if not settings.ldap_uri:
         lines += [
             "from flask_appbuilder.security.manager import AUTH_DB",
@@ -118,6 +128,51 @@ def render_config(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The provider's name in FAB: the path of the callback the provider redirects to,
+# /auth/oauth-authorized/oidc, which is registered with the client at the provider.
+OIDC_PROVIDER = "oidc"
+
+
+def _oidc_lines(settings: Settings) -> list[str]:
+    mapping = {group: list(roles) for group, roles in settings.oidc_roles_mapping}
+    issuer = settings.oidc_issuer or ""
+    provider = {
+        "name": OIDC_PROVIDER,
+        "icon": "fa-openid",
+        "token_key": "access_token",
+        "remote_app": {
+            "client_id": settings.oidc_client_id,
+            "server_metadata_url": oidc_discovery_url(issuer),
+            "client_kwargs": {"scope": settings.oidc_scopes},
+        },
+    }
+    return [
+        "import os",
+        "",
+        "from flask_appbuilder.security.manager import AUTH_OAUTH",
+        "",
+        "from entrypoint.webserver.fab_security import OidcSecurityManager",
+        "",
+        "AUTH_TYPE = AUTH_OAUTH",
+        "WTF_CSRF_ENABLED = True",
+        f"OAUTH_PROVIDERS = [{provider!r}]",
+        "# Read from the api-server's environment when FAB loads this file: never on disk.",
+        "OAUTH_PROVIDERS[0]['remote_app']['client_secret'] = "
+        f"os.environ.get({OIDC_CLIENT_SECRET_VAR!r}, '')",
+        "# Read by OidcSecurityManager from the ID token's claims and the userinfo answer.",
+        f"OIDC_ISSUER = {issuer!r}",
+        f"OIDC_USERNAME_CLAIM = {settings.oidc_username_claim!r}",
+        f"OIDC_GROUPS_CLAIM = {settings.oidc_groups_claim!r}",
+        "# OIDC users are registered at their first login, their roles synced at each.",
+        "AUTH_USER_REGISTRATION = True",
+        f"AUTH_USER_REGISTRATION_ROLE = {settings.oidc_default_role!r}",
+        f"AUTH_ROLES_MAPPING = {mapping!r}",
+        "AUTH_ROLES_SYNC_AT_LOGIN = True",
+        "# Refuses users in no mapped group when AUTH_USER_REGISTRATION_ROLE is None.",
+        "SECURITY_MANAGER_CLASS = OidcSecurityManager",
+    ]
+
+
 def write_config(settings: Settings) -> Path | None:
     """Write the generated webserver_config.py (mode 0600); None where the user gives one."""
     if settings.webserver_config_file is not None:
@@ -144,31 +199,46 @@ def prepare_webserver(settings: Settings, env: Mapping[str, str]) -> None:
     else:
         log.info("FAB logins: using AIRFLOW_ECS_WEBSERVER_CONFIG_FILE=%s",
                  settings.webserver_config_file)
-    if env.get(ADMIN_PASSWORD_VAR) or ldap_roles(settings):
+    if env.get(ADMIN_PASSWORD_VAR) or login_roles(settings) \
+            or settings.service_account_username:
         sync_admin(settings, env)
     else:
         log.info("FAB logins: %s is unset, so no admin account is managed: your "
                  "webserver_config.py decides who logs in", ADMIN_PASSWORD_VAR)
 
 
-def ldap_roles(settings: Settings) -> list[str]:
-    """The role names the LDAP settings give users."""
-    names = {role for _, roles in settings.ldap_roles_mapping for role in roles}
-    if settings.ldap_default_role:
-        names.add(settings.ldap_default_role)
+def login_roles(settings: Settings) -> list[str]:
+    """The role names the LDAP or OIDC settings give users."""
+    names = {role for mapping in (settings.ldap_roles_mapping, settings.oidc_roles_mapping)
+             for _, roles in mapping for role in roles}
+    names.update(r for r in (settings.ldap_default_role, settings.oidc_default_role) if r)
     return sorted(names)
+
+
+def _roles_variables(settings: Settings) -> str:
+    named = []
+    if settings.oidc_issuer or settings.ldap_uri:
+        kind = "OIDC" if settings.oidc_issuer else "LDAP"
+        named.append(f"AIRFLOW_ECS_{kind}_ROLES_MAPPING or AIRFLOW_ECS_{kind}_DEFAULT_ROLE")
+    if settings.service_account_username:
+        named.append("AIRFLOW_ECS_SERVICE_ACCOUNT_ROLE")
+    return " or ".join(named) or "a login setting"
 
 
 def sync_admin(settings: Settings, env: Mapping[str, str]) -> str:
     """Create or update the admin account in FAB's tables, and check that the roles the
-    LDAP settings name exist (entrypoint.programs.fab_admin); return what was done.
+    LDAP or OIDC settings name exist (entrypoint.programs.fab_admin); return what was done.
 
     The password reaches the child in its environment, never in its arguments.
     """
     mask(env.get(ADMIN_PASSWORD_VAR))  # whatever its source, never shown from the output below
+    mask(env.get(SERVICE_ACCOUNT_PASSWORD_VAR))
     lock_wait = settings.wait_timeout
     argv = [sys.executable, "-m", "entrypoint.programs.fab_admin", settings.admin_username,
-            f"{lock_wait:g}", *ldap_roles(settings)]
+            f"{lock_wait:g}", *login_roles(settings)]
+    if settings.service_account_username:
+        argv += ["--service-account", settings.service_account_username,
+                 settings.service_account_role]
     try:
         result = procs.run(argv, env=env, timeout=lock_wait + ADMIN_WORK_SECONDS)
     except subprocess.TimeoutExpired:
@@ -183,8 +253,8 @@ def sync_admin(settings: Settings, env: Mapping[str, str]) -> str:
                           f"AIRFLOW_ECS_WAIT_TIMEOUT={lock_wait:g}s:\n{output[-2000:]}")
     if result.returncode == EXIT_UNKNOWN_ROLES:
         said = [line for line in output.splitlines() if line.startswith("fab-admin: ")]
-        raise ConfigError(f"invalid setting: AIRFLOW_ECS_LDAP_ROLES_MAPPING or "
-                          f"AIRFLOW_ECS_LDAP_DEFAULT_ROLE names a role FAB does not have: "
+        raise ConfigError(f"invalid setting: {_roles_variables(settings)} names a role FAB "
+                          "does not have: "
                           f"{said[-1].removeprefix('fab-admin: ') if said else output[-500:]}. "
                           "Use an existing role, or declare yours in AIRFLOW__FAB__CUSTOM_ROLES")
     if result.returncode != 0:

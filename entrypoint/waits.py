@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from entrypoint import logins, migrations, rolenames
 from entrypoint.airflow_names import AUTH_MANAGER, BROKER_URL, DB_URL, EXECUTION_API_URL
-from entrypoint.config import LDAP_BIND_PASSWORD_VAR, Settings
+from entrypoint.config import LDAP_BIND_PASSWORD_VAR, Settings, oidc_discovery_url
 from entrypoint.errors import ConfigError, MigrationError, WaitTimeout
 from entrypoint.log import log, mask, mask_url, redact
 from entrypoint.probe.health import (
@@ -124,6 +124,13 @@ def wait_for_dependencies(role: str, settings: Settings, env: Mapping[str, str])
                                          settings.ldap_tls_ca_file, timeout), deadline,
               hint="the webserver logs users in from it: check AIRFLOW_ECS_LDAP_URI, and that "
                    "this task can reach the server (security groups, DNS)")
+    if serves_logins and settings.oidc_issuer and logins.uses_fab(env):
+        issuer = settings.oidc_issuer
+        _wait("the OIDC provider's discovery document (AIRFLOW_ECS_OIDC_ISSUER)",
+              mask_url(oidc_discovery_url(issuer)),
+              lambda timeout: probe_oidc(issuer, timeout), deadline,
+              hint="the webserver logs users in with it: check AIRFLOW_ECS_OIDC_ISSUER, and "
+                   "that this task can reach the provider (security groups, NAT, DNS)")
     if api:
         _wait("the execution API", mask_url(api),
               lambda timeout: probe_execution_api(api, timeout), deadline,
@@ -450,6 +457,54 @@ def _ldap_detail(exc: Exception) -> str:
     fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
     return redact(" ".join(str(fields.get(k, "")) for k in ("desc", "info")).strip()
                   or type(exc).__name__)
+
+
+# Keys of the discovery document that FAB's login (Authlib) uses.
+OIDC_DISCOVERY_KEYS = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
+
+
+def probe_oidc(issuer: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
+    """Fetch the issuer's discovery document, as Authlib does at the first login, and check
+    that it names this issuer and the endpoints the login needs."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = oidc_discovery_url(issuer)
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError("invalid setting: AIRFLOW_ECS_OIDC_ISSUER must be an http(s) URL")
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked above
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            body = response.read(1 << 20)
+    except urllib.error.HTTPError as exc:
+        if exc.code >= 500 or exc.code == 429:
+            raise NotReady(f"HTTP {exc.code}") from None
+        raise Refused(f"HTTP {exc.code}: no discovery document there; AIRFLOW_ECS_OIDC_ISSUER "
+                      "must be the issuer itself, the URL before "
+                      "/.well-known/openid-configuration") from None
+    except urllib.error.URLError as exc:
+        reason = exc.reason
+        if "CERTIFICATE" in str(reason).upper():
+            raise Refused(f"the TLS handshake failed ({reason}): the provider's certificate is "
+                          "not trusted by the image's CA certificates") from None
+        raise NotReady(redact(str(reason))) from None
+    except (TimeoutError, ConnectionError, OSError) as exc:
+        raise NotReady(redact(str(exc)) or type(exc).__name__) from None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise Refused("the answer is not a JSON discovery document: check "
+                      "AIRFLOW_ECS_OIDC_ISSUER") from None
+    missing = [key for key in OIDC_DISCOVERY_KEYS
+               if not isinstance(document, dict) or not document.get(key)]
+    if missing:
+        raise Refused(f"the discovery document lacks {', '.join(missing)}")
+    if document["issuer"] != issuer:
+        # Authlib checks the ID token's iss against this: every login would fail.
+        raise Refused(f"the discovery document names the issuer {document['issuer']!r}, not "
+                      "AIRFLOW_ECS_OIDC_ISSUER; set it to exactly that (trailing slash "
+                      "included)")
 
 
 def probe_execution_api(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:

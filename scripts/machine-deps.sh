@@ -25,7 +25,8 @@ declare -A GROUP=(
   # Servers the integration, image and end-to-end tests start on 127.0.0.1 or on
   # their own Docker networks, and the tools the image build and tests run.
   # slapd and ldap-utils: the LDAP directory the login tests start.
-  [test]="docker.io debootstrap redis-server postgresql openssh-server docker-registry git make openssl ca-certificates python3 python3-venv slapd ldap-utils"
+  # chromium: the headless browser the OIDC login tests drive (through Playwright).
+  [test]="docker.io debootstrap redis-server postgresql openssh-server docker-registry git make openssl ca-certificates python3 python3-venv slapd ldap-utils chromium"
 )
 
 if [ "$#" -eq 0 ]; then

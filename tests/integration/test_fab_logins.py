@@ -117,4 +117,65 @@ def test_an_unknown_role_in_the_ldap_mapping_is_refused_naming_the_variable(fab_
     good = config.load({**ldap, "AIRFLOW_ECS_LDAP_ROLES_MAPPING":
                         '{"cn=ops,dc=example,dc=com": ["Op"]}', "AIRFLOW_ECS_LDAP_DEFAULT_ROLE":
                         "Viewer"})
-    assert logins.sync_admin(good, fab_db) == "the roles the LDAP settings name exist: Op, Viewer"
+    assert logins.sync_admin(good, fab_db) == "the roles the login settings name exist: Op, Viewer"
+
+
+def roles_of(postgres_server, username: str) -> str:
+    return postgres_server.psql(
+        "SELECT coalesce(string_agg(r.name, ',' ORDER BY r.name), '') FROM ab_user u "
+        "JOIN ab_user_role ur ON ur.user_id = u.id JOIN ab_role r ON r.id = ur.role_id "
+        f"WHERE u.username = '{username}'", database="airflow_fab")
+
+
+def test_the_service_account_follows_its_settings_role_and_password(fab_db, postgres_server):
+    def service(password: str, role: str = "Viewer") -> str:
+        settings = config.load({"AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME": "ci-bot",
+                                "AIRFLOW_ECS_SERVICE_ACCOUNT_ROLE": role,
+                                "AIRFLOW_ECS_WAIT_TIMEOUT": "30"})
+        return logins.sync_admin(settings, {**fab_db,
+                                            "AIRFLOW_ECS_SERVICE_ACCOUNT_PASSWORD": password})
+
+    assert service("bot-pw") == "created the service account 'ci-bot' with the Viewer role"
+    assert roles_of(postgres_server, "ci-bot") == "Viewer"
+    assert service("bot-pw").endswith("nothing to change")
+    assert service("bot-pw-2").endswith("set its password")
+    # A role given in the UI is taken away: the account has the role of its settings alone.
+    postgres_server.psql(
+        "INSERT INTO ab_user_role (id, user_id, role_id) SELECT nextval('ab_user_role_id_seq'), "
+        "u.id, r.id FROM ab_user u, ab_role r WHERE u.username = 'ci-bot' AND r.name = 'Admin'",
+        database="airflow_fab")
+    assert roles_of(postgres_server, "ci-bot") == "Admin,Viewer"
+    assert service("bot-pw-2").endswith("gave it the Viewer role alone")
+    assert roles_of(postgres_server, "ci-bot") == "Viewer"
+    assert service("bot-pw-2", role="Op").endswith("gave it the Op role alone")
+    assert roles_of(postgres_server, "ci-bot") == "Op"
+    hashes = postgres_server.psql("SELECT password FROM ab_user WHERE username = 'ci-bot'",
+                                  database="airflow_fab")
+    assert "bot-pw" not in hashes and hashes
+
+
+def test_an_unknown_service_account_role_is_refused_naming_the_variable(fab_db):
+    from entrypoint.errors import ConfigError
+
+    settings = config.load({"AIRFLOW_ECS_SERVICE_ACCOUNT_USERNAME": "ci-bot-2",
+                            "AIRFLOW_ECS_SERVICE_ACCOUNT_ROLE": "Robot",
+                            "AIRFLOW_ECS_WAIT_TIMEOUT": "30"})
+    with pytest.raises(ConfigError) as caught:
+        logins.sync_admin(settings, {**fab_db, "AIRFLOW_ECS_SERVICE_ACCOUNT_PASSWORD": "pw"})
+    message = str(caught.value)
+    assert "AIRFLOW_ECS_SERVICE_ACCOUNT_ROLE" in message and "unknown roles: Robot" in message
+
+
+def test_an_unknown_role_in_the_oidc_mapping_is_refused_naming_the_variable(fab_db):
+    from entrypoint.errors import ConfigError
+
+    oidc = {"AIRFLOW_ECS_OIDC_ISSUER": "https://login.example.com",
+            "AIRFLOW_ECS_OIDC_CLIENT_ID": "airflow", "AIRFLOW_ECS_WAIT_TIMEOUT": "30"}
+    settings = config.load({**oidc, "AIRFLOW_ECS_OIDC_ROLES_MAPPING": '{"ops": ["Opps"]}'})
+    with pytest.raises(ConfigError) as caught:
+        logins.sync_admin(settings, fab_db)
+    message = str(caught.value)
+    assert "AIRFLOW_ECS_OIDC_ROLES_MAPPING or AIRFLOW_ECS_OIDC_DEFAULT_ROLE" in message
+    assert "unknown roles: Opps" in message
+    good = config.load({**oidc, "AIRFLOW_ECS_OIDC_ROLES_MAPPING": '{"ops": ["Op"]}'})
+    assert logins.sync_admin(good, fab_db) == "the roles the login settings name exist: Op"

@@ -36,9 +36,10 @@ def docker(*args: str, check: bool = True, timeout: float = 600,
 
 
 @contextlib.contextmanager
-def running(*run_args: str):
-    """`docker run -d` a container; yield its name; remove it whatever happens."""
-    name = f"images-test-{uuid.uuid4().hex[:10]}"
+def running(*run_args: str, prefix: str = "images-test"):
+    """`docker run -d` a container named prefix-RANDOM; yield its name; remove it whatever
+    happens."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
     try:
         docker("run", "-d", "--name", name, *run_args)
         yield name

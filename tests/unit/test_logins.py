@@ -113,14 +113,14 @@ def test_ldap_settings_render_fabs_ldap_config(monkeypatch):
     assert values["AUTH_USER_REGISTRATION_ROLE"] is None
     assert values["SECURITY_MANAGER_CLASS"] is LdapSecurityManager
     assert "SECRET_KEY" not in values
-    assert logins.ldap_roles(settings) == ["Custom 'x\"", "Op", "Viewer"]
+    assert logins.login_roles(settings) == ["Custom 'x\"", "Op", "Viewer"]
 
 
 def test_a_default_role_is_the_registration_role():
     settings = config.load({**LDAP, "AIRFLOW_ECS_LDAP_DEFAULT_ROLE": "Public"})
     assert config_values(logins.render_config(settings))["AUTH_USER_REGISTRATION_ROLE"] == \
         "Public"
-    assert "Public" in logins.ldap_roles(settings)
+    assert "Public" in logins.login_roles(settings)
 
 
 @pytest.mark.parametrize("change, named, says", [

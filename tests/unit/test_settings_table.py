@@ -69,8 +69,9 @@ def test_the_table_holds_every_field_and_secret_in_order():
     fields = [f.name for f in dataclasses.fields(config.Settings)]
     assert [s.attr for s in table if not s.secret] == fields
     assert [s.name for s in table if s.secret] == [
-        config.ADMIN_PASSWORD_VAR, config.GIT_TOKEN_VAR, config.GIT_SSH_KEY_VAR,
-        config.LDAP_BIND_PASSWORD_VAR]
+        config.ADMIN_PASSWORD_VAR, config.SERVICE_ACCOUNT_PASSWORD_VAR, config.GIT_TOKEN_VAR,
+        config.GIT_SSH_KEY_VAR,
+        config.LDAP_BIND_PASSWORD_VAR, config.OIDC_CLIENT_SECRET_VAR]
     for s in table:
         assert s.name == config.PREFIX + s.attr.upper()
         assert s.meaning.endswith(".") and s.example, s.name
