@@ -19,11 +19,18 @@ from pathlib import Path
 # Set by the entrypoint on the role's processes; config.py knows it as ROLE_ENV_MARKER.
 # Defined here so a probe doesn't import the configuration module.
 MARKER = "AIRFLOW_ECS_ROLE_ENV"
+# setproctitle (Celery's worker and Airflow's commands name their processes with it)
+# writes a long title over the process's environment block, which is what
+# /proc/PID/environ shows: a worker exec'd alone (no DAG-sync loop beside it, as with
+# versioned DAGs or the image's DAGs) would leave no marked environment to read, and
+# its health check would fail. With this variable set it keeps the title within argv.
+SETPROCTITLE_KEEP_ENV = "SPT_NOENV"
 
 
 def mark(env: Mapping[str, str]) -> dict[str, str]:
-    """The role's environment, marked so that probes can find it."""
-    return {**env, MARKER: "1"}
+    """The role's environment, marked so that probes can find it, and kept readable
+    under /proc by processes that set their title."""
+    return {**env, MARKER: "1", SETPROCTITLE_KEEP_ENV: "1"}
 
 
 def running_env(own: Mapping[str, str], proc: Path = Path("/proc")) -> dict[str, str]:

@@ -29,9 +29,12 @@ refreshes next on the machine (at most once a minute).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
+import gc
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +97,8 @@ class SyncedDagBundle(BaseDagBundle):
         elif self._use is None:
             self._check(self.version)
             try:
-                self._use, built = self.store.acquire(self.version, self._build)
+                with _long_lived_objects_frozen():
+                    self._use, built = self.store.acquire(self.version, self._build)
             except (DagSyncError, ConfigError) as exc:
                 why = "; ".join(exc.problems) if isinstance(exc, ConfigError) else str(exc)
                 raise DagSyncError(f"DAG bundle {self.name!r}: version {self.version} of "
@@ -175,3 +179,22 @@ class SyncedDagBundle(BaseDagBundle):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, version={self.version!r})"
+
+
+@contextlib.contextmanager
+def _long_lived_objects_frozen() -> Iterator[None]:
+    """Keep the objects that exist now out of the garbage collector's full collections
+    while a version is built, then give them back to it.
+
+    A task process holds Airflow and everything the worker preloaded (some 280,000
+    tracked objects); the thousands of requests and files of a build trigger full
+    collections, each walking all of them: two took about 1 s of an S3 build of 2,000
+    objects (BENCHMARKS.md, versioned bundles). Celery's worker freezes its preloaded
+    objects the same way before its pool forks (Airflow's celery_executor_utils)."""
+    frozen_before = gc.get_freeze_count()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not frozen_before:  # objects someone else froze stay frozen
+            gc.unfreeze()

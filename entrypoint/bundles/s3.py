@@ -25,14 +25,21 @@ import asyncio
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from entrypoint import private_apis
 from entrypoint.bundles import SyncedDagBundle
-from entrypoint.dagsync import publish, s3fetch, s3source
+from entrypoint.dagsync import publish
 from entrypoint.errors import DagSyncError
 from entrypoint.log import log
+
+if TYPE_CHECKING:
+    from entrypoint.dagsync import s3fetch
+
+# s3source and s3fetch (and s3fs with them) are imported where a version is built or a
+# manifest kept: a task whose version the machine holds does neither, and every task's
+# start pays for what its bundle imports (BENCHMARKS.md, versioned bundles).
 
 _DIGEST = re.compile(r"^[0-9a-f]{16}$")
 
@@ -57,6 +64,8 @@ class S3DagBundle(SyncedDagBundle):
         uri = self.settings.dags_s3_manifest_uri
         if not uri:
             return None
+        from entrypoint.dagsync import s3source
+
         bucket, prefix = s3source.split_uri(uri)
         return f"{bucket}/{prefix}{version}.json"
 
@@ -65,6 +74,8 @@ class S3DagBundle(SyncedDagBundle):
         key = self._manifest_key(revision)
         if key is None or revision in self._kept:
             return
+        from entrypoint.dagsync import s3fetch, s3source
+
         objects = s3source.read_manifest(publish.current_tree(self.settings))
         if s3source.revision(objects) != revision:
             log.warning("DAG bundle %r: the published tree's manifest is not version %s; "
@@ -90,6 +101,8 @@ class S3DagBundle(SyncedDagBundle):
 
     # --- versions -----------------------------------------------------------------------
     def _build(self, folder: Path) -> None:
+        from entrypoint.dagsync import s3fetch, s3source
+
         version = self.version or ""
         settings = self.settings
         deadline = s3fetch.Deadline(settings.dags_sync_timeout)
@@ -111,6 +124,8 @@ class S3DagBundle(SyncedDagBundle):
     def _objects(self, fs: Any, version: str,
                  deadline: s3fetch.Deadline) -> dict[str, tuple[str, int]]:
         """The manifest of version (see the module docstring); DagSyncError without one."""
+        from entrypoint.dagsync import s3fetch, s3source
+
         key = self._manifest_key(version)
         try:
             found = s3source.listing(fs, self.settings, deadline)
@@ -161,6 +176,8 @@ class S3DagBundle(SyncedDagBundle):
         if self._view_url_template:
             return self._view_url_template
         try:
+            from entrypoint.dagsync import s3source
+
             bucket, prefix = s3source.split_uri(self.settings.dags_s3_uri or "")
         except Exception:  # noqa: BLE001 - no link is better than a bundle that fails
             return None

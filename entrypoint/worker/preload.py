@@ -11,10 +11,16 @@ here, before the pool forks, every pool process and task process inherits them.
 The module paths and Airflow's `import_all_models()` are Airflow internals, declared in
 entrypoint.private_apis; any of them missing or failing (an Airflow upgrade) is logged
 and skipped: the worker then runs as before, its first tasks slower.
+
+The DAG bundle classes `[dag_processor] dag_bundle_config_list` names are loaded here
+too: every task builds its bundle (task_runner.parse), and a versioned bundle's module
+(entrypoint.bundles) would otherwise be imported by every task process, inside the
+time a task's start takes (BENCHMARKS.md, versioned bundles).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 from entrypoint import private_apis
@@ -29,6 +35,7 @@ def install() -> list[str]:
     """Import MODULES, every ORM model, and configure the mappers; return what failed."""
     # A lookup imports the module; one that is missing or fails is named in its warning.
     failed = [entry.name for entry in MODULES if private_apis.lookup(entry) is None]
+    failed += _bundle_modules()
     import_all_models = private_apis.lookup(private_apis.IMPORT_ALL_MODELS)
     if import_all_models is None:
         failed.append(private_apis.IMPORT_ALL_MODELS.name)
@@ -42,4 +49,29 @@ def install() -> list[str]:
         failure = f"{private_apis.IMPORT_ALL_MODELS.name}: {type(exc).__name__}: {exc}"
         log.warning("not preloaded in the worker (its first tasks will load it): %s", failure)
         failed.append(failure)
+    return failed
+
+
+def _bundle_modules() -> list[str]:
+    """Import the module of each bundle class Airflow's configuration names; return what
+    failed (logged: a task naming that bundle then fails with Airflow's own error)."""
+    try:
+        from airflow.configuration import conf
+
+        configs = conf.getjson("dag_processor", "dag_bundle_config_list") or []
+        if not isinstance(configs, list):
+            raise TypeError(f"a JSON list is expected, not {type(configs).__name__}")
+        modules = {str(entry["classpath"]).rpartition(".")[0] for entry in configs}
+    except Exception as exc:  # noqa: BLE001 - an optimisation never stops the worker
+        failure = f"[dag_processor] dag_bundle_config_list: {type(exc).__name__}: {exc}"
+        log.warning("DAG bundle classes not preloaded in the worker: %s", failure)
+        return [failure]
+    failed = []
+    for module in sorted(m for m in modules if m):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # noqa: BLE001 - as above
+            failure = f"{module}: {type(exc).__name__}: {exc}"
+            log.warning("DAG bundle module not preloaded in the worker: %s", failure)
+            failed.append(failure)
     return failed

@@ -14,11 +14,11 @@ from tests.e2e.stack import Stack, build_test_images
 from tests.support.images import ROOT
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory):
+def started_stack(tmp_path_factory, **options):
+    """A started Stack(**options), the images built first; stopped after the yield."""
     subprocess.run(["make", "-s", "build"], cwd=ROOT, check=True, capture_output=True)
     build_test_images()
-    environment = Stack(tmp_path_factory.mktemp("stack"))
+    environment = Stack(tmp_path_factory.mktemp("stack"), **options)
     try:
         environment.start()
     except BaseException:
@@ -29,9 +29,23 @@ def stack(tmp_path_factory):
     environment.stop()
 
 
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    yield from started_stack(tmp_path_factory)
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
-    if report.when == "call" and report.failed and "stack" in item.funcargs:
-        report.sections.append(("containers' logs", item.funcargs["stack"].all_logs()))
+    if report.when == "call" and report.failed:
+        for name in ("stack", "versions_stack"):
+            if name in item.funcargs:
+                report.sections.append(("containers' logs", item.funcargs[name].all_logs()))
+
+
+@pytest.fixture(scope="module")
+def versions_stack(tmp_path_factory):
+    """The DAGs as a versioned bundle (AIRFLOW_ECS_DAGS_VERSIONED), one worker."""
+    yield from started_stack(tmp_path_factory, versioned=True, workers=1,
+                             project="e2e-versions")

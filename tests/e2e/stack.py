@@ -42,6 +42,8 @@ SSM_PATH = "/airflow/e2e/"
 DAGS_BUCKET = "e2e-dags"
 DAGS_PREFIX = "dags/"
 LOGS_BUCKET = "e2e-logs"
+# Versioned mode's S3 manifests: outside the DAG prefix, or each would change the version.
+MANIFEST_URI = f"s3://{DAGS_BUCKET}/dag-versions/"
 GIT_URL = "http://git:8000/dags.git"
 GIT_TOKEN_SECRET = "e2e/git-token"
 REFRESH_SECONDS = 10
@@ -96,8 +98,16 @@ def published_port(container: DockerContainer, port: int) -> int:
 
 
 class Stack:
-    def __init__(self, workdir: Path):
+    """`versioned`: the DAG readers run with AIRFLOW_ECS_DAGS_VERSIONED (the DAGs as an
+    Airflow versioned bundle); `workers`: how many workers start; `project` prefixes the
+    containers' names."""
+
+    def __init__(self, workdir: Path, versioned: bool = False, workers: int = 2,
+                 project: str = "e2e"):
         self.workdir = workdir
+        self.versioned = versioned
+        self.workers = tuple(f"worker{n}" for n in range(1, workers + 1))
+        self.project = project
         self.secrets = Secrets()
         self.network = Network()
         self.containers: dict[str, DockerContainer] = {}
@@ -111,7 +121,7 @@ class Stack:
     def _start(self, name: str, container: DockerContainer,
                aliases: tuple[str, ...] = ()) -> DockerContainer:
         container.with_network(self.network).with_network_aliases(name, *aliases)
-        container.with_name(f"e2e-{name}-{os.getpid()}")
+        container.with_name(f"{self.project}-{name}-{os.getpid()}")
         container.start()
         self.containers[name] = container
         return container
@@ -161,6 +171,10 @@ class Stack:
         if source in ("git", "s3"):
             env["AIRFLOW_ECS_DAGS_DIR"] = "/opt/airflow/dags-data/dags"
             env["AIRFLOW_ECS_DAGS_REFRESH_SECONDS"] = str(REFRESH_SECONDS)
+            if self.versioned:
+                env["AIRFLOW_ECS_DAGS_VERSIONED"] = "true"
+            if self.versioned and source == "s3":
+                env["AIRFLOW_ECS_DAGS_S3_MANIFEST_URI"] = MANIFEST_URI
         env.update(extra)
         return env
 
@@ -214,11 +228,11 @@ class Stack:
             raise RuntimeError(f"migrate exited {code}:\n{self.logs('migrate')}")
         self.start_scheduler()
         self.start_webserver()
-        for n in (1, 2):
-            self.start_worker(f"worker{n}")
+        for name in self.workers:
+            self.start_worker(name)
         self.use_webserver("webserver")
         self._wait_http(self.api_url + "/api/v2/monitor/health", "webserver", timeout=300)
-        for name in ("scheduler", "webserver", "worker1", "worker2"):
+        for name in ("scheduler", "webserver", *self.workers):
             self.wait_healthy(name)
         return self
 

@@ -97,6 +97,29 @@ def files(root: Path) -> dict[str, str]:
 
 
 # --- git -----------------------------------------------------------------------------------
+def test_a_version_is_built_with_the_long_lived_objects_out_of_full_collections(
+        repo, git_daemon, tmp_path, monkeypatch):
+    import gc
+
+    a = repo.commit({"dags/a.py": "A1"})
+    environment(monkeypatch, tmp_path, AIRFLOW_ECS_DAGS_SOURCE="git",
+                AIRFLOW_ECS_DAGS_GIT_URL=f"git://127.0.0.1:{git_daemon}/dags.git")
+    pinned = GitDagBundle(name=NAME, version=a)
+    frozen = []
+    build = pinned._build
+
+    def recording(folder):
+        frozen.append(gc.get_freeze_count())
+        build(folder)
+
+    monkeypatch.setattr(pinned, "_build", recording)
+    assert gc.get_freeze_count() == 0
+    pinned.initialize()
+    assert len(frozen) == 1 and frozen[0] > 10_000, frozen
+    assert gc.get_freeze_count() == 0
+    assert files(pinned.path) == {"dags/a.py": "A1"}
+
+
 def test_git_version_a_materialises_while_the_tracking_bundle_shows_b(repo, git_daemon,
                                                                        fetches, tmp_path,
                                                                        monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -32,6 +33,35 @@ def test_preload_loads_the_dag_bag_and_configures_every_mapper():
                             timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:2] == ["[]", "True True True"], result.stdout
+
+
+def test_preload_loads_the_configured_dag_bundle_class():
+    """A versioned bundle's module is loaded before the pool forks, not by each task."""
+    script = (
+        "import sys\n"
+        "from entrypoint.worker import preload\n"
+        "assert 'entrypoint.bundles.git' not in sys.modules\n"
+        "print(preload.install())\n"
+        "print('entrypoint.bundles.git' in sys.modules)\n"
+    )
+    bundles = ('[{"name": "dags-folder", "classpath": "entrypoint.bundles.git.GitDagBundle", '
+               '"kwargs": {}}]')
+    env = {**os.environ, "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": bundles}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", "True"], result.stdout
+
+
+def test_a_bundle_class_that_does_not_import_is_named(monkeypatch):
+    # Airflow's configuration reads its AIRFLOW__SECTION__KEY variables at each lookup.
+    monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
+                       '[{"name": "dags-folder", "classpath": "acme.no_such_bundle.Bundle", '
+                       '"kwargs": {}}]')
+    monkeypatch.setattr(preload.log, "warning", lambda *args: None)
+    failed = preload._bundle_modules()
+    assert len(failed) == 1, failed
+    assert failed[0].startswith("acme.no_such_bundle: ModuleNotFoundError"), failed
 
 
 def test_a_module_airflow_no_longer_has_is_skipped_with_a_warning(monkeypatch):

@@ -1,6 +1,8 @@
 """The role's environment as probes find it under /proc."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -29,7 +31,7 @@ def test_oldest_marked_process_wins_and_overlays_own(tmp_path):
 def test_own_environment_when_marked_or_nothing_found(tmp_path):
     proc = fake_proc(tmp_path, {3: {"SECRET": "x"}})
     assert running_env({"A": "1"}, proc) == {"A": "1"}
-    assert running_env(mark({"A": "1"}), proc) == {"A": "1", MARKER: "1"}
+    assert running_env(mark({"A": "1"}), proc) == mark({"A": "1"})
     assert running_env({"A": "1"}, tmp_path / "missing") == {"A": "1"}
 
 
@@ -51,3 +53,22 @@ def test_the_marker_is_no_unknown_setting():
     from entrypoint import config
 
     assert config.load(mark({})).ssm_path is None
+
+
+def test_a_role_that_sets_its_process_title_keeps_its_environment_readable(tmp_path):
+    """Celery's worker names its processes with setproctitle, whose long titles are
+    written over the environment block /proc shows."""
+    script = ("import setproctitle, sys; setproctitle.setproctitle('[celeryd: celery@worker1:"
+              "MainProcess] -active- (celery worker) ' + 'x' * 200); print('titled', "
+              "flush=True); sys.stdin.read()")
+    env = mark({"PATH": os.environ["PATH"], "SECRET": "from-ssm"})
+    role = subprocess.Popen([sys.executable, "-c", script], env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert role.stdout is not None and role.stdout.readline().strip() == "titled"
+        assert b"celeryd" in open(f"/proc/{role.pid}/cmdline", "rb").read()
+        # Only this process: other marked processes of the machine's user don't count.
+        (tmp_path / str(role.pid)).symlink_to(f"/proc/{role.pid}")
+        assert running_env({}, tmp_path)["SECRET"] == "from-ssm"
+    finally:
+        role.communicate("", timeout=30)
