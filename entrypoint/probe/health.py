@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -116,14 +115,15 @@ def lookup(host: str, port: int | None, timeout: float) -> list[str]:
     """
     if not host or host.startswith("/"):
         return [host]
-    import ipaddress
+    import socket  # here, like every import a start-up with nothing to wait for can skip
 
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        pass
-    else:
-        return [host.strip("[]")]
+    literal = host.strip("[]")
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, literal)
+        except OSError:
+            continue
+        return [literal]
     done = threading.Event()
     outcome: list[Any] = []
 
@@ -223,6 +223,8 @@ def postgres_query(params: Mapping[str, str | int], sql: str, args: object = Non
 # --- the probe --------------------------------------------------------------------------------
 def hostname() -> str:
     """This host's name as Airflow records it (airflow.utils.net.getfqdn, its default)."""
+    import socket
+
     name = socket.gethostname()
     try:
         addrs = socket.getaddrinfo(name, None, 0, socket.SOCK_DGRAM, 0, socket.AI_CANONNAME)
@@ -398,6 +400,8 @@ def http_ok(role: str, url: str, timeout: float = TIMEOUT) -> HealthResult:
 
 def worker_name() -> str:
     # Celery's default node name, which `airflow celery worker` keeps.
+    import socket
+
     return f"celery@{socket.gethostname()}"
 
 

@@ -35,6 +35,7 @@ def test_generated_config_uses_the_database_and_sets_no_secret_key():
 def test_generated_config_is_written_0600_into_the_scratch_dir(tmp_path, monkeypatch):
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     path = logins.write_config(config.load({}))
     assert path == tmp_path / "airflow-ecs" / "webserver_config.py"
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
@@ -46,6 +47,7 @@ def test_generated_config_is_written_0600_into_the_scratch_dir(tmp_path, monkeyp
 def test_a_users_config_file_is_not_overwritten(tmp_path, monkeypatch):
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     own = tmp_path / "mine.py"
     own.write_text("AUTH_TYPE = 1\n")
     settings = config.load({"AIRFLOW_ECS_WEBSERVER_CONFIG_FILE": str(own)})

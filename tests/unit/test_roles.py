@@ -70,6 +70,7 @@ def test_webserver_writes_admin_password_file_0600(tmp_path, monkeypatch):
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     settings = config.load({})
     # SimpleAuthManager stays selectable in place of the default FAB auth manager.
     env = defaults.apply("webserver", settings, {config.ADMIN_PASSWORD_VAR: "pw 'x' $(y)",
@@ -85,6 +86,7 @@ def test_webserver_writes_admin_password_file_0600(tmp_path, monkeypatch):
 def test_fab_webserver_writes_its_config_then_the_admin_account(tmp_path, monkeypatch):
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     synced = []
     monkeypatch.setattr(logins, "sync_admin", lambda s, e: synced.append(s.admin_username))
     settings = config.load({"AIRFLOW_ECS_ADMIN_USERNAME": "boss"})
@@ -101,6 +103,7 @@ def test_fab_webserver_writes_its_config_then_the_admin_account(tmp_path, monkey
 def test_fab_webserver_without_admin_password_manages_no_account(tmp_path, monkeypatch):
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     monkeypatch.setattr(logins, "sync_admin", lambda s, e: pytest.fail("no password to write"))
     settings = config.load({})
     roles.prepare("webserver", settings, defaults.apply("webserver", settings, {}))
@@ -110,6 +113,7 @@ def test_fab_webserver_without_admin_password_manages_no_account(tmp_path, monke
 def test_other_roles_write_no_fab_config(tmp_path, monkeypatch):
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
     settings = config.load({})
     env = defaults.apply("scheduler", settings, {config.ADMIN_PASSWORD_VAR: "pw"})
     roles.prepare("scheduler", settings, env)
