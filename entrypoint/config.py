@@ -665,22 +665,31 @@ def _logins(settings: Settings, env: Mapping[str, str]) -> list[str]:
     return problems
 
 
+def _settings_without_their_key(env: Mapping[str, str], method: str, key: str,
+                                example: str) -> list[str]:
+    """A login method's settings given without the one that turns it on."""
+    given = sorted(n for n in env if n.startswith(f"{PREFIX}{method}_") and env[n].strip())
+    if not given:
+        return []
+    return [f"required setting: {key}, since {', '.join(given)} is set; e.g. {key}={example} "
+            f"(or unset the {method} settings)"]
+
+
+def _own_config_conflict(key: str, method: str, put: str) -> str:
+    return (f"invalid setting: {key} and AIRFLOW_ECS_WEBSERVER_CONFIG_FILE are both set, but "
+            f"your own webserver_config.py replaces the one the {method} settings go into; "
+            f"set one of them (put {put} in your file)")
+
+
 def _ldap(settings: Settings, env: Mapping[str, str]) -> list[str]:
     problems = []
     uri = settings.ldap_uri
     if uri is None:
-        given = sorted(n for n in env if n.startswith(PREFIX + "LDAP_") and env[n].strip())
-        if given:
-            problems.append(f"required setting: AIRFLOW_ECS_LDAP_URI, since {', '.join(given)} "
-                            "is set; e.g. AIRFLOW_ECS_LDAP_URI=ldaps://ldap.example.com:636 "
-                            "(or unset the LDAP settings)")
-        return problems
+        return _settings_without_their_key(env, "LDAP", "AIRFLOW_ECS_LDAP_URI",
+                                           "ldaps://ldap.example.com:636")
     problems += _ldap_uri_problems(uri)
     if settings.webserver_config_file:
-        problems.append("invalid setting: AIRFLOW_ECS_LDAP_URI and "
-                        "AIRFLOW_ECS_WEBSERVER_CONFIG_FILE are both set, but your own "
-                        "webserver_config.py replaces the one the LDAP settings go into; "
-                        "set one of them (put AUTH_LDAP_* in your file)")
+        problems.append(_own_config_conflict("AIRFLOW_ECS_LDAP_URI", "LDAP", "AUTH_LDAP_*"))
     for attr in ("ldap_bind_user", "ldap_search_base"):
         if not getattr(settings, attr):
             s = declared(attr)
@@ -698,18 +707,12 @@ def _oidc(settings: Settings, env: Mapping[str, str]) -> list[str]:
     problems = []
     issuer = settings.oidc_issuer
     if issuer is None:
-        given = sorted(n for n in env if n.startswith(PREFIX + "OIDC_") and env[n].strip())
-        if given:
-            problems.append(f"required setting: AIRFLOW_ECS_OIDC_ISSUER, since {', '.join(given)} "
-                            "is set; e.g. AIRFLOW_ECS_OIDC_ISSUER=https://login.example.com/"
-                            "oauth2/default (or unset the OIDC settings)")
-        return problems
+        return _settings_without_their_key(env, "OIDC", "AIRFLOW_ECS_OIDC_ISSUER",
+                                           "https://login.example.com/oauth2/default")
     problems += oidc_issuer_problems(issuer)
     if settings.webserver_config_file:
-        problems.append("invalid setting: AIRFLOW_ECS_OIDC_ISSUER and "
-                        "AIRFLOW_ECS_WEBSERVER_CONFIG_FILE are both set, but your own "
-                        "webserver_config.py replaces the one the OIDC settings go into; "
-                        "set one of them (put OAUTH_PROVIDERS in your file)")
+        problems.append(_own_config_conflict("AIRFLOW_ECS_OIDC_ISSUER", "OIDC",
+                                             "OAUTH_PROVIDERS"))
     if not settings.oidc_client_id:
         s = declared("oidc_client_id")
         problems.append(f"required setting: {s.name} when AIRFLOW_ECS_OIDC_ISSUER is set, "
