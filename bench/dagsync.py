@@ -23,6 +23,7 @@ the server's. Every successful run's resulting tree is compared with the source.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import http.client
 import logging
@@ -36,7 +37,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -569,29 +572,40 @@ def git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None) 
                           text=True).stdout.strip()
 
 
-def bench_git(work: Path) -> dict:
-    from entrypoint import config, dagsync
+@dataclass
+class ServedGit:
+    """The DAG repository of the git benchmarks: a working copy, its bare repository
+    behind `git daemon` on 127.0.0.1, and what a sync of it must produce."""
 
+    base: dict[str, str]  # the environment git runs with
+    source: Path
+    bare: Path
+    expected: dict[str, bytes]
+    url: str = ""
+
+    def commit(self, message: str) -> None:
+        git("add", "-A", cwd=self.source, env=self.base)
+        git("-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-q",
+            "-m", message, cwd=self.source, env=self.base)
+        git("push", "-q", str(self.bare), "HEAD:main", cwd=self.source, env=self.base)
+
+
+@contextlib.contextmanager
+def served_git(work: Path, environ: Mapping[str, str]) -> Iterator[ServedGit]:
+    """FILES DAG files in one commit on main, served until the block ends."""
     home = work / "home"
     home.mkdir()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "GIT_"))}
+    base = {k: v for k, v in environ.items() if not k.startswith("GIT_")}
     base.update({"HOME": str(home), "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"})
     served = work / "served"
-    bare, source = served / "dags.git", work / "source"
-    git("init", "-q", "--bare", "-b", "main", str(bare), env=base)
-    git("init", "-q", "-b", "main", str(source), env=base)
-    expected = {relative_path(i): dag_source(i) for i in range(FILES)}
-    for rel, body in expected.items():
-        (source / rel).parent.mkdir(parents=True, exist_ok=True)
-        (source / rel).write_bytes(body)
-
-    def commit(message: str) -> None:
-        git("add", "-A", cwd=source, env=base)
-        git("-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-q",
-            "-m", message, cwd=source, env=base)
-        git("push", "-q", str(bare), "HEAD:main", cwd=source, env=base)
-
-    commit("2,000 DAGs")
+    repo = ServedGit(base, work / "source", served / "dags.git",
+                     {relative_path(i): dag_source(i) for i in range(FILES)})
+    git("init", "-q", "--bare", "-b", "main", str(repo.bare), env=base)
+    git("init", "-q", "-b", "main", str(repo.source), env=base)
+    for rel, body in repo.expected.items():
+        (repo.source / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo.source / rel).write_bytes(body)
+    repo.commit("2,000 DAGs")
     port = free_port()
     daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all",
                                f"--base-path={served}", "--listen=127.0.0.1", f"--port={port}",
@@ -599,7 +613,20 @@ def bench_git(work: Path) -> dict:
                               stderr=subprocess.DEVNULL)
     try:
         wait_port(port)
-        url = f"git://127.0.0.1:{port}/dags.git"
+        repo.url = f"git://127.0.0.1:{port}/dags.git"
+        yield repo
+    finally:
+        daemon.terminate()
+        daemon.wait(10)
+
+
+def bench_git(work: Path) -> dict:
+    from entrypoint import config, dagsync
+
+    with served_git(work, {k: v for k, v in os.environ.items()
+                           if not k.startswith("AIRFLOW")}) as repo:
+        base, source, expected, url, commit = (repo.base, repo.source, repo.expected,
+                                               repo.url, repo.commit)
 
         def ours_env(name: str) -> dict[str, str]:
             return {**base, "AIRFLOW_ECS_DAGS_SOURCE": "git", "AIRFLOW_ECS_DAGS_GIT_URL": url,
@@ -673,9 +700,6 @@ def bench_git(work: Path) -> dict:
             commit(f"edit {relative_path(edited)}")
             refresh("changed")
         return results
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
 
 
 # --- the report ----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from unittest import mock
 
 from bench.dagsync import (
     BUCKET,
@@ -46,8 +47,8 @@ from bench.dagsync import (
     dag_source,
     git,
     relative_path,
+    served_git,
 )
-from tests.support.servers import free_port, wait_port
 
 HELD_RUNS = 10  # task processes per worker, in each of ROUNDS rounds
 ROUNDS = 3
@@ -215,31 +216,9 @@ def held(versioned: dict[str, str], plain: dict[str, str], version: str,
 def bench_git(work: Path, base: dict[str, str]) -> dict[str, dict[str, list[float]]]:
     from entrypoint import config, dagsync
 
-    base = {k: v for k, v in base.items() if not k.startswith("GIT_")}
-    home = work / "home"
-    home.mkdir()
-    base.update({"HOME": str(home), "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"})
-    served = work / "served"
-    bare, source = served / "dags.git", work / "source"
-    git("init", "-q", "--bare", "-b", "main", str(bare), env=base)
-    git("init", "-q", "-b", "main", str(source), env=base)
-    expected = {relative_path(i): dag_source(i) for i in range(FILES)}
-    for rel, body in expected.items():
-        (source / rel).parent.mkdir(parents=True, exist_ok=True)
-        (source / rel).write_bytes(body)
-    git("add", "-A", cwd=source, env=base)
-    git("-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "-q", "-m",
-        "2,000 DAGs", cwd=source, env=base)
-    git("push", "-q", str(bare), "HEAD:main", cwd=source, env=base)
-    sha = git("rev-parse", "HEAD", cwd=source, env=base)
-    port = free_port()
-    daemon = subprocess.Popen(["git", "daemon", "--reuseaddr", "--export-all",
-                               f"--base-path={served}", "--listen=127.0.0.1", f"--port={port}",
-                               str(served)], env=base, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    try:
-        wait_port(port)
-        url = f"git://127.0.0.1:{port}/dags.git"
+    with served_git(work, base) as repo:
+        base, expected, url = repo.base, repo.expected, repo.url
+        sha = git("rev-parse", "HEAD", cwd=repo.source, env=base)
         env = airflow_env({**base, "AIRFLOW_ECS_DAGS_SOURCE": "git",
                            "AIRFLOW_ECS_DAGS_GIT_URL": url}, work / "airflow-home")
 
@@ -270,9 +249,6 @@ def bench_git(work: Path, base: dict[str, str]) -> dict[str, dict[str, list[floa
         found = held(versioned_env(env, machine), plain_env(env, plain / "dags"), sha,
                      expected)
         return {"first": first, "held": found}
-    finally:
-        daemon.terminate()
-        daemon.wait(10)
 
 
 def bench_s3(work: Path, base: dict[str, str]) -> dict[str, dict[str, list[float]]]:
@@ -303,17 +279,9 @@ def bench_s3(work: Path, base: dict[str, str]) -> dict[str, dict[str, list[float
         plain = work / "s3-plain"
         plain_sync = {**env, "AIRFLOW_ECS_DAGS_DIR": str(plain / "dags"),
                       "AIRFLOW_ECS_DAGS_STATE_DIR": str(plain / "state")}
-        saved = {k: os.environ.get(k) for k in aws}
-        os.environ.update(aws)  # the in-process sync reads its credentials there
-        try:
+        with mock.patch.dict(os.environ, aws):  # the in-process sync reads its credentials there
             version = dagsync.sync_once(config.load(plain_sync), plain_sync, first=True,
                                         raw_env={}).revision
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
         def measure(side: str, machine: Path, synced: Path) -> float:
             if side == "ours":
