@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from unittest import mock
 
 N = 2000
 ROUNDS = 5
@@ -22,21 +23,13 @@ def run() -> str:
     from entrypoint.dagsync import s3source
     from entrypoint.dagsync.presign import Presigner, quote_key
 
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                             "AWS_SESSION_TOKEN")}
-    os.environ.update(AWS_ACCESS_KEY_ID="AKIDEXAMPLE", AWS_SECRET_ACCESS_KEY="secret",
-                      AWS_SESSION_TOKEN="session-token")
-    try:
+    credentials_env = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "secret",
+                       "AWS_SESSION_TOKEN": "session-token"}
+    with mock.patch.dict(os.environ, credentials_env):
         fs = s3source.filesystem(load({}), {"AWS_REGION": "eu-west-1"})
         presigner = Presigner(fs)
         sync(fs.loop, presigner.url, "dags-bucket/prefix/first.py")
         credentials = sync(fs.loop, presigner._credentials.get_frozen_credentials)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
     keys = [quote_key(f"prefix/dags/domain {i % 5}/dag_{i:04d}.py") for i in range(N)]
 
     def ours() -> list[str]:
