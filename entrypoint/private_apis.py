@@ -160,6 +160,23 @@ SETTINGS_CONFIGURE_ORM = _entry(
             "yet",
     fallback=_MIGRATE_FALLBACK)
 
+# --- Celery's database result backend (entrypoint.worker.result_engine) -------------------------
+_RESULT_ENGINE_FALLBACK = ("Celery's result backend is left as it is: outside a forked pool "
+                           "process (the scheduler) it opens a new database engine and "
+                           "connection for each query")
+RESULT_SESSION_MANAGER = _entry(
+    "celery", "celery.backends.database.session", "SessionManager", "class",
+    instance_attributes=("forked",),
+    used_in="entrypoint/worker/result_engine.py: `forked` tells Celery's own pooled path "
+            "(a forked pool process) from the one replaced",
+    fallback=_RESULT_ENGINE_FALLBACK)
+RESULT_GET_ENGINE = _entry(
+    "celery", "celery.backends.database.session", "SessionManager.get_engine", "method",
+    parameters=("self", "dburi", "kwargs"),
+    used_in="entrypoint/worker/result_engine.py: replaced by one that keeps a pooled engine "
+            "per process where Celery would make a NullPool engine per query",
+    fallback=_RESULT_ENGINE_FALLBACK)
+
 # --- Celery, in the worker (entrypoint.worker.celery_config) ------------------------------------
 CELERY_ACTIVE_REQUESTS = _entry(
     "celery", "celery.worker.state", "active_requests", "sized",

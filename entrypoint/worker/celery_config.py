@@ -26,6 +26,10 @@ before the pool forks (entrypoint.worker.preload).
 Airflow loads this module (through `[celery] celery_config_options`)
 wherever it builds its Celery app, scheduler and worker alike, so importing
 Airflow here is fine; the shutdown hook only fires in a worker.
+
+In every process that loads it, the scheduler above all, Celery's database result
+backend keeps one pooled engine instead of connecting anew for each state query
+(entrypoint.worker.result_engine).
 """
 
 from __future__ import annotations
@@ -40,13 +44,16 @@ from celery.signals import worker_init, worker_ready, worker_shutting_down
 
 from entrypoint import config, private_apis
 from entrypoint.errors import ConfigError
-from entrypoint.worker import first_heartbeat, preload, protection, task_exit
+from entrypoint.worker import first_heartbeat, preload, protection, result_engine, task_exit
 
 STOP_MARGIN_SECONDS = 10
 
 CELERY_CONFIG = dict(DEFAULT_CELERY_CONFIG)
 # No sleeping soft-shutdown phase: the escalation below decides when to go cold.
 CELERY_CONFIG["worker_soft_shutdown_timeout"] = 0.0
+
+# The scheduler reads task states through the result backend at each loop.
+result_engine.install()
 
 
 def shutdown_deadline(environ: Mapping[str, str]) -> float:

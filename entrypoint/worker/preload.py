@@ -16,6 +16,12 @@ The DAG bundle classes `[dag_processor] dag_bundle_config_list` names are loaded
 too: every task builds its bundle (task_runner.parse), and a versioned bundle's module
 (entrypoint.bundles) would otherwise be imported by every task process, inside the
 time a task's start takes (BENCHMARKS.md, versioned bundles).
+
+So are the TaskFlow decorators (`from airflow.sdk import dag, task`, `@task` resolving
+to the standard provider's `task.python`): `airflow.sdk` loads them lazily, at their
+first use, which is in every task process as it runs its DAG file; 27 modules, about
+30 ms of CPU per task (measured in the worker image), on a worker whose tasks share its
+CPUs (BENCHMARKS.md, the fan-out). They are Airflow's public names: no private API.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ def install() -> list[str]:
     # A lookup imports the module; one that is missing or fails is named in its warning.
     failed = [entry.name for entry in MODULES if private_apis.lookup(entry) is None]
     failed += _bundle_modules()
+    failed += _taskflow_decorators()
     import_all_models = private_apis.lookup(private_apis.IMPORT_ALL_MODELS)
     if import_all_models is None:
         failed.append(private_apis.IMPORT_ALL_MODELS.name)
@@ -75,3 +82,19 @@ def _bundle_modules() -> list[str]:
             log.warning("DAG bundle module not preloaded in the worker: %s", failure)
             failed.append(failure)
     return failed
+
+
+def _taskflow_decorators() -> list[str]:
+    """Load `airflow.sdk`'s lazily imported `dag` and `task`, and `task.python`, which
+    `@task` resolves to (the standard provider's decorator); return what failed (logged:
+    a DAG file using them then loads them itself, or fails with Airflow's own error)."""
+    try:
+        import airflow.sdk
+
+        airflow.sdk.dag  # noqa: B018 - the attribute access imports the module
+        airflow.sdk.task.python  # noqa: B018 - as above, and the provider's decorator
+    except Exception as exc:  # noqa: BLE001 - an optimisation never stops the worker
+        failure = f"airflow.sdk TaskFlow decorators: {type(exc).__name__}: {exc}"
+        log.warning("not preloaded in the worker (each task will load it): %s", failure)
+        return [failure]
+    return []

@@ -53,6 +53,37 @@ def test_preload_loads_the_configured_dag_bundle_class():
     assert result.stdout.split("\n")[:2] == ["[]", "True"], result.stdout
 
 
+def test_preload_loads_the_taskflow_decorators():
+    """`@dag` and `@task` (the standard provider's decorator) are loaded before the pool
+    forks, not by each task process running its DAG file."""
+    script = (
+        "import sys\n"
+        "from entrypoint.worker import preload\n"
+        "decorators = ('airflow.sdk.definitions.decorators',\n"
+        "              'airflow.providers.standard.decorators.python')\n"
+        "assert not any(m in sys.modules for m in decorators)\n"
+        "print(preload.install())\n"
+        "print(all(m in sys.modules for m in decorators))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["[]", "True"], result.stdout
+
+
+def test_a_failing_taskflow_decorator_is_named(monkeypatch):
+    import airflow.sdk
+
+    class Broken:
+        def __getattr__(self, name):
+            raise ImportError(f"no decorator {name}")
+
+    monkeypatch.setattr(airflow.sdk, "task", Broken(), raising=False)
+    monkeypatch.setattr(preload.log, "warning", lambda *args: None)
+    assert preload._taskflow_decorators() == [
+        "airflow.sdk TaskFlow decorators: ImportError: no decorator python"]
+
+
 def test_a_bundle_class_that_does_not_import_is_named(monkeypatch):
     # Airflow's configuration reads its AIRFLOW__SECTION__KEY variables at each lookup.
     monkeypatch.setenv("AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST",
