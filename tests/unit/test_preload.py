@@ -15,8 +15,16 @@ from entrypoint.worker import preload
 pytestmark = pytest.mark.airflow
 
 
+def _in_a_fresh_interpreter(script: str, env: dict[str, str] | None = None):
+    """Run script in a new Python (this test process may have loaded the modules already);
+    it must exit 0."""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def test_preload_loads_the_dag_bag_and_configures_every_mapper():
-    # A fresh interpreter: this test process may have loaded them already.
     script = (
         "import sys\n"
         "from entrypoint.worker import preload\n"
@@ -29,9 +37,7 @@ def test_preload_loads_the_dag_bag_and_configures_every_mapper():
         "      sqlalchemy.inspect(TaskInstance).configured,\n"
         "      sqlalchemy.inspect(DagRun).configured)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = _in_a_fresh_interpreter(script)
     assert result.stdout.split("\n")[:2] == ["[]", "True True True"], result.stdout
 
 
@@ -47,9 +53,7 @@ def test_preload_loads_the_configured_dag_bundle_class():
     bundles = ('[{"name": "dags-folder", "classpath": "entrypoint.bundles.git.GitDagBundle", '
                '"kwargs": {}}]')
     env = {**os.environ, "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": bundles}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=120, env=env)
-    assert result.returncode == 0, result.stderr
+    result = _in_a_fresh_interpreter(script, env)
     assert result.stdout.split("\n")[:2] == ["[]", "True"], result.stdout
 
 
@@ -65,9 +69,7 @@ def test_preload_loads_the_taskflow_decorators():
         "print(preload.install())\n"
         "print(all(m in sys.modules for m in decorators))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr
+    result = _in_a_fresh_interpreter(script)
     assert result.stdout.split("\n")[:2] == ["[]", "True"], result.stdout
 
 
