@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Mapping, Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ HEADROOM = 0.30
 # The roles whose peaks are measured and compared; the deployment's roles.
 ROLES = ("migrate", "scheduler", "webserver", "worker")
 SPOT = "FARGATE_SPOT"
+SPOT_ARCH = "X86_64"  # the only architecture Fargate Spot runs (docs/deploy.md, "ARM64")
 ON_DEMAND = "FARGATE"
 SERVICE = "AWS::ECS::Service"
 TASK_DEFINITION = "AWS::ECS::TaskDefinition"
@@ -270,7 +272,11 @@ def bill(stack: Mapping[str, Any], region: str,
                f"(assumed {discount:.0%} off)"),
             task * (svc.count - on_spot * discount)))
         if svc.role == "worker":
-            spot_saving += task * (svc.count - on_spot) * discount
+            # Fargate Spot runs X86_64 tasks only: an ARM64 worker moved to Spot is priced
+            # as the X86_64 task of its size, less the discount.
+            spot_task = _task_hour(dataclasses.replace(svc, arch=SPOT_ARCH),
+                                   at["fargate"]) * hours * (1 - discount)
+            spot_saving += (task - spot_task) * (svc.count - on_spot)
         if svc.max_count > svc.count:
             scale_out.append(f"{svc.name} scaled out to its maximum of {svc.max_count} tasks "
                              f"adds {_money(task * (svc.max_count - svc.count))} a month "
@@ -340,8 +346,8 @@ def report(stack: Mapping[str, Any], region: str, source: str,
     a = prices["assumptions"]
     lines = [f"### {source} in {region}", "",
              *_table(b.ours, "ours, as rendered", b.total),
-             f"| ours with every worker task on Fargate Spot (assumed {a['spot_discount']:.0%} "
-             f"off) | | {_money(b.spot_workers)} |", ""]
+             f"| ours with every worker task on Fargate Spot ({SPOT_ARCH}, assumed "
+             f"{a['spot_discount']:.0%} off) | | {_money(b.spot_workers)} |", ""]
     lines += [f"MWAA at comparable capacity ({prices['mwaa']['class']}: as many schedulers and "
               f"web servers as ours, {prices['mwaa']['worker_vcpu']}-vCPU workers for our "
               "workers' vCPUs):", "",

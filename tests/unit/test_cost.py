@@ -106,8 +106,10 @@ def test_the_bill_of_the_template():
         "CloudWatch Logs (estimate)": 2.12,  # 4 GiB x (0.5 + 0.03)
     }
     assert b.total == pytest.approx(222.32)
-    # Every worker task on Spot: BigWorkers' 1.5 on-demand tasks at half price, 19.2 x 0.75.
-    assert b.spot_workers == pytest.approx(222.32 - 14.4)
+    # Every worker task on Spot: BigWorkers' 1.5 on-demand tasks, ARM64, as X86_64 tasks
+    # (Fargate Spot runs no other) at half price: 2 x 0.01 + 4 x 0.001 = 0.024 an hour, 24 a
+    # month, 12 on Spot; each saves 19.2 - 12.
+    assert b.spot_workers == pytest.approx(222.32 - 1.5 * (19.2 - 12))
     # MWAA: 2 schedulers and no web server are included; the workers' 3 x 2 + 4 x 0.5 = 8
     # vCPUs are 8 1-vCPU workers, 7 beyond the included one.
     assert monthly(b.mwaa) == {

@@ -172,7 +172,7 @@ def problems_of(tmp_path, env=None, **edit):
       "hyphens, each part starting with a letter"]),
     ([{"name": "a", "queues": ["default"], "architecture": "ARM64"}],
      ["$.worker_sets[0].architecture: ARM64 is not among image_architectures ['X86_64']: "
-      "build and push images for it (docs/deploy.md, \"ARM64 workers\"), then add ARM64 to "
+      "build and push images for it (docs/deploy.md, \"ARM64\"), then add ARM64 to "
       "image_architectures"]),
     ([{"name": "a", "queues": ["default"], "architecture": "arm"}],
      ["$.worker_sets[0].architecture: 'arm' must be one of X86_64, ARM64"]),
@@ -227,11 +227,53 @@ def test_image_architectures_and_spot_for_other_roles(tmp_path):
     assert problems == [f"{path}: $.scheduler_capacity: unknown setting (a typo?); see "
                         "docs/deploy.md"]
     path, problems = problems_of(tmp_path, image_architectures=["ARM64", "ppc"])
+    assert problems[0] == (f"{path}: $.image_architectures: ['ARM64', 'ppc'] must list "
+                           "architectures among X86_64, ARM64")
+    # Every role runs on X86_64 unless told otherwise: each says what it lacks.
+    assert problems[1:] == [
+        f"{path}: $.{role}_architecture (default): 'X86_64' is not among "
+        "image_architectures ['ARM64', 'ppc']: build and push images for it "
+        "(docs/deploy.md, \"ARM64\"), then add X86_64 to image_architectures"
+        for role in ("scheduler", "webserver", "worker", "migrate")]
+
+
+def test_every_role_can_run_on_arm64(tmp_path):
+    arm = {f"{role}_architecture": "ARM64"
+           for role in ("scheduler", "webserver", "worker", "migrate")}
+    r = render.render(write(tmp_path, {**BASE, **arm, "image_architectures": ["ARM64"]}), {})
+    for stem in ("scheduler", "webserver", "worker", "migrate"):
+        assert r.documents[f"{stem}.json"]["runtimePlatform"]["cpuArchitecture"] == "ARM64"
+    stack = r.documents[cloudformation.FILE]["Resources"]
+    assert {v["Properties"]["RuntimePlatform"]["CpuArchitecture"] for v in stack.values()
+            if v["Type"] == "AWS::ECS::TaskDefinition"} == {"ARM64"}
+    # A worker set without an architecture of its own takes worker_architecture's.
+    r = render.render(write(tmp_path, {**BASE, **arm, "image_architectures": ["ARM64"],
+                                       "worker_sets": [{"name": "a", "queues": ["default"]}]}),
+                      {})
+    assert r.documents["worker-a.json"]["runtimePlatform"]["cpuArchitecture"] == "ARM64"
+
+
+def test_a_role_architecture_mistake_names_the_setting_and_the_fix(tmp_path):
+    path, problems = problems_of(tmp_path, scheduler_architecture="ARM64")
     assert problems == [
-        f"{path}: $.image_architectures: ['ARM64', 'ppc'] must list architectures among "
-        "X86_64, ARM64",
-        f"{path}: $.image_architectures: ['ARM64', 'ppc'] must include X86_64: the scheduler, "
-        "webserver and migrate tasks run on it"]
+        f"{path}: $.scheduler_architecture: 'ARM64' is not among image_architectures "
+        "['X86_64']: build and push images for it (docs/deploy.md, \"ARM64\"), then add "
+        "ARM64 to image_architectures"]
+    path, problems = problems_of(tmp_path, webserver_architecture="arm64")
+    assert problems == [f"{path}: $.webserver_architecture: 'arm64' must be one of X86_64, "
+                        "ARM64"]
+    # A set that inherits a bad worker_architecture is not blamed for it a second time.
+    path, problems = problems_of(tmp_path, worker_architecture="ARM64",
+                                 worker_sets=[{"name": "a", "queues": ["default"]}])
+    assert [p.split(": ")[1] for p in problems] == ["$.worker_architecture"]
+    # ...but a Spot set on an ARM64 worker_architecture is refused as an ARM64 set is.
+    path, problems = problems_of(tmp_path, worker_architecture="ARM64",
+                                 image_architectures=["X86_64", "ARM64"],
+                                 worker_sets=[{"name": "a", "queues": ["default"],
+                                               "capacity": "spot"}])
+    assert problems == [f"{path}: $.worker_sets[0].capacity: Fargate Spot runs X86_64 tasks "
+                        "only, not ARM64: make this set \"on-demand\", or its architecture "
+                        "X86_64"]
 
 
 def test_counts_of_the_single_worker_are_capped_too(tmp_path):

@@ -180,6 +180,11 @@ DEPLOY_SETTINGS: tuple[DeploySetting, ...] = (
     DeploySetting("worker_memory", "text", "2048", "Worker task memory (MiB)."),
     DeploySetting("migrate_cpu", "text", "512", "Migrate task CPU units."),
     DeploySetting("migrate_memory", "text", "2048", "Migrate task memory (MiB)."),
+    *(DeploySetting(f"{role}_architecture", "text", "X86_64",
+                    f"CPU architecture of the {role} tasks: X86_64, or ARM64 (Graviton, about "
+                    "20% less on Fargate), which image_architectures must list"
+                    + (" (the default of a worker set's)." if role == "worker" else "."))
+      for role in ROLES),
     DeploySetting("scheduler_count", "int", 2,
                   "Scheduler tasks (1 to 10); with 2 or more, a task lost or replaced leaves "
                   "one scheduling."),
@@ -197,8 +202,8 @@ DEPLOY_SETTINGS: tuple[DeploySetting, ...] = (
                   "worker_* settings above are their defaults. Empty: one worker service, "
                   "NAME-worker, on the default queue."),
     DeploySetting("image_architectures", "list", ["X86_64"],
-                  "CPU architectures the pushed images hold (X86_64, ARM64): a worker set "
-                  "may run on these only."),
+                  "CPU architectures the pushed images hold (X86_64, ARM64): the roles' "
+                  "*_architecture and the worker sets' may name these only."),
     DeploySetting("metrics_namespace", "text", "AirflowEcs",
                   "CloudWatch namespace of the metrics."),
     DeploySetting("cloudformation_stack", "text", "",
@@ -448,8 +453,15 @@ def _check(v: dict[str, Any], origin: dict[str, str], settings_file: Path | None
     architectures = v["image_architectures"]
     need(bool(architectures) and all(a in ARCHITECTURES for a in architectures),
          "image_architectures", f"must list architectures among {', '.join(ARCHITECTURES)}")
-    need("X86_64" in architectures, "image_architectures",
-         "must include X86_64: the scheduler, webserver and migrate tasks run on it")
+    for role in ROLES:
+        key = f"{role}_architecture"
+        if v[key] not in ARCHITECTURES:
+            need(False, key, f"must be one of {', '.join(ARCHITECTURES)}")
+        else:
+            need(v[key] in architectures, key,
+                 f"is not among image_architectures {architectures}: build and push images "
+                 f"for it (docs/deploy.md, \"ARM64\"), then add {v[key]} to "
+                 "image_architectures")
     problems.extend(worker_sets_of(v, origin.get("worker_sets", ""), settings_file)[1])
     need(v["worker_min_count"] >= 1, "worker_min_count",
          "must be at least 1: the backlog per worker can't scale a service out from 0")
@@ -495,7 +507,7 @@ def worker_sets_of(v: Mapping[str, Any], origin: str,
     if not v["worker_sets"]:
         return [WorkerSet("", (), v["worker_cpu"], v["worker_memory"], v["worker_concurrency"],
                           v["worker_min_count"], v["worker_max_count"],
-                          v["worker_target_backlog"], None, "X86_64")], []
+                          v["worker_target_backlog"], None, v["worker_architecture"])], []
     if origin.startswith(ENV_PREFIX):
         base = f"{origin}: $"
     else:
@@ -561,14 +573,15 @@ def worker_sets_of(v: Mapping[str, Any], origin: str,
                 problems.append(f"{at}.{key}: {value!r} must be a number, e.g. "
                                 f"{BY_NAME[setting].default!r} (a Fargate task size)")
             size[key] = str(value)
-        architecture = raw.get("architecture", "X86_64")
-        if architecture not in ARCHITECTURES:
+        # Without its own, a set runs on worker_architecture, whose own check names it.
+        architecture = raw.get("architecture", v["worker_architecture"])
+        if "architecture" in raw and architecture not in ARCHITECTURES:
             problems.append(f"{at}.architecture: {architecture!r} must be one of "
                             f"{', '.join(ARCHITECTURES)}")
-        elif architecture not in v["image_architectures"]:
+        elif "architecture" in raw and architecture not in v["image_architectures"]:
             problems.append(f"{at}.architecture: {architecture} is not among "
                             f"image_architectures {v['image_architectures']}: build and push "
-                            f"images for it (docs/deploy.md, \"ARM64 workers\"), then add "
+                            f"images for it (docs/deploy.md, \"ARM64\"), then add "
                             f"{architecture} to image_architectures")
         capacity, capacity_problems = _capacity(raw.get("capacity", "on-demand"),
                                                 f"{at}.capacity")
