@@ -147,24 +147,40 @@ def _strip_dashes(args: list[str]) -> list[str]:
     return args[1:] if args and args[0] == "--" else args
 
 
-def _health_args(argv: Sequence[str]) -> SimpleNamespace | None:
-    """`health ROLE` without building the whole parser: ECS and Docker run the probe
-    every 30 s in every container, and building the parser is CPU each probe would pay
-    (BENCHMARKS.md, import costs). Anything else (options, a bad role) goes through the
-    parser and its errors."""
-    if len(argv) != 2 or argv[0] != "health" or argv[1].startswith("-"):
+def _fast_args(argv: Sequence[str]) -> SimpleNamespace | None:
+    """The command lines of every container start and every health probe, read without
+    argparse: `health ROLE`, `run ROLE [-- EXTRA...]` and `exec -- CMD [ARGS...]` (the
+    forms official_form writes). ECS and Docker run the probe every 30 s in every
+    container, and importing argparse and building the whole parser is CPU each probe and
+    each start would pay (BENCHMARKS.md, start-up overhead). Anything else (options, a
+    bad role, a second `--`) goes through the parser and its errors; the parser reads these
+    forms the same way (tests/unit/test_cli_official_form.py)."""
+    command, rest = (argv[0], list(argv[1:])) if argv else ("", [])
+    if command == "exec":
+        if len(rest) > 1 and rest[0] == "--" and rest[1] != "--":
+            return SimpleNamespace(command="exec", argv=rest)
+        return None
+    if command not in ("health", "run") or not rest or rest[0].startswith("-"):
+        return None
+    extra = rest[1:]
+    if (command == "health" and extra) or (command == "run" and extra and (
+            extra[0] != "--" or extra[1:2] == ["--"])):
         return None
     from entrypoint.rolenames import parse_role
 
     try:
-        return SimpleNamespace(command="health", role=parse_role(argv[1]))
+        role = parse_role(rest[0])
     except ValueError:
         return None
+    if command == "health":
+        return SimpleNamespace(command="health", role=role)
+    return SimpleNamespace(command="run", role=role, extra=extra)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _health_args(argv) or build_parser().parse_args(official_form(argv))
+    argv = official_form(argv)
+    args = _fast_args(argv) or build_parser().parse_args(argv)
     if args.command not in ("run", "exec", "health"):
         # run and exec install them inside the start-up sequence; health is short.
         from entrypoint import procs

@@ -8,7 +8,6 @@ each value is next to it and in the README.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -57,6 +56,8 @@ BUNDLE_NAME = "dags-folder"
 
 def bundle_config(settings: Settings) -> str:
     """[dag_processor] dag_bundle_config_list naming this image's bundle for the source."""
+    import json  # here, like every import a start-up that needs none of it can skip
+
     kwargs = ({"refresh_interval": settings.dags_refresh_seconds}
               if settings.dags_refresh_seconds > 0 else {})
     return json.dumps([{"name": BUNDLE_NAME, "classpath": BUNDLE_CLASSES[settings.dags_source],
@@ -183,6 +184,8 @@ def write_admin_password_file(settings: Settings, env: Mapping[str, str]) -> Pat
     path_value = env.get(SIMPLE_AUTH_MANAGER_PASSWORDS_FILE)
     if not password or not path_value or not _uses_simple_auth_manager(env):
         return None
+    import json
+
     path = Path(path_value)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     users = [u.split(":")[0] for u in

@@ -36,7 +36,6 @@ imported and no client is created.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -292,6 +291,8 @@ def _fetch_secret(aws: _Aws, secret_id: str) -> str:
 def _secret_key(name: str, ref: Reference, text: str) -> str:
     if ref.key is None:
         return text
+    import json  # here, like every import a start-up that needs none of it can skip
+
     try:
         document = json.loads(text)
     except ValueError:

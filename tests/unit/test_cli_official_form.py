@@ -64,3 +64,38 @@ def test_help_still_lists_our_commands_and_the_convention(capsys):
 def test_an_empty_command_is_a_usage_error_not_an_internal_one(monkeypatch):
     monkeypatch.setenv("AIRFLOW_ECS_DAGS_SOURCE", "image")
     assert cli.main(["exec", "--", ""]) == 78
+
+
+# What the container starts and the health probes run, each read without argparse, and what
+# only the parser reads (options, a bad role, more than one `--`).
+FAST = [["run", "worker"], ["run", "scheduler+dag-processor+triggerer", "--"],
+        ["run", "worker", "--", "-q", "heavy"],
+        ["exec", "--", "true"], ["exec", "--", "bash", "-c", "echo -- ok"],
+        ["exec", "--", "airflow", "dags", "list", "--", "x"], ["health", "scheduler"],
+        ["health", "scheduler + triggerer"]]
+PARSER_ONLY = [["run"], ["run", "-h"], ["run", "nosuchrole"], ["run", "worker", "x"],
+               ["run", "worker", "--", "--", "x"], ["exec"], ["exec", "--"],
+               ["exec", "true"], ["exec", "--", "--", "true"], ["health"],
+               ["health", "worker", "extra"], ["health", "--help"], ["health", "nope"],
+               ["check"], ["secrets"], ["sync-dags", "--loop"], ["--version"]]
+
+
+def _meaning(args):
+    """What _dispatch reads of the arguments."""
+    out = {"command": args.command, "role": getattr(args, "role", None)}
+    for name in ("extra", "argv"):
+        if hasattr(args, name):
+            out[name] = cli._strip_dashes(getattr(args, name))
+    return out
+
+
+@pytest.mark.parametrize("argv", FAST)
+def test_the_fast_path_reads_a_line_as_the_parser_does(argv):
+    fast = cli._fast_args(argv)
+    assert fast is not None, argv
+    assert _meaning(fast) == _meaning(cli.build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize("argv", PARSER_ONLY)
+def test_other_lines_go_through_the_parser(argv):
+    assert cli._fast_args(argv) is None

@@ -75,7 +75,7 @@ def test_without_the_row_the_role_is_unknown(no_programs_on_path):
     with pytest.raises(ValueError, match="unknown role 'dummy-job'"):
         rolenames.parse_role("dummy-job")
     assert cli.official_form(["dummy-job"]) == ["exec", "--", "airflow", "dummy-job"]
-    assert cli._health_args(["health", "dummy-job"]) is None
+    assert cli._fast_args(["health", "dummy-job"]) is None
 
 
 def test_the_command_line_parses_the_new_role(dummy_roles, no_programs_on_path):
@@ -91,7 +91,7 @@ def test_the_command_line_parses_the_new_role(dummy_roles, no_programs_on_path):
     assert parser.parse_args(["run", "dummy-http"]).role == "dummy-http"
     assert parser.parse_args(["check", "dummy-job+worker"]).role == "dummy-job+worker"
     assert "dummy-job" in parser.format_help() and "dummy serve" in parser.format_help()
-    assert cli._health_args(["health", "scheduler+dummy-job"]).role == "scheduler+dummy-job"
+    assert cli._fast_args(["health", "scheduler+dummy-job"]).role == "scheduler+dummy-job"
 
     # The official image's form: the role's Airflow command starts the role...
     assert cli.official_form(["dummy-job", "-v"]) == ["run", "dummy-job", "--", "-v"]
