@@ -25,7 +25,6 @@ AIRFLOW__API_AUTH__JWT_SECRET, shared the same way.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -231,6 +230,8 @@ def sync_admin(settings: Settings, env: Mapping[str, str]) -> str:
 
     The password reaches the child in its environment, never in its arguments.
     """
+    import subprocess  # here, like every import a start-up that needs none of it can skip
+
     mask(env.get(ADMIN_PASSWORD_VAR))  # whatever its source, never shown from the output below
     mask(env.get(SERVICE_ACCOUNT_PASSWORD_VAR))
     lock_wait = settings.wait_timeout

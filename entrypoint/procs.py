@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import subprocess
 import threading
 from collections.abc import Mapping, Sequence
-from types import FrameType
+from typing import TYPE_CHECKING
 
 from entrypoint.errors import Terminated
+
+if TYPE_CHECKING:
+    # Imported where a child is started: every start-up installs the signal handlers
+    # below, and most start no child.
+    import subprocess
+    from types import FrameType
 
 _children: set[subprocess.Popen[bytes]] = set()
 _lock = threading.Lock()
@@ -24,6 +29,8 @@ _lock = threading.Lock()
 def _start(argv: Sequence[str], env: Mapping[str, str] | None, cwd: str | None,
            input_bytes: bytes | None) -> subprocess.Popen[bytes]:
     """argv in a session (and process group) of its own, output captured."""
+    import subprocess
+
     return subprocess.Popen(
         list(argv), env=dict(env) if env is not None else None, cwd=cwd,
         stdin=subprocess.PIPE if input_bytes is not None else subprocess.DEVNULL,
@@ -35,6 +42,8 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: floa
         cwd: str | None = None,
         input_bytes: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run argv (never through a shell), capturing output; the child is reaped on TERM."""
+    import subprocess
+
     proc = _start(argv, env, cwd, input_bytes)
     with _lock:
         _children.add(proc)
@@ -52,6 +61,8 @@ def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: floa
 
 
 def _stop(proc: subprocess.Popen[bytes], grace: float = 3.0) -> None:
+    import subprocess
+
     with contextlib.suppress(ProcessLookupError):
         proc.terminate()
     try:
@@ -91,6 +102,8 @@ def run_group(argv: Sequence[str], env: Mapping[str, str] | None = None,
     and `ssh`, which carry its credentials in their environment): the child leads a new
     process group, and the whole group is stopped when the child ends, times out, or a
     SIGTERM interrupts the wait, so no helper outlives it."""
+    import subprocess
+
     proc = _start(argv, env, cwd, input_bytes)
     with _lock:
         _groups.add(proc)
@@ -112,6 +125,7 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float = 1.0) -> None:
     """Stop every process of the group proc leads: TERM, then KILL after grace seconds
     for whatever is left (the group outlives its leader while any helper runs)."""
     import os
+    import subprocess
 
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
