@@ -38,7 +38,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from entrypoint.log import mask, mask_url, redact
 from entrypoint.running_env import scratch_dir
@@ -294,12 +294,19 @@ def start_in_worker(environ: Mapping[str, str], app: Any,
 
 
 # --- the probe's side ---------------------------------------------------------------------
-class Verdict(NamedTuple):
+class Verdict:
     """healthy None: the record cannot speak for the worker; `reason` says why ("" when
-    there is none), and the probe pings the worker itself."""
+    there is none), and the probe pings the worker itself. (A plain class: creating a
+    NamedTuple class costs every probe at import.)"""
 
-    healthy: bool | None
-    reason: str
+    __slots__ = ("healthy", "reason")
+
+    def __init__(self, healthy: bool | None, reason: str) -> None:
+        self.healthy = healthy
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"Verdict({self.healthy!r}, {self.reason!r})"
 
 
 def _alive(pid: int, pid_start: object) -> str | None:

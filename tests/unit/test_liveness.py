@@ -133,7 +133,8 @@ def record(tmp_path, now, **fields):
 
 def test_judge_fresh_stale_and_failing(tmp_path):
     env, now = env_for(tmp_path), 1_800_000_000.0
-    assert liveness.judge(env, NODE, now) == (None, "")  # no record: no verdict
+    verdict = liveness.judge(env, NODE, now)
+    assert (verdict.healthy, verdict.reason) == (None, "")  # no record: no verdict
     record(tmp_path, now)
     verdict = liveness.judge(env, NODE, now)
     assert verdict.healthy is True and "answered its own ping" in verdict.reason
@@ -156,8 +157,9 @@ def test_judge_fresh_stale_and_failing(tmp_path):
     assert verdict.healthy is False and "stopped or stuck" in verdict.reason
     # Not one answer yet: a young worker gets the direct ping, an old one is unhealthy.
     record(tmp_path, now, started=now - 3, last_success=None)
-    assert liveness.judge(env, NODE, now) == (None, f"{NODE} has not answered its own "
-                                                    "pings yet")
+    verdict = liveness.judge(env, NODE, now)
+    assert (verdict.healthy, verdict.reason) == (None, f"{NODE} has not answered its own "
+                                                       "pings yet")
     record(tmp_path, now, started=now - 60, last_success=None, last_error="NoAnswer: none")
     verdict = liveness.judge(env, NODE, now)
     assert verdict.healthy is False and "since it started 60s ago" in verdict.reason
