@@ -4,8 +4,8 @@ ECS runs `airflow-ecs health worker` every 30 s in every worker container. A
 probe that pings the worker itself is a new interpreter importing kombu and
 redis-py each time (BENCHMARKS.md, health probe cost). The long-lived worker
 already has them loaded, so a thread in its main process sends the same ping
-(`app.control.ping` to its own node name, through the broker, answered by
-the worker's consumer like any remote ping) every AIRFLOW_ECS_WORKER_PING_SECONDS,
+(what `app.control.ping` sends, to its own node name, through the broker,
+answered by the worker's consumer like any remote ping) every AIRFLOW_ECS_WORKER_PING_SECONDS,
 and after each one replaces a small JSON record (`record_path`). The probe
 (`judge`) only reads that record: a live worker process whose own pings
 went through the broker and back recently is healthy, with the same meaning
@@ -220,18 +220,26 @@ class Liveness:
 
 
 class CeleryPing:
-    """`app.control.ping` to one node, on a connection of its own, kept between pings.
+    """A Celery ping to one node, through the broker, on a connection of its own.
 
-    Celery's public control API; the connection is this thread's alone (the
-    worker's pool connections are not shared across threads), made with every
-    socket wait bounded by the ping's timeout, and dropped after a failure so
-    the next ping reconnects.
+    The same messages as `app.control.ping(destination=[node])` (Celery's control
+    API is a thin layer over kombu's pidbox Mailbox), sent through kombu's
+    documented `Mailbox.call` on this thread's own connection: Celery's control
+    would publish through the app's shared producer pool, whose sockets have no
+    timeout, where this connection waits at most `timeout` for each step. The
+    connection is kept between pings and dropped after a failure, so the next
+    ping reconnects.
     """
 
     def __init__(self, app: Any, node: str, timeout: float = PING_TIMEOUT):
+        from kombu.pidbox import Mailbox
+
         self.app = app
         self.node = node
         self.timeout = timeout
+        # The exchange the worker's own mailbox listens on (Celery's control_exchange).
+        self.mailbox = Mailbox(app.conf.control_exchange, type="fanout",  # type: ignore[no-untyped-call]
+                               accept=["json"])
         self.connection: Any = None
 
     def __call__(self) -> None:
@@ -241,8 +249,8 @@ class CeleryPing:
                 transport_options={"socket_timeout": self.timeout,
                                    "socket_connect_timeout": self.timeout, "max_retries": 1})
         try:
-            replies = self.app.control.ping(destination=[self.node], timeout=self.timeout,
-                                            connection=self.connection) or []
+            replies = self.mailbox(self.connection).call([self.node], "ping",
+                                                         timeout=self.timeout) or []
         except BaseException:
             self.close()
             raise
