@@ -58,8 +58,10 @@ STALE_INTERVALS = 3
 # attempts against a broker that is down, yet the recovery is seen one interval later
 # at most, and the record is still rewritten well within the staleness limit.
 BACKOFF_FACTOR = 2
-# A failure that keeps repeating the same error is logged again only this often.
+# A failure that keeps repeating the same error is logged again only this often, and one
+# with another error (a refused connection, then a timeout...) at most this often.
 LOG_EVERY = 300.0
+LOG_CHANGE_EVERY = 60.0
 
 
 def record_path(env: Mapping[str, str]) -> str:
@@ -190,6 +192,10 @@ class Liveness:
         try:
             write_record(self.path, self.record())
         except (OSError, TypeError, ValueError) as exc:
+            # An older record left in place would soon read as a stuck worker: without
+            # one, the probe pings the worker itself.
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
             self._log("record", f"cannot write {self.path} (the health probe then pings "
                                 f"the worker itself; {self.path}'s folder must be writable): "
                                 f"{type(exc).__name__}: {exc}")
@@ -198,10 +204,12 @@ class Liveness:
         return self.interval * (BACKOFF_FACTOR if self.failures else 1)
 
     def _log(self, what: str, message: str) -> None:
-        """Log a failure when it is new or differs, and a repeated one every LOG_EVERY."""
+        """Log the first failure; then one with another message every LOG_CHANGE_EVERY, the
+        same one every LOG_EVERY, at most."""
         now = time.monotonic()
         last = self.logged.get(what)
-        if last is not None and last[0] == message and now - last[1] < LOG_EVERY:
+        if last is not None and now - last[1] < (LOG_EVERY if last[0] == message
+                                                 else LOG_CHANGE_EVERY):
             return
         self.logged[what] = (message, now)
         logger.warning("worker liveness: %s%s", message,

@@ -121,6 +121,30 @@ def test_a_record_that_cannot_be_written_is_logged_and_the_pings_go_on(tmp_path,
     assert caplog.text.count("cannot write") == 1
 
 
+def test_a_record_that_can_no_longer_be_replaced_is_removed(tmp_path, monkeypatch):
+    path = liveness.record_path(env_for(tmp_path))
+    worker = liveness.Liveness(Pings(), path, NODE, "redis://broker", 1.0)
+    worker.step()
+    assert os.path.exists(path)
+
+    def refuse(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(liveness.os, "replace", refuse)
+    worker.step()
+    assert not os.path.exists(path)  # the probe pings the worker itself, not a stale record
+
+
+def test_changing_errors_are_logged_once_a_minute_at_most(tmp_path, caplog):
+    pings = Pings()
+    worker = liveness.Liveness(pings, liveness.record_path(env_for(tmp_path)), NODE,
+                               "redis://broker", 1.0)
+    for n in range(20):
+        pings.error = TimeoutError(f"attempt {n} timed out")
+        worker.step()
+    assert caplog.text.count("did not answer its own ping") == 1
+
+
 def record(tmp_path, now, **fields):
     values = {"pid": os.getpid(), "pid_start": liveness.process_start(os.getpid()),
               "node": NODE, "broker": "redis://:****@broker:6379/0", "interval": 10.0,
