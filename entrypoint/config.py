@@ -301,6 +301,10 @@ class Settings:
     protection_idle_seconds: int = integer(
         60, 0, 86400, "Idle time after the last task before a worker clears its protection.",
         "300")
+    worker_ping_seconds: int = integer(
+        10, 0, 60, "Seconds between two pings a worker sends itself through the broker; its "
+        "health probe reads their outcome instead of pinging it. 0: no such pings, the probe "
+        "pings the worker through the broker itself.", "10")
     metrics_interval: float = number(
         60.0, 1, 3600, "Seconds between two publications of the metrics role.", "30")
     metrics_namespace: str = text(

@@ -29,7 +29,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from entrypoint import procs
+from entrypoint import procs, running_env
 from entrypoint.airflow_names import AUTH_MANAGER
 from entrypoint.config import (
     ADMIN_PASSWORD_VAR,
@@ -62,11 +62,7 @@ def uses_fab(env: Mapping[str, str]) -> bool:
 
 
 def scratch_dir() -> Path:
-    # /tmp is a writable scratch volume in every task definition; the root
-    # filesystem is read-only. TMPDIR as tempfile.gettempdir() reads it, without
-    # the import and the test file it writes in each candidate directory: a few
-    # milliseconds of every start-up.
-    return Path(os.environ.get("TMPDIR") or "/tmp") / "airflow-ecs"  # noqa: S108
+    return Path(running_env.scratch_dir(os.environ))
 
 
 def config_path(settings: Settings) -> Path:

@@ -76,9 +76,14 @@ class HttpGet(_Row):
 
 
 class CeleryPing(_Row):
-    """Healthy while this host's Celery worker answers a ping sent to it alone."""
+    """Healthy while this host's Celery worker answers a ping sent to it alone through the
+    broker: the worker pings itself every interval_var seconds and records the outcome,
+    which the probe reads; without a usable record, the probe sends the ping."""
 
-    __slots__ = ()
+    __slots__ = ("interval_var",)
+
+    def __init__(self, interval_var: str) -> None:
+        self.interval_var = interval_var
 
 
 HealthProbe = Heartbeat | HttpGet | CeleryPing
@@ -174,7 +179,7 @@ TABLE: tuple[Role, ...] = (
     Role("worker", command=("celery", "worker"),
          needs=(DB_URL, BROKER_URL, RESULT_BACKEND, EXECUTION_API_URL, *SHARED_KEYS),
          waits_for=frozenset({REDIS, DB, SCHEMA, EXECUTION_API}),
-         health=CeleryPing(),
+         health=CeleryPing("AIRFLOW_ECS_WORKER_PING_SECONDS"),
          groupable=True, checked_by_default=True, warm_shutdown=True),
     Role("flower", command=("celery", "flower"),
          needs=(BROKER_URL,),

@@ -9,9 +9,12 @@ Each role's row in the role table (rolenames.TABLE) says which probe it gets:
   this host has a fresh heartbeat in the metadata database (Airflow's own
   thresholds, judged by the database's clock so container clocks don't matter);
 - an HTTP GET (webserver, flower): its health endpoint answers on 127.0.0.1;
-- a Celery ping (worker): a ping addressed to this worker only answers. The
-  ping is handled by the worker's consumer, not by a pool slot, so a worker
-  whose every slot is busy stays healthy.
+- a Celery ping (worker): a ping addressed to this worker only, through the
+  broker, answers. The worker sends it to itself every few seconds and records
+  the outcome, which the probe reads (entrypoint.worker.liveness); without a
+  usable record the probe sends it. The ping is handled by the worker's
+  consumer, not by a pool slot, so a worker whose every slot is busy stays
+  healthy.
 
 With DAGs synced from git or S3, the result also says how fresh the DAGs
 are; no successful sync at all is unhealthy, staleness alone is reported
@@ -406,6 +409,27 @@ def worker_name() -> str:
 
 
 def celery_ping(env: Mapping[str, str], deadline: float | None = None) -> HealthResult:
+    """This worker's answer to a ping through the broker: its own pings' record, read.
+
+    The worker pings itself every AIRFLOW_ECS_WORKER_PING_SECONDS and records the
+    outcome (entrypoint.worker.liveness): reading it costs no broker connection
+    and no kombu import. When the record cannot speak for the worker (none yet,
+    pings turned off, a worker started without our Celery configuration, a
+    corrupt record, its process gone), the probe pings the worker itself, and
+    says why it did.
+    """
+    from entrypoint.worker import liveness
+
+    verdict = liveness.judge(env, worker_name())
+    if verdict.healthy is not None:
+        return HealthResult(verdict.healthy, f"worker: {verdict.reason}")
+    result = direct_ping(env, deadline)
+    if verdict.reason:
+        return HealthResult(result.healthy, f"{result.reason} ({verdict.reason})")
+    return result
+
+
+def direct_ping(env: Mapping[str, str], deadline: float | None = None) -> HealthResult:
     """Ping this worker only, through the broker, as `celery inspect ping -d` does.
 
     Celery's control API is a thin layer over kombu's pidbox mailbox (namespace

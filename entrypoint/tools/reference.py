@@ -68,7 +68,9 @@ def _probe(probe: rolenames.HealthProbe | None) -> str:
     if isinstance(probe, rolenames.HttpGet):
         return f"HTTP GET `{probe.path}` on `{probe.port_var}` (default {probe.default_port})"
     if isinstance(probe, rolenames.CeleryPing):
-        return "a Celery ping to this worker alone"
+        return (f"a Celery ping to this worker alone through the broker, sent by the worker "
+                f"itself every `{probe.interval_var}` s and read from its record (without a "
+                "usable record, sent by the probe)")
     return "none"
 
 

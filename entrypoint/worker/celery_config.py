@@ -27,6 +27,10 @@ Airflow loads this module (through `[celery] celery_config_options`)
 wherever it builds its Celery app, scheduler and worker alike, so importing
 Airflow here is fine; the shutdown hook only fires in a worker.
 
+In a worker it also pings the worker's own node through the broker every
+AIRFLOW_ECS_WORKER_PING_SECONDS and records the outcome for the health probe
+(entrypoint.worker.liveness), which then has no ping of its own to send.
+
 In every process that loads it, the scheduler above all, Celery's database result
 backend keeps one pooled engine instead of connecting anew for each state query
 (entrypoint.worker.result_engine).
@@ -40,11 +44,24 @@ import threading
 from collections.abc import Mapping
 
 from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
-from celery.signals import worker_init, worker_ready, worker_shutting_down
+from celery.signals import (
+    celeryd_after_setup,
+    worker_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from entrypoint import config, private_apis
 from entrypoint.errors import ConfigError
-from entrypoint.worker import first_heartbeat, preload, protection, result_engine, task_exit
+from entrypoint.worker import (
+    first_heartbeat,
+    liveness,
+    preload,
+    protection,
+    result_engine,
+    task_exit,
+)
 
 STOP_MARGIN_SECONDS = 10
 
@@ -97,3 +114,29 @@ def _start_scale_in_protection(**_: object) -> None:
     from celery.worker import state
 
     protection.start_in_worker(os.environ, lambda: len(state.active_requests))
+
+
+_liveness: threading.Event | None = None
+_node: tuple[object, str] | None = None  # the worker's app and node name
+
+
+@celeryd_after_setup.connect  # type: ignore[untyped-decorator]  # Celery is untyped
+def _learn_node(sender: str = "", instance: object = None, **_: object) -> None:
+    # Documented: the sender is the worker's node name, instance the worker.
+    global _node
+    app = getattr(instance, "app", None)
+    if sender and app is not None:
+        _node = (app, str(sender))
+
+
+@worker_ready.connect  # type: ignore[untyped-decorator]  # Celery is untyped
+def _start_liveness(**_: object) -> None:
+    global _liveness
+    if _liveness is None and _node is not None:
+        _liveness = liveness.start_in_worker(os.environ, *_node)
+
+
+@worker_shutdown.connect  # type: ignore[untyped-decorator]  # Celery is untyped
+def _stop_liveness(**_: object) -> None:
+    if _liveness is not None:
+        _liveness.set()

@@ -20,6 +20,7 @@ from tests.support.servers import free_port
 from tests.support.waiting import wait_until
 
 BIN = str(Path(sys.executable).parent / "airflow-ecs")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -103,8 +104,13 @@ def test_webserver_probe():
         server.shutdown()
 
 
-def start_worker(broker, node=None, concurrency=1):
-    env = {**os.environ, "AIRFLOW__CELERY__BROKER_URL": broker, "PYTHONPATH": str(APP_DIR)}
+def start_worker(broker, node=None, concurrency=1, scratch=None):
+    # Pings of its own turned off, in a scratch folder of its own: these tests are about
+    # the probe's own ping (tests/integration/test_worker_liveness.py: the worker's).
+    env = {**os.environ, "AIRFLOW__CELERY__BROKER_URL": broker,
+           "PYTHONPATH": f"{APP_DIR}{os.pathsep}{ROOT}", "AIRFLOW_ECS_WORKER_PING_SECONDS": "0"}
+    if scratch:
+        env["TMPDIR"] = str(scratch)
     args = [sys.executable, "-m", "celery", "-A", "shutdown_app", "worker", "--loglevel",
             "WARNING", "--concurrency", str(concurrency)]
     if node:
@@ -123,8 +129,8 @@ def wait_healthy(env, want=True, timeout=60):
 def test_worker_ping_only_this_worker_and_busy_is_healthy(redis_server, tmp_path):
     broker = redis_server.url(db=8)
     redis.Redis.from_url(broker).flushdb()
-    env = {"AIRFLOW__CELERY__BROKER_URL": broker}
-    other = start_worker(broker, node="someone-else@elsewhere")
+    env = {"AIRFLOW__CELERY__BROKER_URL": broker, "TMPDIR": str(tmp_path)}
+    other = start_worker(broker, node="someone-else@elsewhere", scratch=tmp_path)
     try:
         time.sleep(3)
         result = health.probe("worker", env)
@@ -132,9 +138,9 @@ def test_worker_ping_only_this_worker_and_busy_is_healthy(redis_server, tmp_path
     finally:
         other.terminate()
         other.wait(30)
-    worker = start_worker(broker, concurrency=1)
+    worker = start_worker(broker, concurrency=1, scratch=tmp_path)
     try:
-        assert wait_healthy(env).healthy
+        assert " answered a ping in " in wait_healthy(env).reason
         celery_producer.send(broker, "shutdown_app.sleep", [30, str(tmp_path)])
         wait_until(lambda: any(tmp_path.glob("started-*")), "the task to start", timeout=30,
                    interval=0.2)
@@ -149,7 +155,7 @@ def test_worker_ping_only_this_worker_and_busy_is_healthy(redis_server, tmp_path
     assert not wait_healthy(env, want=False, timeout=20).healthy
 
 
-def test_worker_probe_imports_neither_celery_nor_otel_nor_yaml(redis_server):
+def test_worker_probe_imports_neither_celery_nor_otel_nor_yaml(redis_server, tmp_path):
     broker = redis_server.url(db=9)
     code = ("import sys; from entrypoint.cli import main; rc = main(['health', 'worker']); "
             "bad = [m for m in ('celery', 'airflow', 'opentelemetry.sdk.metrics', "
@@ -157,7 +163,8 @@ def test_worker_probe_imports_neither_celery_nor_otel_nor_yaml(redis_server):
             "from kombu.utils import compat; "
             "print('IMPORTED', bad, 'PLUGINS', compat.entrypoints.__name__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env={**os.environ, "AIRFLOW__CELERY__BROKER_URL": broker})
+                            env={**os.environ, "AIRFLOW__CELERY__BROKER_URL": broker,
+                                 "TMPDIR": str(tmp_path)})  # no worker's record there
     # kombu's plugin search is given back once the probe has imported kombu.
     assert "IMPORTED [] PLUGINS entrypoints" in result.stdout, result.stdout + result.stderr
     assert "did not answer a ping" in result.stdout + result.stderr  # no worker: unhealthy
