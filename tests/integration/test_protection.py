@@ -113,7 +113,9 @@ def test_real_worker_protects_its_task_while_it_runs(agent, redis_server, tmp_pa
     redis.Redis.from_url(broker).flushdb()
     env = {**os.environ, "AIRFLOW__CELERY__BROKER_URL": broker, "ECS_AGENT_URI": agent.uri,
            "AIRFLOW_ECS_PROTECTION_MINUTES": "1", "AIRFLOW_ECS_PROTECTION_IDLE_SECONDS": "2",
-           "PYTHONPATH": str(APP_DIR)}
+           "PYTHONPATH": str(APP_DIR),
+           # Its liveness record in the test's folder, not in this machine's /tmp/airflow-ecs.
+           "TMPDIR": str(tmp_path)}
     log = tmp_path / "worker.log"
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "shutdown_app", "worker", "--loglevel", "INFO",

@@ -26,7 +26,9 @@ def start_worker(broker: str, stop_timeout: int, log: Path) -> subprocess.Popen:
     env = {**os.environ, "AIRFLOW__CELERY__BROKER_URL": broker,
            "AIRFLOW_ECS_STOP_TIMEOUT": str(stop_timeout),
            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "3600",
-           "PYTHONPATH": str(APP_DIR)}
+           "PYTHONPATH": str(APP_DIR),
+           # Its liveness record beside its log, not in this machine's /tmp/airflow-ecs.
+           "TMPDIR": str(log.parent)}
     return subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "shutdown_app", "worker", "--loglevel", "INFO",
          "--pool", "prefork", "--hostname", f"shutdown-{time.time_ns()}@%h"],

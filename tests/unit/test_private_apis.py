@@ -179,7 +179,8 @@ def test_kombus_plugin_search_is_answered_within_the_block_and_restored():
     assert compat.entrypoints is original
 
 
-def test_a_broken_kombu_makes_the_worker_probe_unknown_not_unhealthy(monkeypatch, capsys):
+def test_a_broken_kombu_makes_the_worker_probe_unknown_not_unhealthy(monkeypatch, capsys,
+                                                                      tmp_path):
     """The probe's ping goes through kombu's documented Mailbox.call, which relies on
     kombu's own internals; those changing must not turn a healthy worker unhealthy."""
     from kombu.pidbox import Mailbox
@@ -187,7 +188,9 @@ def test_a_broken_kombu_makes_the_worker_probe_unknown_not_unhealthy(monkeypatch
     from entrypoint.cli import main
     from entrypoint.probe import health
 
-    env = {"AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:1/0"}
+    # TMPDIR: no worker's liveness record there, so the probe pings (this machine's /tmp may
+    # hold one of another worker).
+    env = {"AIRFLOW__CELERY__BROKER_URL": "redis://127.0.0.1:1/0", "TMPDIR": str(tmp_path)}
     # The machinery intact, nothing listening: a real failure, reported as one.
     assert not health.probe("worker", env).healthy
     monkeypatch.delattr(Mailbox, "_broadcast")
@@ -197,6 +200,7 @@ def test_a_broken_kombu_makes_the_worker_probe_unknown_not_unhealthy(monkeypatch
     assert "kombu API changed (AttributeError: " in result.reason
     assert result.reason.endswith("; health unknown")
     monkeypatch.setenv("AIRFLOW__CELERY__BROKER_URL", env["AIRFLOW__CELERY__BROKER_URL"])
+    monkeypatch.setenv("TMPDIR", env["TMPDIR"])
     monkeypatch.setenv("AIRFLOW_ECS_ROLE_ENV", "1")  # this environment, not another role's
     assert main(["health", "worker"]) == 0
     assert capsys.readouterr().out.startswith("healthy: worker: probe could not check")
