@@ -40,6 +40,7 @@ from entrypoint.config import (
     oidc_discovery_url,
 )
 from entrypoint.errors import ConfigError, MigrationError, WaitTimeout
+from entrypoint.files import replace_private
 from entrypoint.log import log, mask, redact
 
 FAB_AUTH_MANAGER = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
@@ -174,13 +175,7 @@ def write_config(settings: Settings) -> Path | None:
         return None
     path = config_path(settings)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # Written beside and renamed into place: a reader never sees half a file.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(render_config(settings))
-    os.replace(temporary, path)
+    replace_private(path, render_config(settings))
     return path
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 from entrypoint.config import Settings
 from entrypoint.errors import DagSyncError
+from entrypoint.files import replace_private
 from entrypoint.log import log, mask_url, redact
 
 STATUS_FILE = "status.json"
@@ -282,16 +283,10 @@ def write_status(settings: Settings, status: Status) -> None:
     data = asdict(status)
     if data["last_error"]:
         data["last_error"] = scrub(data["last_error"])
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary.unlink(missing_ok=True)
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(data))
-        os.replace(temporary, path)
+        replace_private(path, json.dumps(data))
     except OSError as exc:
-        temporary.unlink(missing_ok=True)
         raise DagSyncError(f"cannot write the DAG sync status {path}: {exc.strerror}; "
                            "AIRFLOW_ECS_DAGS_STATE_DIR must be a writable folder") from None
 

@@ -97,24 +97,13 @@ def process_start(pid: int) -> str | None:
 def write_record(path: str, record: Mapping[str, Any]) -> None:
     """Replace the record at path at once: readers see the old one or the new one whole.
 
-    A temporary file in the same directory (os.replace is atomic within one
-    filesystem), mode 0600 (mkstemp's) in a 0700 directory: the probe runs as the
-    worker's user. No fsync: the readers share this kernel, and a record that did
-    not survive a crash belongs to a process that is gone.
+    Mode 0600 in a 0700 directory: the probe runs as the worker's user. A record
+    that did not survive a crash belongs to a process that is gone.
     """
-    import tempfile
+    from entrypoint.files import replace_private
 
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".liveness-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as out:
-            json.dump(record, out)
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    replace_private(path, json.dumps(record))
 
 
 class NoAnswer(Exception):
