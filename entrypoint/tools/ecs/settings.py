@@ -454,14 +454,8 @@ def _check(v: dict[str, Any], origin: dict[str, str], settings_file: Path | None
     need(bool(architectures) and all(a in ARCHITECTURES for a in architectures),
          "image_architectures", f"must list architectures among {', '.join(ARCHITECTURES)}")
     for role in ROLES:
-        key = f"{role}_architecture"
-        if v[key] not in ARCHITECTURES:
-            need(False, key, f"must be one of {', '.join(ARCHITECTURES)}")
-        else:
-            need(v[key] in architectures, key,
-                 f"is not among image_architectures {architectures}: build and push images "
-                 f"for it (docs/deploy.md, \"ARM64\"), then add {v[key]} to "
-                 "image_architectures")
+        fix = _architecture_fix(v[f"{role}_architecture"], architectures)
+        need(fix is None, f"{role}_architecture", fix or "")
     problems.extend(worker_sets_of(v, origin.get("worker_sets", ""), settings_file)[1])
     need(v["worker_min_count"] >= 1, "worker_min_count",
          "must be at least 1: the backlog per worker can't scale a service out from 0")
@@ -575,14 +569,10 @@ def worker_sets_of(v: Mapping[str, Any], origin: str,
             size[key] = str(value)
         # Without its own, a set runs on worker_architecture, whose own check names it.
         architecture = raw.get("architecture", v["worker_architecture"])
-        if "architecture" in raw and architecture not in ARCHITECTURES:
-            problems.append(f"{at}.architecture: {architecture!r} must be one of "
-                            f"{', '.join(ARCHITECTURES)}")
-        elif "architecture" in raw and architecture not in v["image_architectures"]:
-            problems.append(f"{at}.architecture: {architecture} is not among "
-                            f"image_architectures {v['image_architectures']}: build and push "
-                            f"images for it (docs/deploy.md, \"ARM64\"), then add "
-                            f"{architecture} to image_architectures")
+        fix = _architecture_fix(architecture, v["image_architectures"])
+        if "architecture" in raw and fix:
+            shown = architecture if architecture in ARCHITECTURES else repr(architecture)
+            problems.append(f"{at}.architecture: {shown} {fix}")
         capacity, capacity_problems = _capacity(raw.get("capacity", "on-demand"),
                                                 f"{at}.capacity")
         problems.extend(capacity_problems)
@@ -599,6 +589,17 @@ def worker_sets_of(v: Mapping[str, Any], origin: str,
                                   counts["max_count"], counts["target_backlog"], capacity,
                                   architecture))
     return sets, problems
+
+
+def _architecture_fix(architecture: Any, images: list[str]) -> str | None:
+    """What is wrong with a role's or a set's architecture, as the fix; None when it fits."""
+    if architecture not in ARCHITECTURES:
+        return f"must be one of {', '.join(ARCHITECTURES)}"
+    if architecture not in images:
+        return (f"is not among image_architectures {images}: build and push images for it "
+                f"(docs/deploy.md, \"ARM64\"), then add {architecture} to "
+                "image_architectures")
+    return None
 
 
 def _capacity(value: Any, at: str) -> tuple[tuple[tuple[tuple[str, Any], ...], ...],
