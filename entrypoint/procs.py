@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import subprocess
     from types import FrameType
 
+    import psutil
+
 _children: set[subprocess.Popen[bytes]] = set()
 _lock = threading.Lock()
 
@@ -140,10 +142,48 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float = 1.0) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     if proc.poll() is None:
         proc.wait()
+    _await_group_gone(proc.pid, grace)
     for stream in (proc.stdout, proc.stderr, proc.stdin):
         if stream is not None:
             with contextlib.suppress(OSError):
                 stream.close()
+
+
+def _await_group_gone(pgid: int, limit: float) -> None:
+    """Return once no member of the group is still running, or after limit seconds.
+
+    A killed helper is not gone when `killpg` returns: on a busy machine it can still be
+    exiting, its command line and environment (which carry a token) readable in /proc.
+    A member that has exited but waits for PID 1 to reap it holds nothing: it is not
+    waited for (the sandbox's or the host's init may reap late; tini reaps at once)."""
+    import os
+    import time
+
+    import psutil
+
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return  # no member at all (or the id names another user's group now)
+        if not any(_running_member(process, pgid) for process in psutil.process_iter()):
+            return
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.005)
+
+
+def _running_member(process: psutil.Process, pgid: int) -> bool:
+    import os
+
+    import psutil
+
+    try:
+        return os.getpgid(process.pid) == pgid and process.status() not in (
+            psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except (ProcessLookupError, psutil.Error):
+        return False
 
 
 def terminate_groups() -> None:
