@@ -59,11 +59,16 @@ def test_celery_executor_imports_and_dependencies_are_consistent():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1].startswith("5.6.")
     # pip check, in the build stage that holds the very same venv (the final image has no pip).
-    docker("build", "-q", "--target", "deps", "-f", "images/base/Dockerfile", "-t",
-           "airflow-ecs-test/deps:check", "--build-arg", "BASE_IMAGE=debian:trixie-slim",
-           str(ROOT))
-    check = docker("run", "--rm", "airflow-ecs-test/deps:check", "python3", "-m", "pip",
-                   "--python", "/opt/airflow/venv/bin/python", "check", check=False)
+    # The stage is a parent of the build stage `make build` keeps: removing the tag
+    # afterwards untags it, and a later lock change leaves no unnamed copy behind.
+    tag = "airflow-ecs-test/deps:check"
+    try:
+        docker("build", "-q", "--target", "deps", "-f", "images/base/Dockerfile", "-t", tag,
+               "--build-arg", "BASE_IMAGE=debian:trixie-slim", str(ROOT))
+        check = docker("run", "--rm", tag, "python3", "-m", "pip",
+                       "--python", "/opt/airflow/venv/bin/python", "check", check=False)
+    finally:
+        docker("image", "rm", tag, check=False)
     assert check.returncode == 0, check.stdout + check.stderr
 
 
@@ -154,7 +159,13 @@ def test_build_context_keeps_tests_and_caches_out():
         dockerfile = Path(tmp) / "Dockerfile"
         dockerfile.write_text("FROM debian:trixie-slim\nCOPY . /ctx\n"
                               "RUN find /ctx -maxdepth 2 | sort\n")
-        out = docker("build", "--no-cache", "-f", str(dockerfile), str(ROOT))
+        iidfile = Path(tmp) / "image-id"
+        try:
+            out = docker("build", "--no-cache", "--iidfile", str(iidfile), "-f",
+                         str(dockerfile), str(ROOT))
+        finally:  # the listing image is of no use afterwards: none is left behind
+            if iidfile.exists():
+                docker("image", "rm", "--force", iidfile.read_text().strip())
     text = out.stdout + out.stderr
     for unwanted in ("/ctx/tests", "/ctx/.venv", "/ctx/.git", "__pycache__", "/ctx/bench",
                      "/ctx/.local", "/ctx/build/logs", "/ctx/compose.yaml"):
