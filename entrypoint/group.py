@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -80,19 +81,22 @@ def run_group(programs: Sequence[Program], env: Mapping[str, str]) -> int:
     from supervisor import supervisord
 
     rundir = Path(tempfile.mkdtemp(prefix="airflow-ecs-group-"))
-    conf = rundir / "supervisord.conf"
-    conf.write_text(render_config(programs, rundir))
-    os.environ.clear()
-    os.environ.update(env)
-    log.info("starting process group %s under supervisord",
-             "+".join(p.name for p in programs))
-    supervisord.main(["-c", str(conf)])
-    failed = rundir / FAILED_FILE
-    if failed.exists():
-        log.error("process group stopped because a program failed: %s",
-                  failed.read_text().strip())
-        return 1
-    return 0
+    try:
+        conf = rundir / "supervisord.conf"
+        conf.write_text(render_config(programs, rundir))
+        os.environ.clear()
+        os.environ.update(env)
+        log.info("starting process group %s under supervisord",
+                 "+".join(p.name for p in programs))
+        supervisord.main(["-c", str(conf)])
+        failed = rundir / FAILED_FILE
+        if failed.exists():
+            log.error("process group stopped because a program failed: %s",
+                      failed.read_text().strip())
+            return 1
+        return 0
+    finally:
+        shutil.rmtree(rundir, ignore_errors=True)
 
 
 def listen(failed_file: str) -> int:

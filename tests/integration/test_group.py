@@ -41,24 +41,34 @@ def finish(proc: subprocess.Popen, timeout: float = 30) -> str:
 
 
 def test_a_program_that_exits_stops_the_group_with_failure(tmp_path):
-    proc = start(tmp_path, "long=sleep|60", "short=sh|-c|sleep 1; exit 3")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = start(tmp_path, "long=sleep|60", "short=sh|-c|sleep 1; exit 3",
+                 env={"TMPDIR": str(scratch)})
     out = finish(proc)
     assert proc.returncode == 1, out
     assert "short exited" in out
     assert "stopping the group" in out
+    assert list(scratch.iterdir()) == []  # supervisord's folder is removed with the group
 
 
 def test_sigterm_stops_every_program_and_exits_zero(tmp_path):
     marker = tmp_path / "stopped"
     script = (f"trap 'touch {marker}; exit 0' TERM; touch {tmp_path}/up-$$; "
               "while :; do sleep 0.1; done")
-    proc = start(tmp_path, f"a=sh|-c|{script}", f"b=sh|-c|{script}")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = start(tmp_path, f"a=sh|-c|{script}", f"b=sh|-c|{script}",
+                 env={"TMPDIR": str(scratch)})
     wait_until(lambda: len(list(tmp_path.glob("up-*"))), "both programs to start", timeout=20,
                accept=lambda started: started >= 2)
+    assert [p.name[:len("airflow-ecs-group-")] for p in scratch.iterdir()] == \
+        ["airflow-ecs-group-"]  # supervisord's folder, while the group runs
     proc.send_signal(signal.SIGTERM)
     out = finish(proc)
     assert proc.returncode == 0, out
     assert marker.exists()
+    assert list(scratch.iterdir()) == []
 
 
 def test_programs_inherit_values_byte_exact(tmp_path):
