@@ -90,21 +90,21 @@ def pytest_runtest_makereport(item, call):
 def redis_server():
     server = start_redis(password="redis-test-pw")
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture(scope="session")
 def postgres_server():
     server = start_postgres()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture(scope="session")
 def moto_server():
     server = start_moto()
     yield server
-    server.stop()
+    server.close()
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ def directory():
         viewers = server.add_group("airflow-viewers", [bob])
         yield server, ops, viewers
     finally:
-        server.stop()
+        server.close()
 
 
 def roles_of(postgres_server, database: str, username: str) -> str:

@@ -15,7 +15,7 @@ FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 def ldap_server():
     server = start_ldap()
     yield server
-    server.stop()
+    server.close()
 
 
 def ldap_settings(uri: str, timeout: str = "20") -> config.Settings:

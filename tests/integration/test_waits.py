@@ -207,5 +207,7 @@ def test_cli_wait_exit_code_and_masked_message():
 
 def test_start_redis_helper_cleans_up():
     server = start_redis()
-    server.stop()
-    assert server.proc is None
+    proc = server.proc
+    server.close()
+    assert server.proc is None and proc.poll() is not None
+    assert not server.workdir.exists()

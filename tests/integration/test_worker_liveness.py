@@ -89,7 +89,7 @@ class Worker:
 def broker():
     server = start_redis(password=PASSWORD)
     yield server
-    server.stop()
+    server.close()
 
 
 def test_probe_reads_the_record_without_kombu_and_a_stopped_worker_turns_unhealthy(

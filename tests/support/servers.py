@@ -57,6 +57,11 @@ class Server:
                 self.proc.wait()
         self.proc = None
 
+    def close(self) -> None:
+        """Stop the server for good and remove its folder (a restart uses stop())."""
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
 
 @dataclass
 class RedisServer(Server):
