@@ -155,7 +155,7 @@ def _await_group_gone(pgid: int, limit: float) -> None:
     A killed helper is not gone when `killpg` returns: on a busy machine it can still be
     exiting, its command line and environment (which carry a token) readable in /proc.
     A member that has exited but waits for PID 1 to reap it holds nothing: it is not
-    waited for (the sandbox's or the host's init may reap late; tini reaps at once)."""
+    waited for (tini, PID 1 in the images, reaps at once; another init may reap late)."""
     import os
     import time
 
