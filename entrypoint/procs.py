@@ -22,8 +22,6 @@ if TYPE_CHECKING:
     import subprocess
     from types import FrameType
 
-    import psutil
-
 _children: set[subprocess.Popen[bytes]] = set()
 _lock = threading.Lock()
 
@@ -159,31 +157,33 @@ def _await_group_gone(pgid: int, limit: float) -> None:
     import os
     import time
 
-    import psutil
-
     deadline = time.monotonic() + limit
     while True:
         try:
             os.killpg(pgid, 0)
         except (ProcessLookupError, PermissionError):
             return  # no member at all (or the id names another user's group now)
-        if not any(_running_member(process, pgid) for process in psutil.process_iter()):
-            return
-        if time.monotonic() >= deadline:
+        # Only a group with a member left gets here (rare: a helper still exiting), so
+        # every git command's start-up path does without importing psutil.
+        if not _has_running_member(pgid) or time.monotonic() >= deadline:
             return
         time.sleep(0.005)
 
 
-def _running_member(process: psutil.Process, pgid: int) -> bool:
+def _has_running_member(pgid: int) -> bool:
+    """Whether a process of group pgid is neither a zombie nor dead."""
     import os
 
     import psutil
 
-    try:
-        return os.getpgid(process.pid) == pgid and process.status() not in (
-            psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
-    except (ProcessLookupError, psutil.Error):
-        return False
+    for process in psutil.process_iter():
+        try:
+            if os.getpgid(process.pid) == pgid and process.status() not in (
+                    psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+                return True
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return False
 
 
 def terminate_groups() -> None:
