@@ -152,8 +152,9 @@ CLI_DEFAULT_ACTION_LOG = _entry(
 SETTINGS_ENGINE = _entry(
     "apache-airflow-core", "airflow.settings", "engine", "value",
     used_in="entrypoint/programs/airflow_migrate.py: the metadata database's engine, to see "
-            "whether the log table exists",
-    fallback=_MIGRATE_FALLBACK)
+            "whether the log table exists; entrypoint/worker/orm_release.py: disposed in the "
+            "worker's main process before the pool forks",
+    fallback=_MIGRATE_FALLBACK + "; a worker keeps the connections its start opened")
 SETTINGS_CONFIGURE_ORM = _entry(
     "apache-airflow-core", "airflow.settings", "configure_orm", "function", accepts=(),
     used_in="entrypoint/programs/airflow_migrate.py: creates that engine when the CLI has not "

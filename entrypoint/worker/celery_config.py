@@ -21,7 +21,8 @@ In a worker it also makes Airflow's task supervisor notice a task process's
 exit at once (entrypoint.worker.task_exit), so a finished task frees its slot, and
 skips the heartbeat it sent right after starting a task
 (entrypoint.worker.first_heartbeat), and loads the Airflow code every task needs
-before the pool forks (entrypoint.worker.preload).
+before the pool forks (entrypoint.worker.preload), and closes the database connections its
+start opened (entrypoint.worker.orm_release).
 
 Airflow loads this module (through `[celery] celery_config_options`)
 wherever it builds its Celery app, scheduler and worker alike, so importing
@@ -57,6 +58,7 @@ from entrypoint.errors import ConfigError
 from entrypoint.worker import (
     first_heartbeat,
     liveness,
+    orm_release,
     preload,
     protection,
     result_engine,
@@ -104,6 +106,7 @@ def _correct_task_supervisor(**_: object) -> None:
     task_exit.install()
     first_heartbeat.install()
     preload.install()
+    orm_release.install()
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]  # Celery is untyped

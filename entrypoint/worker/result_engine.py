@@ -42,6 +42,16 @@ def install() -> bool:
                                 private_apis.RESULT_GET_ENGINE, _pooled)
 
 
+def release() -> int:
+    """Close the pooled connections of this process's engines (they stay usable and
+    connect again when asked); return how many engines there were."""
+    pid = os.getpid()
+    engines = [engine for key, engine in _ENGINES.items() if key[0] == pid]
+    for engine in engines:
+        engine.dispose()
+    return len(engines)
+
+
 def _pooled(original: Callable[..., Any]) -> Callable[..., Any]:
     def get_engine(self: Any, dburi: str, **kwargs: Any) -> Any:
         if self.forked:

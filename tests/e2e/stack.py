@@ -438,6 +438,25 @@ class Stack:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")[
             "task_instances"]
 
+    def db_connections(self) -> dict[str, int]:
+        """Open connections to the metadata database, by the container holding them (its
+        address on the stack's network; the database's own sessions are not counted)."""
+        names = {}
+        for name in self.containers:
+            networks = self.inspect(name)["NetworkSettings"]["Networks"]
+            names.update({n["IPAddress"]: name for n in networks.values() if n["IPAddress"]})
+        out = self.containers["postgres"].exec(
+            ["psql", "-U", "airflow", "-d", "airflow", "-At", "-c",
+             "select client_addr, count(*) from pg_stat_activity "
+             "where backend_type = 'client backend' and client_addr is not null group by 1"])
+        assert out.exit_code == 0, out.output.decode(errors="replace")
+        counts: dict[str, int] = {}
+        for line in out.output.decode().split():
+            address, count = line.split("|")
+            name = names.get(address, address)
+            counts[name] = counts.get(name, 0) + int(count)
+        return counts
+
     # --- diagnostics and clean-up ---------------------------------------------------------
     def logs(self, name: str) -> str:
         container = self.containers.get(name)
