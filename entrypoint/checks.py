@@ -11,6 +11,7 @@ import base64
 import binascii
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 
 from entrypoint import logins, rolenames
@@ -55,7 +56,9 @@ _HOW_TO_SET = {
     API_SECRET_KEY: "a random string, the same for every role, e.g. `openssl rand -hex 32`",
     DB_URL: "e.g. postgresql+psycopg2://airflow:PASSWORD@db.example:5432/airflow",
     BROKER_URL: "e.g. rediss://:PASSWORD@redis.example:6379/0",
-    RESULT_BACKEND: "e.g. db+postgresql://airflow:PASSWORD@db.example:5432/airflow",
+    RESULT_BACKEND: "e.g. rediss://:PASSWORD@redis.example:6379/1?ssl_cert_reqs=required "
+                    "(the broker's Redis, another database number), or "
+                    "db+postgresql://airflow:PASSWORD@db.example:5432/airflow",
     EXECUTION_API_URL: "the api-server's execution API as the workers reach it, e.g. "
                        "http://airflow-api.internal:8080/execution/",
 }
@@ -218,6 +221,27 @@ def _visibility_timeout(roles: list[str], settings: Settings, env: Mapping[str, 
     return problems
 
 
+# Celery's Redis result backend refuses a rediss:// URL without these (a ValueError at the
+# first task's result, in the scheduler and every worker); Celery's own accepted spellings.
+SSL_CERT_REQS = ("required", "optional", "none", "CERT_REQUIRED", "CERT_OPTIONAL", "CERT_NONE")
+
+
+def _result_backend_tls(roles: list[str], settings: Settings,
+                        env: Mapping[str, str]) -> list[str]:
+    value = env.get(RESULT_BACKEND, "").strip()
+    if not value.lower().startswith("rediss://"):
+        return []
+    query = urllib.parse.parse_qs(urllib.parse.urlsplit(value).query)
+    given = query.get("ssl_cert_reqs", [""])[-1]
+    if given in SSL_CERT_REQS:
+        return []
+    what = f"ssl_cert_reqs={given!r} is not one Celery accepts" if given else \
+        "it has no ssl_cert_reqs"
+    return [f"invalid setting: {RESULT_BACKEND} is a rediss:// URL and {what}: Celery's Redis "
+            "result backend refuses it at the first task; end the URL with "
+            "?ssl_cert_reqs=required, e.g. rediss://:TOKEN@HOST:6379/1?ssl_cert_reqs=required"]
+
+
 def _dags_folder(roles: list[str], settings: Settings, env: Mapping[str, str]) -> list[str]:
     folder = env.get(DAGS_FOLDER, "").rstrip("/")
     if settings.dags_source != "image" and folder and folder != str(settings.dags_dir):
@@ -336,6 +360,7 @@ _RULES: tuple[Callable[[list[str], Settings, Mapping[str, str]], list[str]], ...
     _execution_api_url,
     _executor,
     _visibility_timeout,
+    _result_backend_tls,
     _dags_folder,
     _admin_login,
     _webserver_config_file,

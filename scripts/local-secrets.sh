@@ -68,8 +68,8 @@ values = {
         "AIRFLOW_ECS_ADMIN_PASSWORD": secrets.token_urlsafe(18),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
             f"postgresql+psycopg2://airflow:{db_password}@postgres:5432/airflow",
-        "AIRFLOW__CELERY__RESULT_BACKEND":
-            f"db+postgresql://airflow:{db_password}@postgres:5432/airflow",
+        # Task results in the broker's Redis, database 1 (docs/deploy.md, step 4).
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"redis://:{redis_password}@redis:6379/1",
         "AIRFLOW__CELERY__BROKER_URL": f"redis://:{redis_password}@redis:6379/0",
     },
     "postgres.env": {"POSTGRES_PASSWORD": db_password},

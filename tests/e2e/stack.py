@@ -309,8 +309,7 @@ class Stack:
             "AIRFLOW__API__SECRET_KEY": s.api_key,
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN":
                 f"postgresql+psycopg2://airflow:{s.db_password}@postgres:5432/airflow",
-            "AIRFLOW__CELERY__RESULT_BACKEND":
-                f"db+postgresql://airflow:{s.db_password}@postgres:5432/airflow",
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"redis://:{s.redis_password}@redis:6379/1",
             "AIRFLOW__CELERY__BROKER_URL": f"redis://:{s.redis_password}@redis:6379/0",
             "AIRFLOW_ECS_ADMIN_PASSWORD": s.admin_password,
         }

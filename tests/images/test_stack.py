@@ -65,7 +65,7 @@ def test_local_secrets_are_generated_once_private_and_strong(tmp_path):
     db_password = read_env(directory / "postgres.env")["POSTGRES_PASSWORD"]
     redis_password = read_env(directory / "redis.env")["REDIS_PASSWORD"]
     assert f":{db_password}@postgres:" in secrets["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
-    assert secrets["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    assert secrets["AIRFLOW__CELERY__RESULT_BACKEND"] == f"redis://:{redis_password}@redis:6379/1"
     assert f":{redis_password}@redis:" in secrets["AIRFLOW__CELERY__BROKER_URL"]
 
     before = {n: (directory / n).read_bytes() for n in ("secrets.env", "postgres.env",

@@ -173,3 +173,28 @@ def test_ldap_needs_fab_and_a_readable_ca_file(tmp_path):
     assert any("AIRFLOW_ECS_LDAP_TLS_CA_FILE" in p and "not a readable file" in p
                for p in problems), problems
     assert any("AIRFLOW__CORE__AUTH_MANAGER is not FAB's" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("url", [
+    "rediss://:pw@redis:6379/1",
+    "rediss://:pw@redis:6379/1?ssl_cert_reqs=required",
+    "rediss://:pw@redis:6379/1?ssl_cert_reqs=CERT_REQUIRED",
+    "rediss://:pw@redis:6379/1?ssl_cert_reqs=none",
+    "rediss://:pw@redis:6379/1?ssl_cert_reqs=strict",
+    "rediss://:pw@redis:6379/1?ssl_ca_certs=/etc/ca.pem",
+    "redis://:pw@redis:6379/1",
+])
+def test_a_redis_result_backend_is_refused_exactly_when_celery_would_refuse_it(url):
+    from celery import Celery
+    from celery.backends.redis import RedisBackend
+
+    try:
+        RedisBackend(app=Celery(set_as_current=False), url=url)
+        celery_refuses = False
+    except ValueError:
+        celery_refuses = True
+    problems = run("worker", {**GOOD, RESULT_BACKEND: url})
+    assert bool(problems) == celery_refuses, problems
+    for problem in problems:
+        assert problem.startswith(f"invalid setting: {RESULT_BACKEND} is a rediss:// URL")
+        assert "?ssl_cert_reqs=required" in problem and "pw" not in problem
