@@ -46,6 +46,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="module")
 def versions_stack(tmp_path_factory):
-    """The DAGs as a versioned bundle (AIRFLOW_ECS_DAGS_VERSIONED), one worker."""
+    """The DAGs as a versioned bundle (AIRFLOW_ECS_DAGS_VERSIONED), one worker; Celery's
+    broker and results on Valkey, the engine docs/deploy.md creates on ElastiCache."""
     yield from started_stack(tmp_path_factory, versioned=True, workers=1,
-                             project="e2e-versions")
+                             project="e2e-versions", broker="valkey")

@@ -33,6 +33,10 @@ from tests.support.waiting import wait_until
 CONTAINERS = Path(__file__).resolve().parent / "containers"
 BASE_OS = os.environ.get("E2E_BASE_OS_IMAGE", "debian:trixie-slim")
 REDIS_IMAGE = "airflow-ecs-test/redis:e2e"
+VALKEY_IMAGE = "airflow-ecs-test/valkey:e2e"
+# The broker's server and its two commands, by the engine ElastiCache would run.
+BROKERS = {"redis": (REDIS_IMAGE, "redis-server", "redis-cli"),
+           "valkey": (VALKEY_IMAGE, "valkey-server", "valkey-cli")}
 POSTGRES_IMAGE = "airflow-ecs-test/postgres:e2e"
 MOTO_IMAGE = "airflow-ecs-test/moto:e2e"
 GIT_IMAGE = "airflow-ecs-test/git:e2e"
@@ -65,6 +69,7 @@ def build_test_images() -> None:
     try:
         for name, tag, base in (("moto", MOTO_IMAGE, BASE_OS), ("git", GIT_IMAGE, BASE_OS),
                                 ("redis", REDIS_IMAGE, BASE_OS),
+                                ("valkey", VALKEY_IMAGE, BASE_OS),
                                 ("postgres", POSTGRES_IMAGE, BASE_OS),
                                 ("agent", AGENT_IMAGE, MOTO_IMAGE)):
             result = docker("build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", tag,
@@ -100,12 +105,14 @@ def published_port(container: DockerContainer, port: int) -> int:
 class Stack:
     """`versioned`: the DAG readers run with AIRFLOW_ECS_DAGS_VERSIONED (the DAGs as an
     Airflow versioned bundle); `workers`: how many workers start; `project` prefixes the
-    containers' names."""
+    containers' names; `broker`: the server behind the broker and result URLs (a key of
+    BROKERS), on the network as "redis" either way."""
 
     def __init__(self, workdir: Path, versioned: bool = False, workers: int = 2,
-                 project: str = "e2e"):
+                 project: str = "e2e", broker: str = "redis"):
         self.workdir = workdir
         self.versioned = versioned
+        self.broker = broker
         self.workers = tuple(f"worker{n}" for n in range(1, workers + 1))
         self.project = project
         self.secrets = Secrets()
@@ -198,14 +205,15 @@ class Stack:
         self.network.create()
         # Passwords never go on a command line or into an environment: docker inspect
         # shows both. Redis and Postgres read theirs from files copied in.
-        redis = DockerContainer(REDIS_IMAGE).with_command(
+        broker_image, server, cli = BROKERS[self.broker]
+        redis = DockerContainer(broker_image).with_command(
             ["sh", "-c", "while [ ! -s /tmp/redis.conf ]; do sleep 0.1; done; "
-                         "exec redis-server /tmp/redis.conf"])
+                         f"exec {server} /tmp/redis.conf"])
         redis.with_copy_into_container(
             f"bind 0.0.0.0\nprotected-mode no\ndir /tmp\nrequirepass {s.redis_password}\n"
             .encode(), "/tmp/redis.conf", 0o444)
         self._start("redis", redis)
-        self._wait_exec("redis", ["sh", "-c", "redis-cli --no-auth-warning -a \"$(sed -n "
+        self._wait_exec("redis", ["sh", "-c", f"{cli} --no-auth-warning -a \"$(sed -n "
                                   "'s/^requirepass //p' /tmp/redis.conf)\" ping | grep -q PONG"])
         pg = DockerContainer(POSTGRES_IMAGE).with_envs(
             POSTGRES_USER="airflow", POSTGRES_DB="airflow",

@@ -169,3 +169,18 @@ def test_s3_a_run_keeps_its_listing_while_a_new_upload_lands(versions_stack):
         return None
 
     run_keeps_its_version(stack, "e2e_versions_s3", publish)
+
+
+def test_the_broker_and_the_results_of_those_runs_were_on_valkey(versions_stack):
+    # The runs above went through this stack's broker: Valkey, as docs/deploy.md creates it
+    # on ElastiCache, with Celery's task results in its database 1.
+    def valkey(*args: str) -> str:
+        out = versions_stack.containers["redis"].exec(
+            ["sh", "-c", "valkey-cli --no-auth-warning -a \"$(sed -n 's/^requirepass //p' "
+                         "/tmp/redis.conf)\" \"$@\"", "valkey-cli", *args])
+        assert out.exit_code == 0, out.output
+        return out.output.decode()
+
+    assert "server_name:valkey" in valkey("INFO", "server")
+    results = valkey("-n", "1", "--scan", "--pattern", "celery-task-meta-*").split()
+    assert len(results) >= 8, results  # two runs of three tasks, a cleared task, the S3 runs
