@@ -34,6 +34,8 @@ PEAKS_FILE = ROOT / "bench" / "results" / "memory-peaks.json"
 HEADROOM = 0.30
 # The roles whose peaks are measured and compared; the deployment's roles.
 ROLES = ("migrate", "scheduler", "webserver", "worker")
+# ElastiCache's engines, as the bill names them.
+CACHE_ENGINES = {"valkey": "Valkey", "redis": "Redis OSS"}
 SPOT = "FARGATE_SPOT"
 SPOT_ARCH = "X86_64"  # the only architecture Fargate Spot runs (docs/deploy.md, "ARM64")
 ON_DEMAND = "FARGATE"
@@ -55,6 +57,8 @@ class Service:
     max_count: int  # the scaling target's maximum (count where the service does not scale)
     spot_tasks: float  # of count, how many the capacity-provider strategy puts on Spot
     arch: str  # X86_64 or ARM64
+    # The essential container's environment, as the task definition sets it.
+    environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _resources(stack: Mapping[str, Any], kind: str) -> dict[str, Mapping[str, Any]]:
@@ -88,6 +92,14 @@ def role_of(task_definition: Mapping[str, Any], fallback: str) -> str:
             return str(command[1]).split("+")[0]
         return str(container.get("Name", fallback))
     return fallback
+
+
+def _environment(task_definition: Mapping[str, Any]) -> dict[str, str]:
+    for container in task_definition.get("ContainerDefinitions", []):
+        if container.get("Essential", True):
+            return {str(e.get("Name")): str(e.get("Value"))
+                    for e in container.get("Environment") or []}
+    return {}
 
 
 def _number(value: Any, where: str) -> float:
@@ -157,7 +169,7 @@ def services(stack: Mapping[str, Any]) -> list[Service]:
             vcpu=_number(td.get("Cpu"), f"{refs[0]}.Cpu") / 1024,
             memory_gib=_number(td.get("Memory"), f"{refs[0]}.Memory") / 1024,
             count=count, max_count=max(maximum, count), spot_tasks=spot,
-            arch=str(platform.get("CpuArchitecture", "X86_64"))))
+            arch=str(platform.get("CpuArchitecture", "X86_64")), environment=_environment(td)))
     return out
 
 
@@ -190,6 +202,92 @@ def memory_warnings(stack: Mapping[str, Any], peaks: Mapping[str, float],
     return lines
 
 
+# Airflow's own defaults for what bounds an api-server's database connections: each of its
+# [api] workers keeps a SQLAlchemy pool of sql_alchemy_pool_size connections and opens up
+# to sql_alchemy_max_overflow more under load (tests/unit/test_cost.py checks them against
+# the installed Airflow; a task definition that sets one wins).
+AIRFLOW_POOL_DEFAULTS = {"AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": 5,
+                         "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": 10,
+                         "AIRFLOW__API__WORKERS": 1}
+
+
+@dataclass(frozen=True)
+class DatabaseSize:
+    """The RDS class a deployment needs at its maximum scale, and why."""
+
+    instance: str
+    connections: int  # needed at the maximum scale, headroom included
+    max_connections: int  # what the class allows the deployment
+    per_task: Mapping[str, int]  # connections budgeted for one task of each role
+    vcpu: float  # the database CPU needed at the maximum scale, headroom included
+    baseline_vcpu: float  # what the class sustains
+    slots: int  # worker slots of the scaled-out fleet
+
+
+def _setting(svc: Service, name: str, default: int) -> int:
+    raw = svc.environment.get(name)
+    return default if raw is None else int(_number(raw, f"{svc.name}: {name}"))
+
+
+def _webserver_pool(svc: Service) -> int:
+    """The most connections one api-server task can open: its pool and overflow, for each
+    of its workers."""
+    size, overflow, workers = (_setting(svc, name, default)
+                               for name, default in AIRFLOW_POOL_DEFAULTS.items())
+    return (size + overflow) * workers
+
+
+def _worker_concurrency(svc: Service) -> int:
+    from entrypoint import config, defaults
+    from entrypoint.airflow_names import WORKER_CONCURRENCY
+
+    default = next(int(d.value) for d in defaults.tuned(config.load({}))
+                   if d.name == WORKER_CONCURRENCY)
+    return _setting(svc, WORKER_CONCURRENCY, default)
+
+
+def _measured(measured: Mapping[str, Any] | None, key: str) -> Any:
+    value = (measured or {}).get(key)
+    if value is None:
+        raise ConfigError(f"{PEAKS_FILE.relative_to(ROOT)}: no {key!r} measured; the database "
+                          "is sized from it: run `python -m bench fanout` to measure it")
+    return value
+
+
+def database_size(svcs: Sequence[Service], prices: Mapping[str, Any],
+                  measured: Mapping[str, Any] | None) -> DatabaseSize:
+    """The smallest class of prices.json's database_classes that holds the deployment at
+    its maximum scale: the connections every task of every service at its maximum count
+    holds (the most one task of the role held in the fan-out, plus HEADROOM; an api-server
+    what its pools allow, since its connections grow with the execution-API calls of every
+    running task, which the fan-out's 8 slots don't reach), one migrate task besides; and
+    the CPU load the database carries (prices.json, database_load_why)."""
+    a = prices["assumptions"]
+    held = _measured(measured, "peak_connections")
+    idle_cpu = float(_measured(measured, "database_idle_cpu"))
+    task_cpu = float(_measured(measured, "database_cpu_per_task"))
+    per_task = {role: math.ceil(float(held.get(role, 0)) * (1 + HEADROOM)) for role in ROLES}
+    webservers = [s for s in svcs if s.role == "webserver"]
+    if webservers:
+        per_task["webserver"] = max(per_task["webserver"],
+                                    *(_webserver_pool(s) for s in webservers))
+    connections = per_task["migrate"] + sum(per_task.get(s.role, 0) * s.max_count for s in svcs)
+    slots = sum(_worker_concurrency(s) * s.max_count for s in svcs if s.role == "worker")
+    schedulers = sum(s.max_count for s in svcs if s.role == "scheduler")
+    vcpu = (schedulers * idle_cpu + slots * task_cpu / float(a["database_task_seconds"])) \
+        * (1 + HEADROOM)
+    for cls in a["database_classes"]:
+        allowed = math.floor(float(cls["memory_gib"]) * 2**30 * float(a["database_memory_share"])
+                             / float(a["database_bytes_per_connection"])) \
+            - int(a["database_reserved_connections"])
+        if connections <= allowed and vcpu <= float(cls["baseline_vcpu"]):
+            return DatabaseSize(str(cls["class"]), connections, allowed, per_task, vcpu,
+                                float(cls["baseline_vcpu"]), slots)
+    raise ConfigError(f"no database class in {PRICES_FILE.name} holds {connections} "
+                      f"connections and {vcpu:.2f} vCPU of load at this deployment's maximum "
+                      "scale; add a larger class to its database_classes, with its prices")
+
+
 def load_prices(path: Path = PRICES_FILE) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
@@ -214,6 +312,7 @@ class Bill:
     spot_workers: float  # our total with every worker task on Fargate Spot
     mwaa: list[Line]
     scale_out: list[str]  # what the scaled-out services add at their maximum
+    database: DatabaseSize
 
     @property
     def total(self) -> float:
@@ -251,11 +350,14 @@ def _money(value: float) -> str:
 
 
 def bill(stack: Mapping[str, Any], region: str,
-         prices: Mapping[str, Any] | None = None) -> Bill:
+         prices: Mapping[str, Any] | None = None,
+         measured: Mapping[str, Any] | None = None) -> Bill:
     """The monthly bill of a rendered template's resources, and MWAA's at comparable
     capacity: as many schedulers and web servers as ours run, and MWAA workers of
-    mwaa.worker_vcpu for as many vCPUs as our workers' steady tasks have."""
+    mwaa.worker_vcpu for as many vCPUs as our workers' steady tasks have. The database's
+    class comes from what the bench measured (database_size; default: PEAKS_FILE)."""
     prices = prices if prices is not None else load_prices()
+    measured = measured if measured is not None else load_peaks()
     at, a, mw = _region(prices, region), prices["assumptions"], prices["mwaa"]
     hours, discount = float(a["hours_per_month"]), float(a["spot_discount"])
     ours: list[Line] = []
@@ -288,14 +390,19 @@ def bill(stack: Mapping[str, Any], region: str,
         ours.append(Line("Application Load Balancer", f"{albs} x (1 h + {a['alb_lcu']} LCU) "
                          "an hour", albs * (at["alb"]["hour"] + a["alb_lcu"]
                                             * at["alb"]["lcu_hour"]) * hours))
-    ours.append(Line("ElastiCache Redis (assumed)",
+    engine = str(a["cache_engine"])
+    ours.append(Line(f"ElastiCache {CACHE_ENGINES.get(engine, engine)} (assumed)",
                      f"{a['redis_nodes']} x {a['redis_node_type']}",
-                     a["redis_nodes"] * at["redis_node_hour"] * hours))
-    ours.append(Line("RDS PostgreSQL (assumed)",
-                     f"{a['database_instance']}"
+                     a["redis_nodes"] * at["cache_node_hour"][engine] * hours))
+    database = database_size(svcs, prices, measured)
+    if database.instance not in at["database_hour"]:
+        raise ConfigError(f"{PRICES_FILE.name}: {region} has no database_hour for "
+                          f"{database.instance}; add its Multi-AZ hourly price")
+    ours.append(Line("RDS PostgreSQL (sized below)",
+                     f"{database.instance}"
                      + (" Multi-AZ" if a["database_multi_az"] else "")
                      + f", {a['database_storage_gib']} GiB gp3",
-                     at["database_hour"] * hours
+                     at["database_hour"][database.instance] * hours
                      + a["database_storage_gib"] * at["database_storage_gib_month"]))
     logs = Line("CloudWatch Logs (estimate)",
                 f"{a['log_ingest_gib_per_month']} GiB ingested and kept a month",
@@ -327,7 +434,7 @@ def bill(stack: Mapping[str, Any], region: str,
                      a["database_storage_gib"] * price["database_storage_gib_month"]))
     mwaa.append(logs)
     total = sum(line.monthly for line in ours)
-    return Bill(region, ours, total - spot_saving, mwaa, scale_out)
+    return Bill(region, ours, total - spot_saving, mwaa, scale_out, database)
 
 
 def _table(lines: Sequence[Line], total: str, amount: float) -> list[str]:
@@ -342,7 +449,7 @@ def report(stack: Mapping[str, Any], region: str, source: str,
     """The Markdown of `airflow-ecs cost`: our bill, MWAA's, the ratio, and the task
     memory against the measured peaks where a bench has measured them."""
     prices = prices if prices is not None else load_prices()
-    b = bill(stack, region, prices)
+    b = bill(stack, region, prices, peaks)
     a = prices["assumptions"]
     lines = [f"### {source} in {region}", "",
              *_table(b.ours, "ours, as rendered", b.total),
@@ -356,6 +463,7 @@ def report(stack: Mapping[str, Any], region: str, source: str,
                  f"{b.spot_workers / b.mwaa_total:.0%} with the workers on Fargate Spot.")
     if b.scale_out:
         lines += ["", *(f"- {text}." for text in b.scale_out)]
+    lines += ["", _database_text(b.database, services(stack))]
     if peaks:
         measured = peaks.get("peak_mib", {})
         lines += ["", f"Task memory against the peaks measured by `python -m bench fanout` "
@@ -368,6 +476,18 @@ def report(stack: Mapping[str, Any], region: str, source: str,
         lines += ["", *(memory_warnings(stack, measured)
                         or ["no warning: every measured role has the headroom"])]
     return "\n".join(lines) + "\n"
+
+
+def _database_text(db: DatabaseSize, svcs: Sequence[Service]) -> str:
+    counts = {role: sum(s.max_count for s in svcs if s.role == role)
+              for role in ("scheduler", "webserver", "worker")}
+    held = ", ".join(f"{counts[role]} {role} task{'s' if counts[role] != 1 else ''} x "
+                     f"{db.per_task[role]}" for role in counts if counts[role])
+    return (f"The database, sized for the deployment at its maximum scale: {db.connections} "
+            f"connections ({held}, and {db.per_task['migrate']} for a migrate task) of the "
+            f"{db.max_connections} a {db.instance} allows, and {db.vcpu:.2f} vCPU of load "
+            f"({db.slots} worker slots) of the {db.baseline_vcpu:g} vCPU it sustains; a worker "
+            "holds no connection with Celery's results in Redis (docs/deploy.md, step 4).")
 
 
 def run(settings_file: Path | None, env: Mapping[str, str], region: str | None) -> str:
