@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,8 +220,15 @@ class DatabaseSize:
     max_connections: int  # what the class allows the deployment
     per_task: Mapping[str, int]  # connections budgeted for one task of each role
     vcpu: float  # the database CPU needed at the maximum scale, headroom included
-    baseline_vcpu: float  # what the class sustains
+    rest_vcpu: float  # and with every service at rest
+    baseline_vcpu: float  # what the class sustains on its CPU credits
     slots: int  # worker slots of the scaled-out fleet
+    monthly: float  # the instance a month at rest, surplus CPU credits included (no storage)
+    scale_out: float  # what the surplus credits of the maximum scale add a month
+
+    @property
+    def surplus_vcpu(self) -> float:
+        return max(self.rest_vcpu - self.baseline_vcpu, 0.0)
 
 
 def _setting(svc: Service, name: str, default: int) -> int:
@@ -249,20 +256,25 @@ def _worker_concurrency(svc: Service) -> int:
 def _measured(measured: Mapping[str, Any] | None, key: str) -> Any:
     value = (measured or {}).get(key)
     if value is None:
-        raise ConfigError(f"{PEAKS_FILE.relative_to(ROOT)}: no {key!r} measured; the database "
-                          "is sized from it: run `python -m bench fanout` to measure it")
+        shown = PEAKS_FILE.relative_to(ROOT) if PEAKS_FILE.is_relative_to(ROOT) else PEAKS_FILE
+        raise ConfigError(f"{shown}: no {key!r} measured; the database is sized from it: run "
+                          "`python -m bench fanout` to measure it")
     return value
 
 
 def database_size(svcs: Sequence[Service], prices: Mapping[str, Any],
-                  measured: Mapping[str, Any] | None) -> DatabaseSize:
-    """The smallest class of prices.json's database_classes that holds the deployment at
-    its maximum scale: the connections every task of every service at its maximum count
-    holds (the most one task of the role held in the fan-out, plus HEADROOM; an api-server
-    what its pools allow, since its connections grow with the execution-API calls of every
-    running task, which the fan-out's 8 slots don't reach), one migrate task besides; and
-    the CPU load the database carries (prices.json, database_load_why)."""
+                  measured: Mapping[str, Any] | None, region: str) -> DatabaseSize:
+    """The cheapest class of prices.json's database_classes that holds the deployment at its
+    maximum scale: the connections every task of every service at its maximum count holds
+    (the most one task of the role held in the fan-out, plus HEADROOM; an api-server what
+    its pools allow, since its connections grow with the execution-API calls of every
+    running task, which the fan-out's 8 slots don't reach), one migrate task besides. Its
+    price, as the rest of the bill, at rest: the instance's hours, and the CPU load the
+    database carries (prices.json, database_load_why) above the class's baseline billed as
+    surplus CPU credits, as RDS bills a burstable class in its default unlimited mode; what
+    the load of the maximum scale adds is given apart, as the services' scale-out is."""
     a = prices["assumptions"]
+    at = _region(prices, region)
     held = _measured(measured, "peak_connections")
     idle_cpu = float(_measured(measured, "database_idle_cpu"))
     task_cpu = float(_measured(measured, "database_cpu_per_task"))
@@ -272,20 +284,38 @@ def database_size(svcs: Sequence[Service], prices: Mapping[str, Any],
         per_task["webserver"] = max(per_task["webserver"],
                                     *(_webserver_pool(s) for s in webservers))
     connections = per_task["migrate"] + sum(per_task.get(s.role, 0) * s.max_count for s in svcs)
-    slots = sum(_worker_concurrency(s) * s.max_count for s in svcs if s.role == "worker")
-    schedulers = sum(s.max_count for s in svcs if s.role == "scheduler")
-    vcpu = (schedulers * idle_cpu + slots * task_cpu / float(a["database_task_seconds"])) \
-        * (1 + HEADROOM)
+    def load(tasks: Callable[[Service], int]) -> tuple[int, float]:
+        slots = sum(_worker_concurrency(s) * tasks(s) for s in svcs if s.role == "worker")
+        schedulers = sum(tasks(s) for s in svcs if s.role == "scheduler")
+        return slots, (schedulers * idle_cpu
+                       + slots * task_cpu / float(a["database_task_seconds"])) * (1 + HEADROOM)
+
+    slots, vcpu = load(lambda s: s.max_count)
+    rest_vcpu = load(lambda s: s.count)[1]
+    hours = float(a["hours_per_month"])
+    instances = 2 if a["database_multi_az"] else 1  # a standby's credits are billed too
+    fits = []
     for cls in a["database_classes"]:
+        name = str(cls["class"])
         allowed = math.floor(float(cls["memory_gib"]) * 2**30 * float(a["database_memory_share"])
                              / float(a["database_bytes_per_connection"])) \
             - int(a["database_reserved_connections"])
-        if connections <= allowed and vcpu <= float(cls["baseline_vcpu"]):
-            return DatabaseSize(str(cls["class"]), connections, allowed, per_task, vcpu,
-                                float(cls["baseline_vcpu"]), slots)
-    raise ConfigError(f"no database class in {PRICES_FILE.name} holds {connections} "
-                      f"connections and {vcpu:.2f} vCPU of load at this deployment's maximum "
-                      "scale; add a larger class to its database_classes, with its prices")
+        if connections > allowed:
+            continue
+        if name not in at["database_hour"]:
+            raise ConfigError(f"{PRICES_FILE.name}: {region} has no database_hour for {name}; "
+                              "add its Multi-AZ hourly price")
+        baseline = float(cls["baseline_vcpu"])
+        credit = float(at["database_cpu_credit_vcpu_hour"]) * instances * hours
+        rest = max(rest_vcpu - baseline, 0.0) * credit
+        fits.append(DatabaseSize(name, connections, allowed, per_task, vcpu, rest_vcpu,
+                                 baseline, slots, float(at["database_hour"][name]) * hours + rest,
+                                 max(vcpu - baseline, 0.0) * credit - rest))
+    if not fits:
+        raise ConfigError(f"no database class in {PRICES_FILE.name} holds {connections} "
+                          "connections at this deployment's maximum scale; add a larger class "
+                          "to its database_classes, with its prices")
+    return min(fits, key=lambda size: size.monthly)  # the smaller of two equal: the first
 
 
 def load_prices(path: Path = PRICES_FILE) -> dict[str, Any]:
@@ -394,15 +424,18 @@ def bill(stack: Mapping[str, Any], region: str,
     ours.append(Line(f"ElastiCache {CACHE_ENGINES.get(engine, engine)} (assumed)",
                      f"{a['redis_nodes']} x {a['redis_node_type']}",
                      a["redis_nodes"] * at["cache_node_hour"][engine] * hours))
-    database = database_size(svcs, prices, measured)
-    if database.instance not in at["database_hour"]:
-        raise ConfigError(f"{PRICES_FILE.name}: {region} has no database_hour for "
-                          f"{database.instance}; add its Multi-AZ hourly price")
+    database = database_size(svcs, prices, measured, region)
+    credits = (f", {database.surplus_vcpu:.2f} vCPU of surplus CPU credits"
+               if database.surplus_vcpu else "")
+    if database.scale_out > 0:
+        scale_out.append(f"The database's load with every service at its maximum adds "
+                         f"{_money(database.scale_out)} a month of surplus CPU credits while "
+                         "it lasts")
     ours.append(Line("RDS PostgreSQL (sized below)",
                      f"{database.instance}"
                      + (" Multi-AZ" if a["database_multi_az"] else "")
-                     + f", {a['database_storage_gib']} GiB gp3",
-                     at["database_hour"][database.instance] * hours
+                     + f", {a['database_storage_gib']} GiB gp3{credits}",
+                     database.monthly
                      + a["database_storage_gib"] * at["database_storage_gib_month"]))
     logs = Line("CloudWatch Logs (estimate)",
                 f"{a['log_ingest_gib_per_month']} GiB ingested and kept a month",
@@ -459,8 +492,8 @@ def report(stack: Mapping[str, Any], region: str, source: str,
               f"web servers as ours, {prices['mwaa']['worker_vcpu']}-vCPU workers for our "
               "workers' vCPUs):", "",
               *_table(b.mwaa, "MWAA", b.mwaa_total), ""]
-    lines.append(f"Ours against MWAA: {b.total / b.mwaa_total:.0%} on-demand, "
-                 f"{b.spot_workers / b.mwaa_total:.0%} with the workers on Fargate Spot.")
+    lines.append(f"Ours against MWAA: {b.total / b.mwaa_total:.1%} on-demand, "
+                 f"{b.spot_workers / b.mwaa_total:.1%} with the workers on Fargate Spot.")
     if b.scale_out:
         lines += ["", *(f"- {text}." for text in b.scale_out)]
     lines += ["", _database_text(b.database, services(stack))]
@@ -485,9 +518,13 @@ def _database_text(db: DatabaseSize, svcs: Sequence[Service]) -> str:
                      f"{db.per_task[role]}" for role in counts if counts[role])
     return (f"The database, sized for the deployment at its maximum scale: {db.connections} "
             f"connections ({held}, and {db.per_task['migrate']} for a migrate task) of the "
-            f"{db.max_connections} a {db.instance} allows, and {db.vcpu:.2f} vCPU of load "
-            f"({db.slots} worker slots) of the {db.baseline_vcpu:g} vCPU it sustains; a worker "
-            "holds no connection with Celery's results in Redis (docs/deploy.md, step 4).")
+            f"{db.max_connections} a {db.instance} allows; {db.vcpu:.2f} vCPU of load "
+            f"({db.slots} worker slots), {db.rest_vcpu:.2f} at rest, against the "
+            f"{db.baseline_vcpu:g} vCPU its CPU credits sustain (the load above it is billed "
+            "as surplus credits, RDS's unlimited mode); the cheapest class that holds the "
+            "connections, surplus credits at rest included. A "
+            "database result backend instead of Redis (docs/deploy.md, step 4) would add a "
+            f"connection for each worker slot, {db.slots} more.")
 
 
 def run(settings_file: Path | None, env: Mapping[str, str], region: str | None) -> str:
@@ -536,11 +573,11 @@ def docs() -> str:
                 fixed = sum(x.monthly for x in b.ours if not x.item.startswith("Fargate"))
                 verdicts.append(
                     f"- {source} in {region}: {_money(b.total)} against MWAA's "
-                    f"{_money(b.mwaa_total)} USD a month, {ratio:.0%} on-demand (goal: at most "
-                    f"{GOAL:.0%}): **{'met' if ratio <= GOAL else 'missed'}**; "
-                    f"{b.spot_workers / b.mwaa_total:.0%} with the workers on Fargate Spot. "
+                    f"{_money(b.mwaa_total)} USD a month, {ratio:.1%} on-demand (goal: at most "
+                    f"{GOAL:.1%}): **{'met' if ratio <= GOAL else 'missed'}**; "
+                    f"{b.spot_workers / b.mwaa_total:.1%} with the workers on Fargate Spot. "
                     f"Without any Fargate task, the load balancer, Redis, PostgreSQL and logs "
-                    f"alone come to {_money(fixed)}, {fixed / b.mwaa_total:.0%} of MWAA's.")
+                    f"alone come to {_money(fixed)}, {fixed / b.mwaa_total:.1%} of MWAA's.")
     return "\n".join([DOCS_BEGIN, "", "## The smallest production setup against MWAA", "",
                       *verdicts, "", *sections, DOCS_END])
 
