@@ -203,6 +203,8 @@ class PeakSampler:
     def __init__(self) -> None:
         self.peaks: dict[str, int] = {}
         self.sources: set[str] = set()
+        # The most metadata-database connections each service held at one sample.
+        self.connections: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -227,8 +229,9 @@ class PeakSampler:
 
         client = docker.from_env()
         try:
-            for container in client.containers.list(
-                    filters={"label": f"com.docker.compose.project={PROJECT}"}):
+            containers = client.containers.list(
+                filters={"label": f"com.docker.compose.project={PROJECT}"})
+            for container in containers:
                 service = container.labels.get("com.docker.compose.service", container.name)
                 try:
                     value, source = peak_bytes(container)
@@ -236,8 +239,39 @@ class PeakSampler:
                     continue
                 self.peaks[service] = max(self.peaks.get(service, 0), value)
                 self.sources.add(source)
+            for service, count in database_connections(containers).items():
+                self.connections[service] = max(self.connections.get(service, 0), count)
         finally:
             client.close()
+
+
+def database_connections(containers: list) -> dict[str, int]:
+    """Connections to the stack's PostgreSQL by the service holding them (its address on
+    the compose network), read from pg_stat_activity through the server's local socket
+    (which is not counted)."""
+    by_address = {}
+    database = None
+    for container in containers:
+        service = container.labels.get("com.docker.compose.service", container.name)
+        if service == "postgres":
+            database = container
+        for network in container.attrs["NetworkSettings"]["Networks"].values():
+            if network.get("IPAddress"):
+                by_address[network["IPAddress"]] = service
+    if database is None:
+        return {}
+    code, out = database.exec_run(
+        ["psql", "-U", "airflow", "-d", "airflow", "-At", "-c",
+         "select client_addr, count(*) from pg_stat_activity "
+         "where backend_type = 'client backend' and client_addr is not null group by 1"])
+    if code != 0:
+        return {}
+    counts: dict[str, int] = {}
+    for line in out.decode().split():
+        address, count = line.split("|")
+        service = by_address.get(address, address)
+        counts[service] = counts.get(service, 0) + int(count)
+    return counts
 
 
 def role_of(service: str) -> str:
@@ -308,7 +342,8 @@ def measure(name: str, port: int, override: Path | None) -> dict:
         idle = cpu_since(before)
         return {"name": name, "startup": startup, "parsed": parsed, "runs": records,
                 "busy": busy, "busy_wall": busy_wall, "idle": idle,
-                "peaks": sampler.peaks, "peak_sources": sorted(sampler.sources)}
+                "peaks": sampler.peaks, "peak_sources": sorted(sampler.sources),
+                "connections": sampler.connections}
     finally:
         stack.down()
 
@@ -449,6 +484,13 @@ def memory_section(ours: dict) -> list[str]:
     for service, value in services.items():
         roles[role_of(service)] = max(roles.get(role_of(service), 0), value)
     mib = {role: round(value / 2**20, 1) for role, value in sorted(roles.items())}
+    held = {s: n for s, n in ours["connections"].items() if role_of(s) in cost.ROLES}
+    connections: dict[str, int] = {}
+    for service, count in held.items():
+        connections[role_of(service)] = max(connections.get(role_of(service), 0), count)
+    for role in cost.ROLES:  # a role that never connected held none
+        connections.setdefault(role, 0)
+    connections = dict(sorted(connections.items()))
     machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, "
                f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
                f"Linux {platform.release()}")
@@ -460,6 +502,16 @@ def memory_section(ours: dict) -> list[str]:
                  f"of {DAG_ID} ({TASKS} task instances each)",
         "peak_mib": mib,
         "containers_mib": {s: round(b / 2**20, 1) for s, b in sorted(services.items())},
+        # The most metadata-database connections one task of each role held at once, and
+        # the database's CPU while the stack (one scheduler task) idles: `airflow-ecs cost`
+        # sizes the RDS instance from them.
+        "peak_connections": connections,
+        "containers_connections": dict(sorted(held.items())),
+        "database_idle_cpu": round(ours["idle"].get("postgres", 0.0) / IDLE_SECONDS, 4),
+        # PostgreSQL's CPU seconds during the runs (the DAG's first parse included) for
+        # each task instance they ran.
+        "database_cpu_per_task": round(ours["busy"].get("postgres", 0.0)
+                                       / sum(r["count"] for r in ours["runs"]), 4),
     }
     cost.PEAKS_FILE.parent.mkdir(parents=True, exist_ok=True)
     cost.PEAKS_FILE.write_text(json.dumps(record, indent=2) + "\n")
@@ -497,6 +549,24 @@ def memory_section(ours: dict) -> list[str]:
         "| role | peak | " + " | ".join(f"{name}.json" for name in sizes) + " |",
         "| --- | --- |" + " --- |" * len(sizes),
         *rows,
+        "",
+        f"### Metadata-database connections by role, {ours['name']}",
+        "",
+        "The most connections to PostgreSQL each container held at once (pg_stat_activity, "
+        "sampled every second with the memory): "
+        + ", ".join(f"{s} {n}" for s, n in record["containers_connections"].items())
+        + ". A worker's figure is the larger of the two workers'. Celery's results go to "
+        "Redis here (compose.yaml's secrets), so a worker holds none once it has started "
+        "(entrypoint.worker.orm_release); a database result backend adds one per worker "
+        "process. PostgreSQL's own CPU while the stack idled, one scheduler task: "
+        f"{100 * record['database_idle_cpu']:.1f}% of a CPU; during the runs, "
+        f"{1000 * record['database_cpu_per_task']:.0f} ms for each task instance. "
+        "`airflow-ecs cost` sizes the RDS "
+        "instance of each settings file from these figures (docs/cost.md).",
+        "",
+        "| role | connections |",
+        "| --- | ---: |",
+        *(f"| {role} | {n} |" for role, n in connections.items()),
     ]
 
 

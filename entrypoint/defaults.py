@@ -116,9 +116,11 @@ def _common(settings: Settings, refresh: str) -> list[Default]:
                 "fix lets Airflow's 5 s heartbeat stay: at 1 s every running task would call "
                 "the API every second. It also drops the heartbeat Airflow sends right after a "
                 "task's start call, which has just recorded one (1 of 6 API requests of a "
-                "short task). In the scheduler, Celery's database result backend keeps one "
-                "pooled connection instead of opening one for each task-state query (about "
-                "10 per fan-out run, each a new PostgreSQL server process)"),
+                "short task). In the scheduler, Celery's database result backend (where one "
+                "is used) keeps one pooled connection instead of opening one for each "
+                "task-state query (about 10 per fan-out run, each a new PostgreSQL server "
+                "process). A worker closes the database connections its start opened before "
+                "its pool forks: it held 2 for its life, shared with every pool process"),
         Default("AIRFLOW__CELERY__TASK_TRACK_STARTED", "False",
                 "Airflow's Celery executor treats a STARTED result exactly as PENDING, task "
                 "adoption included, so recording it only costs every task one more "

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ PEAKS_FILE = ROOT / "bench" / "results" / "memory-peaks.json"
 HEADROOM = 0.30
 # The roles whose peaks are measured and compared; the deployment's roles.
 ROLES = ("migrate", "scheduler", "webserver", "worker")
+# ElastiCache's engines, as the bill names them.
+CACHE_ENGINES = {"valkey": "Valkey", "redis": "Redis OSS"}
 SPOT = "FARGATE_SPOT"
 SPOT_ARCH = "X86_64"  # the only architecture Fargate Spot runs (docs/deploy.md, "ARM64")
 ON_DEMAND = "FARGATE"
@@ -55,6 +57,8 @@ class Service:
     max_count: int  # the scaling target's maximum (count where the service does not scale)
     spot_tasks: float  # of count, how many the capacity-provider strategy puts on Spot
     arch: str  # X86_64 or ARM64
+    # The essential container's environment, as the task definition sets it.
+    environment: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 def _resources(stack: Mapping[str, Any], kind: str) -> dict[str, Mapping[str, Any]]:
@@ -88,6 +92,14 @@ def role_of(task_definition: Mapping[str, Any], fallback: str) -> str:
             return str(command[1]).split("+")[0]
         return str(container.get("Name", fallback))
     return fallback
+
+
+def _environment(task_definition: Mapping[str, Any]) -> dict[str, str]:
+    for container in task_definition.get("ContainerDefinitions", []):
+        if container.get("Essential", True):
+            return {str(e.get("Name")): str(e.get("Value"))
+                    for e in container.get("Environment") or []}
+    return {}
 
 
 def _number(value: Any, where: str) -> float:
@@ -157,7 +169,7 @@ def services(stack: Mapping[str, Any]) -> list[Service]:
             vcpu=_number(td.get("Cpu"), f"{refs[0]}.Cpu") / 1024,
             memory_gib=_number(td.get("Memory"), f"{refs[0]}.Memory") / 1024,
             count=count, max_count=max(maximum, count), spot_tasks=spot,
-            arch=str(platform.get("CpuArchitecture", "X86_64"))))
+            arch=str(platform.get("CpuArchitecture", "X86_64")), environment=_environment(td)))
     return out
 
 
@@ -190,6 +202,122 @@ def memory_warnings(stack: Mapping[str, Any], peaks: Mapping[str, float],
     return lines
 
 
+# Airflow's own defaults for what bounds an api-server's database connections: each of its
+# [api] workers keeps a SQLAlchemy pool of sql_alchemy_pool_size connections and opens up
+# to sql_alchemy_max_overflow more under load (tests/unit/test_cost.py checks them against
+# the installed Airflow; a task definition that sets one wins).
+AIRFLOW_POOL_DEFAULTS = {"AIRFLOW__DATABASE__SQL_ALCHEMY_POOL_SIZE": 5,
+                         "AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW": 10,
+                         "AIRFLOW__API__WORKERS": 1}
+
+
+@dataclass(frozen=True)
+class DatabaseSize:
+    """The RDS class a deployment needs at its maximum scale, and why."""
+
+    instance: str
+    connections: int  # needed at the maximum scale, headroom included
+    max_connections: int  # what the class allows the deployment
+    per_task: Mapping[str, int]  # connections budgeted for one task of each role
+    vcpu: float  # the database CPU needed at the maximum scale, headroom included
+    rest_vcpu: float  # and with every service at rest
+    baseline_vcpu: float  # what the class sustains on its CPU credits
+    slots: int  # worker slots of the scaled-out fleet
+    monthly: float  # the instance a month at rest, surplus CPU credits included (no storage)
+    scale_out: float  # what the surplus credits of the maximum scale add a month
+
+    @property
+    def surplus_vcpu(self) -> float:
+        return max(self.rest_vcpu - self.baseline_vcpu, 0.0)
+
+
+def _setting(svc: Service, name: str, default: int) -> int:
+    raw = svc.environment.get(name)
+    return default if raw is None else int(_number(raw, f"{svc.name}: {name}"))
+
+
+def _webserver_pool(svc: Service) -> int:
+    """The most connections one api-server task can open: its pool and overflow, for each
+    of its workers."""
+    size, overflow, workers = (_setting(svc, name, default)
+                               for name, default in AIRFLOW_POOL_DEFAULTS.items())
+    return (size + overflow) * workers
+
+
+def _worker_concurrency(svc: Service) -> int:
+    from entrypoint import config, defaults
+    from entrypoint.airflow_names import WORKER_CONCURRENCY
+
+    default = next(int(d.value) for d in defaults.tuned(config.load({}))
+                   if d.name == WORKER_CONCURRENCY)
+    return _setting(svc, WORKER_CONCURRENCY, default)
+
+
+def _measured(measured: Mapping[str, Any] | None, key: str) -> Any:
+    value = (measured or {}).get(key)
+    if value is None:
+        shown = PEAKS_FILE.relative_to(ROOT) if PEAKS_FILE.is_relative_to(ROOT) else PEAKS_FILE
+        raise ConfigError(f"{shown}: no {key!r} measured; the database is sized from it: run "
+                          "`python -m bench fanout` to measure it")
+    return value
+
+
+def database_size(svcs: Sequence[Service], prices: Mapping[str, Any],
+                  measured: Mapping[str, Any] | None, region: str) -> DatabaseSize:
+    """The cheapest class of prices.json's database_classes that holds the deployment at its
+    maximum scale: the connections every task of every service at its maximum count holds
+    (the most one task of the role held in the fan-out, plus HEADROOM; an api-server what
+    its pools allow, since its connections grow with the execution-API calls of every
+    running task, which the fan-out's 8 slots don't reach), one migrate task besides. Its
+    price, as the rest of the bill, at rest: the instance's hours, and the CPU load the
+    database carries (prices.json, database_load_why) above the class's baseline billed as
+    surplus CPU credits, as RDS bills a burstable class in its default unlimited mode; what
+    the load of the maximum scale adds is given apart, as the services' scale-out is."""
+    a = prices["assumptions"]
+    at = _region(prices, region)
+    held = _measured(measured, "peak_connections")
+    idle_cpu = float(_measured(measured, "database_idle_cpu"))
+    task_cpu = float(_measured(measured, "database_cpu_per_task"))
+    per_task = {role: math.ceil(float(held.get(role, 0)) * (1 + HEADROOM)) for role in ROLES}
+    webservers = [s for s in svcs if s.role == "webserver"]
+    if webservers:
+        per_task["webserver"] = max(per_task["webserver"],
+                                    *(_webserver_pool(s) for s in webservers))
+    connections = per_task["migrate"] + sum(per_task.get(s.role, 0) * s.max_count for s in svcs)
+    def load(tasks: Callable[[Service], int]) -> tuple[int, float]:
+        slots = sum(_worker_concurrency(s) * tasks(s) for s in svcs if s.role == "worker")
+        schedulers = sum(tasks(s) for s in svcs if s.role == "scheduler")
+        return slots, (schedulers * idle_cpu
+                       + slots * task_cpu / float(a["database_task_seconds"])) * (1 + HEADROOM)
+
+    slots, vcpu = load(lambda s: s.max_count)
+    rest_vcpu = load(lambda s: s.count)[1]
+    hours = float(a["hours_per_month"])
+    instances = 2 if a["database_multi_az"] else 1  # a standby's credits are billed too
+    fits = []
+    for cls in a["database_classes"]:
+        name = str(cls["class"])
+        allowed = math.floor(float(cls["memory_gib"]) * 2**30 * float(a["database_memory_share"])
+                             / float(a["database_bytes_per_connection"])) \
+            - int(a["database_reserved_connections"])
+        if connections > allowed:
+            continue
+        if name not in at["database_hour"]:
+            raise ConfigError(f"{PRICES_FILE.name}: {region} has no database_hour for {name}; "
+                              "add its Multi-AZ hourly price")
+        baseline = float(cls["baseline_vcpu"])
+        credit = float(at["database_cpu_credit_vcpu_hour"]) * instances * hours
+        rest = max(rest_vcpu - baseline, 0.0) * credit
+        fits.append(DatabaseSize(name, connections, allowed, per_task, vcpu, rest_vcpu,
+                                 baseline, slots, float(at["database_hour"][name]) * hours + rest,
+                                 max(vcpu - baseline, 0.0) * credit - rest))
+    if not fits:
+        raise ConfigError(f"no database class in {PRICES_FILE.name} holds {connections} "
+                          "connections at this deployment's maximum scale; add a larger class "
+                          "to its database_classes, with its prices")
+    return min(fits, key=lambda size: size.monthly)  # the smaller of two equal: the first
+
+
 def load_prices(path: Path = PRICES_FILE) -> dict[str, Any]:
     try:
         data: dict[str, Any] = json.loads(path.read_text())
@@ -214,6 +342,7 @@ class Bill:
     spot_workers: float  # our total with every worker task on Fargate Spot
     mwaa: list[Line]
     scale_out: list[str]  # what the scaled-out services add at their maximum
+    database: DatabaseSize
 
     @property
     def total(self) -> float:
@@ -251,11 +380,14 @@ def _money(value: float) -> str:
 
 
 def bill(stack: Mapping[str, Any], region: str,
-         prices: Mapping[str, Any] | None = None) -> Bill:
+         prices: Mapping[str, Any] | None = None,
+         measured: Mapping[str, Any] | None = None) -> Bill:
     """The monthly bill of a rendered template's resources, and MWAA's at comparable
     capacity: as many schedulers and web servers as ours run, and MWAA workers of
-    mwaa.worker_vcpu for as many vCPUs as our workers' steady tasks have."""
+    mwaa.worker_vcpu for as many vCPUs as our workers' steady tasks have. The database's
+    class comes from what the bench measured (database_size; default: PEAKS_FILE)."""
     prices = prices if prices is not None else load_prices()
+    measured = measured if measured is not None else load_peaks()
     at, a, mw = _region(prices, region), prices["assumptions"], prices["mwaa"]
     hours, discount = float(a["hours_per_month"]), float(a["spot_discount"])
     ours: list[Line] = []
@@ -288,14 +420,22 @@ def bill(stack: Mapping[str, Any], region: str,
         ours.append(Line("Application Load Balancer", f"{albs} x (1 h + {a['alb_lcu']} LCU) "
                          "an hour", albs * (at["alb"]["hour"] + a["alb_lcu"]
                                             * at["alb"]["lcu_hour"]) * hours))
-    ours.append(Line("ElastiCache Redis (assumed)",
+    engine = str(a["cache_engine"])
+    ours.append(Line(f"ElastiCache {CACHE_ENGINES.get(engine, engine)} (assumed)",
                      f"{a['redis_nodes']} x {a['redis_node_type']}",
-                     a["redis_nodes"] * at["redis_node_hour"] * hours))
-    ours.append(Line("RDS PostgreSQL (assumed)",
-                     f"{a['database_instance']}"
+                     a["redis_nodes"] * at["cache_node_hour"][engine] * hours))
+    database = database_size(svcs, prices, measured, region)
+    credits = (f", {database.surplus_vcpu:.2f} vCPU of surplus CPU credits"
+               if database.surplus_vcpu else "")
+    if database.scale_out > 0:
+        scale_out.append(f"The database's load with every service at its maximum adds "
+                         f"{_money(database.scale_out)} a month of surplus CPU credits while "
+                         "it lasts")
+    ours.append(Line("RDS PostgreSQL (sized below)",
+                     f"{database.instance}"
                      + (" Multi-AZ" if a["database_multi_az"] else "")
-                     + f", {a['database_storage_gib']} GiB gp3",
-                     at["database_hour"] * hours
+                     + f", {a['database_storage_gib']} GiB gp3{credits}",
+                     database.monthly
                      + a["database_storage_gib"] * at["database_storage_gib_month"]))
     logs = Line("CloudWatch Logs (estimate)",
                 f"{a['log_ingest_gib_per_month']} GiB ingested and kept a month",
@@ -327,7 +467,7 @@ def bill(stack: Mapping[str, Any], region: str,
                      a["database_storage_gib"] * price["database_storage_gib_month"]))
     mwaa.append(logs)
     total = sum(line.monthly for line in ours)
-    return Bill(region, ours, total - spot_saving, mwaa, scale_out)
+    return Bill(region, ours, total - spot_saving, mwaa, scale_out, database)
 
 
 def _table(lines: Sequence[Line], total: str, amount: float) -> list[str]:
@@ -342,7 +482,7 @@ def report(stack: Mapping[str, Any], region: str, source: str,
     """The Markdown of `airflow-ecs cost`: our bill, MWAA's, the ratio, and the task
     memory against the measured peaks where a bench has measured them."""
     prices = prices if prices is not None else load_prices()
-    b = bill(stack, region, prices)
+    b = bill(stack, region, prices, peaks)
     a = prices["assumptions"]
     lines = [f"### {source} in {region}", "",
              *_table(b.ours, "ours, as rendered", b.total),
@@ -352,10 +492,11 @@ def report(stack: Mapping[str, Any], region: str, source: str,
               f"web servers as ours, {prices['mwaa']['worker_vcpu']}-vCPU workers for our "
               "workers' vCPUs):", "",
               *_table(b.mwaa, "MWAA", b.mwaa_total), ""]
-    lines.append(f"Ours against MWAA: {b.total / b.mwaa_total:.0%} on-demand, "
-                 f"{b.spot_workers / b.mwaa_total:.0%} with the workers on Fargate Spot.")
+    lines.append(f"Ours against MWAA: {b.total / b.mwaa_total:.1%} on-demand, "
+                 f"{b.spot_workers / b.mwaa_total:.1%} with the workers on Fargate Spot.")
     if b.scale_out:
         lines += ["", *(f"- {text}." for text in b.scale_out)]
+    lines += ["", _database_text(b.database, services(stack))]
     if peaks:
         measured = peaks.get("peak_mib", {})
         lines += ["", f"Task memory against the peaks measured by `python -m bench fanout` "
@@ -368,6 +509,22 @@ def report(stack: Mapping[str, Any], region: str, source: str,
         lines += ["", *(memory_warnings(stack, measured)
                         or ["no warning: every measured role has the headroom"])]
     return "\n".join(lines) + "\n"
+
+
+def _database_text(db: DatabaseSize, svcs: Sequence[Service]) -> str:
+    counts = {role: sum(s.max_count for s in svcs if s.role == role)
+              for role in ("scheduler", "webserver", "worker")}
+    held = ", ".join(f"{counts[role]} {role} task{'s' if counts[role] != 1 else ''} x "
+                     f"{db.per_task[role]}" for role in counts if counts[role])
+    return (f"The database, sized for the deployment at its maximum scale: {db.connections} "
+            f"connections ({held}, and {db.per_task['migrate']} for a migrate task) of the "
+            f"{db.max_connections} a {db.instance} allows; {db.vcpu:.2f} vCPU of load "
+            f"({db.slots} worker slots), {db.rest_vcpu:.2f} at rest, against the "
+            f"{db.baseline_vcpu:g} vCPU its CPU credits sustain (the load above it is billed "
+            "as surplus credits, RDS's unlimited mode); the cheapest class that holds the "
+            "connections, surplus credits at rest included. A "
+            "database result backend instead of Redis (docs/deploy.md, step 4) would add a "
+            f"connection for each worker slot, {db.slots} more.")
 
 
 def run(settings_file: Path | None, env: Mapping[str, str], region: str | None) -> str:
@@ -416,11 +573,11 @@ def docs() -> str:
                 fixed = sum(x.monthly for x in b.ours if not x.item.startswith("Fargate"))
                 verdicts.append(
                     f"- {source} in {region}: {_money(b.total)} against MWAA's "
-                    f"{_money(b.mwaa_total)} USD a month, {ratio:.0%} on-demand (goal: at most "
-                    f"{GOAL:.0%}): **{'met' if ratio <= GOAL else 'missed'}**; "
-                    f"{b.spot_workers / b.mwaa_total:.0%} with the workers on Fargate Spot. "
+                    f"{_money(b.mwaa_total)} USD a month, {ratio:.1%} on-demand (goal: at most "
+                    f"{GOAL:.1%}): **{'met' if ratio <= GOAL else 'missed'}**; "
+                    f"{b.spot_workers / b.mwaa_total:.1%} with the workers on Fargate Spot. "
                     f"Without any Fargate task, the load balancer, Redis, PostgreSQL and logs "
-                    f"alone come to {_money(fixed)}, {fixed / b.mwaa_total:.0%} of MWAA's.")
+                    f"alone come to {_money(fixed)}, {fixed / b.mwaa_total:.1%} of MWAA's.")
     return "\n".join([DOCS_BEGIN, "", "## The smallest production setup against MWAA", "",
                       *verdicts, "", *sections, DOCS_END])
 
