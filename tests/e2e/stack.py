@@ -67,12 +67,13 @@ def build_test_images() -> None:
     agent = CONTAINERS / "agent" / "fake_agent.py"
     agent.write_bytes((ROOT / "tests" / "support" / "fake_agent.py").read_bytes())
     try:
-        for name, tag, base in (("moto", MOTO_IMAGE, BASE_OS), ("git", GIT_IMAGE, BASE_OS),
-                                ("redis", REDIS_IMAGE, BASE_OS),
-                                ("valkey", VALKEY_IMAGE, BASE_OS),
-                                ("postgres", POSTGRES_IMAGE, BASE_OS),
-                                ("agent", AGENT_IMAGE, MOTO_IMAGE)):
-            result = docker("build", "-q", "--build-arg", f"BASE_IMAGE={base}", "-t", tag,
+        for name, tag, base, extra in (
+                ("moto", MOTO_IMAGE, BASE_OS, ()), ("git", GIT_IMAGE, BASE_OS, ()),
+                ("redis", REDIS_IMAGE, BASE_OS, ()),
+                ("redis", VALKEY_IMAGE, BASE_OS, ("--build-arg", "SERVER=valkey")),
+                ("postgres", POSTGRES_IMAGE, BASE_OS, ()),
+                ("agent", AGENT_IMAGE, MOTO_IMAGE, ())):
+            result = docker("build", "-q", "--build-arg", f"BASE_IMAGE={base}", *extra, "-t", tag,
                             str(CONTAINERS / name), check=False, timeout=1800)
             if result.returncode != 0:
                 raise RuntimeError(f"building {tag} failed:\n{result.stdout}\n{result.stderr}")
