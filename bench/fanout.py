@@ -556,8 +556,9 @@ def memory_section(ours: dict) -> list[str]:
         "sampled every second with the memory): "
         + ", ".join(f"{s} {n}" for s, n in record["containers_connections"].items())
         + ". A worker's figure is the larger of the two workers'. Celery's results go to "
-        "Redis here (the local stack's secrets, scripts/local-secrets.sh), so a worker holds none once it has started "
-        "(entrypoint.worker.orm_release); a database result backend adds one per worker "
+        "Redis here (the local stack's secrets, scripts/local-secrets.sh), so a worker "
+        "holds none once it has started (entrypoint.worker.orm_release); a database result "
+        "backend adds one per worker "
         "process. PostgreSQL's own CPU while the stack idled, one scheduler task: "
         f"{100 * record['database_idle_cpu']:.1f}% of a CPU; during the runs, "
         f"{1000 * record['database_cpu_per_task']:.0f} ms for each task instance. "
