@@ -219,6 +219,7 @@ class DatabaseSize:
     connections: int  # needed at the maximum scale, headroom included
     max_connections: int  # what the class allows the deployment
     per_task: Mapping[str, int]  # connections budgeted for one task of each role
+    tasks: Mapping[str, int]  # tasks of each role at the maximum scale
     vcpu: float  # the database CPU needed at the maximum scale, headroom included
     rest_vcpu: float  # and with every service at rest
     baseline_vcpu: float  # what the class sustains on its CPU credits
@@ -244,21 +245,23 @@ def _webserver_pool(svc: Service) -> int:
     return (size + overflow) * workers
 
 
-def _worker_concurrency(svc: Service) -> int:
+def _worker_concurrency(svcs: Sequence[Service]) -> dict[str, int]:
+    """Each worker service's concurrency: its task definition's, else the images' default."""
     from entrypoint import config, defaults
     from entrypoint.airflow_names import WORKER_CONCURRENCY
 
     default = next(int(d.value) for d in defaults.tuned(config.load({}))
                    if d.name == WORKER_CONCURRENCY)
-    return _setting(svc, WORKER_CONCURRENCY, default)
+    return {s.name: _setting(s, WORKER_CONCURRENCY, default) for s in svcs if s.role == "worker"}
 
 
 def _measured(measured: Mapping[str, Any] | None, key: str) -> Any:
     value = (measured or {}).get(key)
     if value is None:
-        shown = PEAKS_FILE.relative_to(ROOT) if PEAKS_FILE.is_relative_to(ROOT) else PEAKS_FILE
-        raise ConfigError(f"{shown}: no {key!r} measured; the database is sized from it: run "
-                          "`python -m bench fanout` to measure it")
+        from entrypoint.tools.ecs.render import display
+
+        raise ConfigError(f"{display(PEAKS_FILE)}: no {key!r} measured; the database is "
+                          "sized from it: run `python -m bench fanout` to measure it")
     return value
 
 
@@ -284,14 +287,18 @@ def database_size(svcs: Sequence[Service], prices: Mapping[str, Any],
         per_task["webserver"] = max(per_task["webserver"],
                                     *(_webserver_pool(s) for s in webservers))
     connections = per_task["migrate"] + sum(per_task.get(s.role, 0) * s.max_count for s in svcs)
+    concurrency = _worker_concurrency(svcs)
+
     def load(tasks: Callable[[Service], int]) -> tuple[int, float]:
-        slots = sum(_worker_concurrency(s) * tasks(s) for s in svcs if s.role == "worker")
+        slots = sum(concurrency[s.name] * tasks(s) for s in svcs if s.role == "worker")
         schedulers = sum(tasks(s) for s in svcs if s.role == "scheduler")
         return slots, (schedulers * idle_cpu
                        + slots * task_cpu / float(a["database_task_seconds"])) * (1 + HEADROOM)
 
     slots, vcpu = load(lambda s: s.max_count)
     rest_vcpu = load(lambda s: s.count)[1]
+    at_most = {role: sum(s.max_count for s in svcs if s.role == role)
+               for role in ("scheduler", "webserver", "worker")}
     hours = float(a["hours_per_month"])
     instances = 2 if a["database_multi_az"] else 1  # a standby's credits are billed too
     fits = []
@@ -308,7 +315,7 @@ def database_size(svcs: Sequence[Service], prices: Mapping[str, Any],
         baseline = float(cls["baseline_vcpu"])
         credit = float(at["database_cpu_credit_vcpu_hour"]) * instances * hours
         rest = max(rest_vcpu - baseline, 0.0) * credit
-        fits.append(DatabaseSize(name, connections, allowed, per_task, vcpu, rest_vcpu,
+        fits.append(DatabaseSize(name, connections, allowed, per_task, at_most, vcpu, rest_vcpu,
                                  baseline, slots, float(at["database_hour"][name]) * hours + rest,
                                  max(vcpu - baseline, 0.0) * credit - rest))
     if not fits:
@@ -496,7 +503,7 @@ def report(stack: Mapping[str, Any], region: str, source: str,
                  f"{b.spot_workers / b.mwaa_total:.1%} with the workers on Fargate Spot.")
     if b.scale_out:
         lines += ["", *(f"- {text}." for text in b.scale_out)]
-    lines += ["", _database_text(b.database, services(stack))]
+    lines += ["", _database_text(b.database)]
     if peaks:
         measured = peaks.get("peak_mib", {})
         lines += ["", f"Task memory against the peaks measured by `python -m bench fanout` "
@@ -511,11 +518,9 @@ def report(stack: Mapping[str, Any], region: str, source: str,
     return "\n".join(lines) + "\n"
 
 
-def _database_text(db: DatabaseSize, svcs: Sequence[Service]) -> str:
-    counts = {role: sum(s.max_count for s in svcs if s.role == role)
-              for role in ("scheduler", "webserver", "worker")}
-    held = ", ".join(f"{counts[role]} {role} task{'s' if counts[role] != 1 else ''} x "
-                     f"{db.per_task[role]}" for role in counts if counts[role])
+def _database_text(db: DatabaseSize) -> str:
+    held = ", ".join(f"{n} {role} task{'s' if n != 1 else ''} x {db.per_task[role]}"
+                     for role, n in db.tasks.items() if n)
     return (f"The database, sized for the deployment at its maximum scale: {db.connections} "
             f"connections ({held}, and {db.per_task['migrate']} for a migrate task) of the "
             f"{db.max_connections} a {db.instance} allows; {db.vcpu:.2f} vCPU of load "
