@@ -45,6 +45,7 @@ from demo import Client, read_env_file, wait_for  # noqa: E402
 from entrypoint.config import load  # noqa: E402
 from entrypoint.defaults import tuned  # noqa: E402
 from entrypoint.tools import cost  # noqa: E402
+from tests.support import pg_activity  # noqa: E402
 
 # BENCH_PROJECT: another compose project name, so two checkouts can run this side by side.
 PROJECT = os.environ.get("BENCH_PROJECT", "airflow-ecs-bench-fanout")
@@ -246,32 +247,12 @@ class PeakSampler:
 
 
 def database_connections(containers: list) -> dict[str, int]:
-    """Connections to the stack's PostgreSQL by the service holding them (its address on
-    the compose network), read from pg_stat_activity through the server's local socket
-    (which is not counted)."""
-    by_address = {}
-    database = None
-    for container in containers:
-        service = container.labels.get("com.docker.compose.service", container.name)
-        if service == "postgres":
-            database = container
-        for network in container.attrs["NetworkSettings"]["Networks"].values():
-            if network.get("IPAddress"):
-                by_address[network["IPAddress"]] = service
-    if database is None:
-        return {}
-    code, out = database.exec_run(
-        ["psql", "-U", "airflow", "-d", "airflow", "-At", "-c",
-         "select client_addr, count(*) from pg_stat_activity "
-         "where backend_type = 'client backend' and client_addr is not null group by 1"])
-    if code != 0:
-        return {}
-    counts: dict[str, int] = {}
-    for line in out.decode().split():
-        address, count = line.split("|")
-        service = by_address.get(address, address)
-        counts[service] = counts.get(service, 0) + int(count)
-    return counts
+    """Connections to the stack's PostgreSQL by the compose service holding them."""
+    names = {address: container.labels.get("com.docker.compose.service", container.name)
+             for container in containers for address in pg_activity.addresses(container.attrs)}
+    database = next((c for c in containers
+                     if c.labels.get("com.docker.compose.service") == "postgres"), None)
+    return (pg_activity.connections(database, names) or {}) if database is not None else {}
 
 
 def role_of(service: str) -> str:

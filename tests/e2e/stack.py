@@ -26,6 +26,7 @@ import boto3
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
+from tests.support import pg_activity
 from tests.support.http import http_json
 from tests.support.images import ROOT, docker, image
 from tests.support.waiting import wait_until
@@ -206,7 +207,7 @@ class Stack:
         self.network.create()
         # Passwords never go on a command line or into an environment: docker inspect
         # shows both. Redis and Postgres read theirs from files copied in.
-        broker_image, server, cli = BROKERS[self.broker]
+        broker_image, server, cli = BROKERS[self.broker]  # cli: the wait's $0
         redis = DockerContainer(broker_image).with_command(
             ["sh", "-c", "while [ ! -s /tmp/redis.conf ]; do sleep 0.1; done; "
                          f"exec {server} /tmp/redis.conf"])
@@ -214,8 +215,8 @@ class Stack:
             f"bind 0.0.0.0\nprotected-mode no\ndir /tmp\nrequirepass {s.redis_password}\n"
             .encode(), "/tmp/redis.conf", 0o444)
         self._start("redis", redis)
-        self._wait_exec("redis", ["sh", "-c", f"{cli} --no-auth-warning -a \"$(sed -n "
-                                  "'s/^requirepass //p' /tmp/redis.conf)\" ping | grep -q PONG"])
+        self._wait_exec("redis", ["sh", "-c", f"{self._cli_line()} | grep -q PONG", cli,
+                                  "ping"])
         pg = DockerContainer(POSTGRES_IMAGE).with_envs(
             POSTGRES_USER="airflow", POSTGRES_DB="airflow",
             POSTGRES_PASSWORD_FILE="/tmp/postgres-password")
@@ -446,23 +447,28 @@ class Stack:
         return self.api("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")[
             "task_instances"]
 
-    def db_connections(self) -> dict[str, int]:
-        """Open connections to the metadata database, by the container holding them (its
-        address on the stack's network; the database's own sessions are not counted)."""
-        names = {}
-        for name in self.containers:
-            networks = self.inspect(name)["NetworkSettings"]["Networks"]
-            names.update({n["IPAddress"]: name for n in networks.values() if n["IPAddress"]})
-        out = self.containers["postgres"].exec(
-            ["psql", "-U", "airflow", "-d", "airflow", "-At", "-c",
-             "select client_addr, count(*) from pg_stat_activity "
-             "where backend_type = 'client backend' and client_addr is not null group by 1"])
+    def _cli_line(self) -> str:
+        """The broker's CLI with the password from its config file (never in an argument
+        docker inspect would show), its arguments from the shell's "$@"."""
+        cli = BROKERS[self.broker][2]
+        return (f"{cli} --no-auth-warning -a \"$(sed -n 's/^requirepass //p' "
+                "/tmp/redis.conf)\" \"$@\"")
+
+    def broker_cli(self, *args: str) -> str:
+        """What the broker's CLI prints for args, run in the broker's container."""
+        out = self.containers["redis"].exec(["sh", "-c", self._cli_line(),
+                                             BROKERS[self.broker][2], *args])
         assert out.exit_code == 0, out.output.decode(errors="replace")
-        counts: dict[str, int] = {}
-        for line in out.output.decode().split():
-            address, count = line.split("|")
-            name = names.get(address, address)
-            counts[name] = counts.get(name, 0) + int(count)
+        return out.output.decode()
+
+    def db_connections(self) -> dict[str, int]:
+        """Open connections to the metadata database, by the container holding them (the
+        database's own sessions are not counted)."""
+        names = {address: name for name in self.containers
+                 for address in pg_activity.addresses(self.inspect(name))}
+        counts = pg_activity.connections(self.containers["postgres"].get_wrapped_container(),
+                                         names)
+        assert counts is not None, "psql in the postgres container failed"
         return counts
 
     # --- diagnostics and clean-up ---------------------------------------------------------

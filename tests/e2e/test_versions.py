@@ -174,13 +174,8 @@ def test_s3_a_run_keeps_its_listing_while_a_new_upload_lands(versions_stack):
 def test_the_broker_and_the_results_of_those_runs_were_on_valkey(versions_stack):
     # The runs above went through this stack's broker: Valkey, as docs/deploy.md creates it
     # on ElastiCache, with Celery's task results in its database 1.
-    def valkey(*args: str) -> str:
-        out = versions_stack.containers["redis"].exec(
-            ["sh", "-c", "valkey-cli --no-auth-warning -a \"$(sed -n 's/^requirepass //p' "
-                         "/tmp/redis.conf)\" \"$@\"", "valkey-cli", *args])
-        assert out.exit_code == 0, out.output
-        return out.output.decode()
-
-    assert "server_name:valkey" in valkey("INFO", "server")
-    results = valkey("-n", "1", "--scan", "--pattern", "celery-task-meta-*").split()
+    assert versions_stack.broker == "valkey"
+    assert "server_name:valkey" in versions_stack.broker_cli("INFO", "server")
+    results = versions_stack.broker_cli("-n", "1", "--scan", "--pattern",
+                                        "celery-task-meta-*").split()
     assert results, "no Celery result in Valkey's database 1"
