@@ -25,7 +25,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from entrypoint import logins, migrations, rolenames
-from entrypoint.airflow_names import AUTH_MANAGER, BROKER_URL, DB_URL, EXECUTION_API_URL
+from entrypoint.airflow_names import (
+    AUTH_MANAGER,
+    BROKER_URL,
+    DB_URL,
+    EXECUTION_API_URL,
+    RESULT_BACKEND,
+)
 from entrypoint.config import LDAP_BIND_PASSWORD_VAR, Settings, oidc_discovery_url
 from entrypoint.errors import ConfigError, MigrationError, WaitTimeout
 from entrypoint.log import log, mask, mask_url, redact
@@ -37,7 +43,7 @@ from entrypoint.probe.health import (
     postgres_params,
     postgres_query,
 )
-from entrypoint.urls import BROKER_SCHEMES, DB_SCHEMES, parse, problems_in_url
+from entrypoint.urls import BROKER_SCHEMES, DB_SCHEMES, RESULT_SCHEMES, parse, problems_in_url
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -92,9 +98,18 @@ def wait_for_dependencies(role: str, settings: Settings, env: Mapping[str, str])
     broker = env.get(BROKER_URL, "").strip() if redis_needed else ""
     db_url = env.get(DB_URL, "").strip() if db_needed or schema_needed else ""
     api = env.get(EXECUTION_API_URL, "").strip() if api_needed else ""
-    _check_urls(broker, db_url, api)
+    # Celery's results in Redis (docs/deploy.md, step 4): a URL that can't log in would
+    # fail every task's result write after a start that looked healthy.
+    results = env.get(RESULT_BACKEND, "").strip() \
+        if any(RESULT_BACKEND in r.needs for r in rolenames.rows(role)) else ""
+    if not results.startswith(("redis://", "rediss://")) or results == broker:
+        results = ""
+    _check_urls(broker, db_url, api, results)
     if broker.startswith(("redis://", "rediss://")):
         _wait("Redis", mask_url(broker), lambda timeout: probe_redis(broker, timeout), deadline)
+    if results:
+        _wait("the result backend's Redis", mask_url(results),
+              lambda timeout: probe_redis(results, timeout, RESULT_BACKEND), deadline)
     if db_needed and db_url:
         _wait("the metadata database", _db_target(db_url),
               lambda timeout: probe_db(db_url, timeout), deadline)
@@ -138,12 +153,14 @@ def wait_for_dependencies(role: str, settings: Settings, env: Mapping[str, str])
                    "runs and that this task can reach it")
 
 
-def _check_urls(broker: str, db_url: str, api: str) -> None:
+def _check_urls(broker: str, db_url: str, api: str, results: str = "") -> None:
     """ConfigError naming every malformed URL about to be probed: a library given one
     fails in its own words, which may quote part of the password."""
     problems = []
     if broker:
         problems += problems_in_url(BROKER_URL, broker, BROKER_SCHEMES)
+    if results:
+        problems += problems_in_url(RESULT_BACKEND, results, RESULT_SCHEMES)
     if db_url:
         problems += problems_in_url(DB_URL, db_url, DB_SCHEMES)
     if api:
@@ -228,7 +245,8 @@ def _lookup(url: str, timeout: float) -> float:
     return max(timeout - (time.monotonic() - started), 0.01)
 
 
-def probe_redis(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
+def probe_redis(url: str, timeout: float = ATTEMPT_TIMEOUT, variable: str = BROKER_URL) -> None:
+    """One PING with url's credentials; `variable` is where the URL came from."""
     import ssl
 
     import redis
@@ -239,7 +257,7 @@ def probe_redis(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout,
                                       socket_timeout=timeout, retry_on_timeout=False)
     except ValueError as exc:
-        raise ConfigError(f"invalid setting: {BROKER_URL}: {exc}") from None
+        raise ConfigError(f"invalid setting: {variable}: {exc}") from None
     try:
         client.ping()
     except redis.AuthenticationError as exc:
@@ -247,7 +265,7 @@ def probe_redis(url: str, timeout: float = ATTEMPT_TIMEOUT) -> None:
             raise Refused("the server requires a password; add it to the URL: "
                           "redis://:PASSWORD@host:6379/0") from None
         raise Refused("the password or ACL user was rejected (AUTH failed); check the "
-                      "credentials in AIRFLOW__CELERY__BROKER_URL") from None
+                      f"credentials in {variable}") from None
     except redis.ResponseError as exc:
         text = str(exc)
         if "NOAUTH" in text:

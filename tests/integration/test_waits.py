@@ -87,6 +87,23 @@ def tls_redis(tmp_path_factory):
     proc.wait()
 
 
+def test_a_redis_result_backend_that_cannot_log_in_fails_at_start_naming_it(redis_server):
+    # Celery's results in Redis, database 1 (docs/deploy.md): a wrong password there would
+    # otherwise fail every task's result write after a start that looked healthy.
+    env = {"AIRFLOW__CELERY__BROKER_URL": redis_server.url(),
+           "AIRFLOW__CELERY__RESULT_BACKEND": redis_server.url(db=1, password="wrong-pw")}
+    with pytest.raises(WaitTimeout) as err:
+        waits.wait_for_dependencies("scheduler", settings(), env)
+    message = str(err.value)
+    assert "the result backend's Redis" in message and "refused us" in message
+    assert "check the credentials in AIRFLOW__CELERY__RESULT_BACKEND" in message
+    assert "wrong-pw" not in message
+    # A role that writes no results does not wait for it.
+    waits.wait_for_dependencies("exec", settings(), {
+        **env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": "", "AIRFLOW__CELERY__BROKER_URL":
+        redis_server.url()})
+
+
 def test_tls_mismatches_give_the_tls_hint(tls_redis, redis_server):
     port, cert = tls_redis
     waits.wait_for_dependencies("exec", settings(), {
