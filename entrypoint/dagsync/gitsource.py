@@ -48,6 +48,7 @@ _SHA = re.compile(r"^[0-9a-f]{40}$")
 _TRANSPORT_HELPER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
 _ALLOWED_SCHEMES = ("https://", "http://", "ssh://", "git://", "file://")
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9._-]+:[^/]")
+_QUOTED_LOCATION = re.compile(r"'(?:/|[A-Za-z][A-Za-z0-9+.-]*://)[^'\n]*'")
 # user:password@ at the start of a URL's authority, or of a scp-like user:password@host:path
 _PASSWORD = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.-]*://)?[^@/:]*:(?P<pw>[^@/]*)@")
 
@@ -215,14 +216,17 @@ def user_config(env: Mapping[str, str]) -> list[tuple[str, str]]:
 
 # What git's stderr says went wrong, checked in order: (phrases, reason, whether the
 # remote or the credentials refused: a new cache would only repeat such a failure).
-_REASONS = (
+# HTTP statuses are matched as curl words them, never as bare digits: a commit sha or a
+# path holds "403" often enough to turn a stale lock file into "bad credentials".
+_REASONS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
     (("could not resolve host", "name or service not known"),
      "unreachable host (DNS lookup failed)", True),
     (("connection refused", "timed out", "couldn't connect"), "unreachable host", True),
-    (("authentication failed", "could not read username", "401", "403", "permission denied",
-      "could not read password"), "bad credentials", True),
     (("host key verification failed",),
      "SSH host key not in AIRFLOW_ECS_DAGS_GIT_KNOWN_HOSTS", True),
+    (("authentication failed", "could not read username", "returned error: 401",
+      "returned error: 403", "permission denied", "could not read password"),
+     "bad credentials", True),
     (("couldn't find remote ref", "not our ref", "unknown revision"), "unknown ref", False),
     (("not allowed",),
      "transport not allowed by git's protocol policy (protocol.allow, protocol.<name>.allow: "
@@ -235,7 +239,8 @@ _REASONS = (
 
 def _classify(stderr: str) -> tuple[str, bool]:
     """(reason, whether the remote or the credentials refused) for a git stderr."""
-    text = stderr.lower()
+    # Paths and URLs git quotes are the caller's words, not git's verdict.
+    text = _QUOTED_LOCATION.sub("''", stderr).lower()
     for phrases, reason, remote in _REASONS:
         if any(phrase in text for phrase in phrases):
             return reason, remote
