@@ -38,6 +38,9 @@ from entrypoint.log import mask_url
 from entrypoint.running_env import MARKER as ROLE_ENV_MARKER
 
 DAG_SOURCES = ("image", "git", "s3")
+# How long the scheduler keeps its short pause after its last sign of work
+# (entrypoint.scheduler.pacing).
+SCHEDULER_BUSY_HOLD_SECONDS = 30
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -305,6 +308,11 @@ class Settings:
         10, 0, 60, "Seconds between two pings a worker sends itself through the broker; its "
         "health probe reads their outcome instead of pinging it. 0: no such pings, the probe "
         "pings the worker through the broker itself.", "10")
+    scheduler_busy_sleep_seconds: float = number(
+        0.25, 0, 60, "The scheduler's pause after an idle loop while its tasks are queued or "
+        f"running, and for {SCHEDULER_BUSY_HOLD_SECONDS} s after: how late it notices a task's "
+        "end and queues the next wave. At rest it pauses [scheduler] scheduler_idle_sleep_time "
+        "(Airflow's 1 s), which this never exceeds.", "0.5")
     metrics_interval: float = number(
         60.0, 1, 3600, "Seconds between two publications of the metrics role.", "30")
     metrics_namespace: str = text(

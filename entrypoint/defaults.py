@@ -92,10 +92,6 @@ def _common(settings: Settings, refresh: str) -> list[Default]:
                 "the folder the image bakes and the DAG sync publishes (AIRFLOW_ECS_DAGS_DIR)"),
         Default("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL", refresh,
                 "Airflow's 300 s makes new DAG files wait up to five minutes"),
-        Default("AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "0.25",
-                "Airflow's 1 s pause after an idle scheduler loop delays each run's start and "
-                "each wave of downstream tasks by up to 1 s; the shorter pause costs the idle "
-                "scheduler a few % of a CPU (BENCHMARKS.md shows its idle CPU)"),
         Default(WORKER_CONCURRENCY, "4",
                 "Airflow's 16 slots don't fit a 2 GB Fargate task (4 slots used ~0.9 GB RSS)"),
         Default("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", "120",

@@ -41,6 +41,8 @@ class PrivateApi:
     parameters: the exact parameter names, in order, of a function we replace.
     accepts: the parameters a call of ours passes, by these names (None: we never
     call it); every other parameter must have a default.
+    reads: attributes of `self` a method's source must still read (`self.NAME`): what
+    its instance holds that we set for it, where no instance can be made to check.
     """
 
     library: str  # the distribution, as pip names it
@@ -53,6 +55,7 @@ class PrivateApi:
     accepts: tuple[str, ...] | None = None
     attributes: tuple[str, ...] = ()
     instance_attributes: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -65,9 +68,9 @@ ENTRIES: list[PrivateApi] = []
 def _entry(library: str, module: str, attribute: str, kind: Kind, *, used_in: str,
            fallback: str, parameters: tuple[str, ...] | None = None,
            accepts: tuple[str, ...] | None = None, attributes: tuple[str, ...] = (),
-           instance_attributes: tuple[str, ...] = ()) -> PrivateApi:
+           instance_attributes: tuple[str, ...] = (), reads: tuple[str, ...] = ()) -> PrivateApi:
     entry = PrivateApi(library, module, attribute, kind, used_in, fallback, parameters,
-                       accepts, attributes, instance_attributes)
+                       accepts, attributes, instance_attributes, reads)
     ENTRIES.append(entry)
     return entry
 
@@ -178,6 +181,33 @@ RESULT_GET_ENGINE = _entry(
             "per process where Celery would make a NullPool engine per query",
     fallback=_RESULT_ENGINE_FALLBACK)
 
+# --- Airflow's scheduler loop (entrypoint.scheduler.pacing) ---------------------------------------
+_RUNNER = "airflow.jobs.scheduler_job_runner"
+_PACING_FALLBACK = ("the scheduler pauses [scheduler] scheduler_idle_sleep_time after every idle "
+                    "loop, busy or at rest (AIRFLOW_ECS_SCHEDULER_BUSY_SLEEP_SECONDS unused)")
+
+SCHEDULER_JOB_RUNNER = _entry(
+    "apache-airflow-core", _RUNNER, "SchedulerJobRunner", "class",
+    used_in="entrypoint/scheduler/pacing.py: its scheduling step is wrapped",
+    fallback=_PACING_FALLBACK)
+DO_SCHEDULING = _entry(
+    "apache-airflow-core", _RUNNER, "SchedulerJobRunner._do_scheduling", "method",
+    parameters=("self", "session"),
+    used_in="entrypoint/scheduler/pacing.py: wrapped to set the pause after the loop from "
+            "the tasks queued and the executors' work",
+    fallback=_PACING_FALLBACK)
+SCHEDULER_LOOP = _entry(
+    "apache-airflow-core", _RUNNER, "SchedulerJobRunner._run_scheduler_loop", "method",
+    parameters=("self",), reads=("_scheduler_idle_sleep_time", "executors"),
+    used_in="entrypoint/scheduler/pacing.py: the loop pauses self._scheduler_idle_sleep_time "
+            "after an idle loop, read at each pause; its executors are self.executors",
+    fallback=_PACING_FALLBACK)
+BASE_EXECUTOR = _entry(
+    "apache-airflow-core", "airflow.executors.base_executor", "BaseExecutor", "class",
+    instance_attributes=("queued_tasks", "running"),
+    used_in="entrypoint/scheduler/pacing.py: whether an executor holds queued or running tasks",
+    fallback=_PACING_FALLBACK)
+
 # --- Celery, in the worker (entrypoint.worker.celery_config) ------------------------------------
 CELERY_ACTIVE_REQUESTS = _entry(
     "celery", "celery.worker.state", "active_requests", "sized",
@@ -282,13 +312,28 @@ def _shape_problem(entry: PrivateApi, found: Any) -> str | None:
             missing += [a for a in entry.instance_attributes if not hasattr(instance, a)]
         return f"has no {', '.join(missing)}" if missing else None
     if entry.kind in ("function", "method"):
-        return _signature_problem(entry, found)
+        return _signature_problem(entry, found) or _reads_problem(entry, found)
     if entry.kind == "list":
         return None if isinstance(found, list) else f"is a {type(found).__name__}, not a list"
     if entry.kind == "sized":
         return None if hasattr(found, "__len__") else \
             f"is a {type(found).__name__}, which has no length"
     return None
+
+
+def _reads_problem(entry: PrivateApi, found: Any) -> str | None:
+    if not entry.reads:
+        return None
+    import inspect
+    import re
+
+    try:
+        source = inspect.getsource(inspect.unwrap(found))
+    except (OSError, TypeError) as exc:
+        return f"has no readable source to check ({exc})"
+    missing = [name for name in entry.reads
+               if not re.search(rf"\bself\.{re.escape(name)}\b", source)]
+    return f"no longer reads self.{', self.'.join(missing)}" if missing else None
 
 
 def _signature_problem(entry: PrivateApi, found: Any) -> str | None:

@@ -34,7 +34,8 @@ AIRFLOW_ECS_WORKER_PING_SECONDS and records the outcome for the health probe
 
 In every process that loads it, the scheduler above all, Celery's database result
 backend keeps one pooled engine instead of connecting anew for each state query
-(entrypoint.worker.result_engine).
+(entrypoint.worker.result_engine). In the scheduler, the pause after an idle loop is
+short only while the scheduler has tasks queued or running (entrypoint.scheduler.pacing).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from celery.signals import (
 
 from entrypoint import config, private_apis
 from entrypoint.errors import ConfigError
+from entrypoint.scheduler import pacing
 from entrypoint.worker import (
     first_heartbeat,
     liveness,
@@ -73,6 +75,8 @@ CELERY_CONFIG["worker_soft_shutdown_timeout"] = 0.0
 
 # The scheduler reads task states through the result backend at each loop.
 result_engine.install()
+# In the scheduler: a short pause after an idle loop only while it has work.
+pacing.install()
 
 
 def shutdown_deadline(environ: Mapping[str, str]) -> float:

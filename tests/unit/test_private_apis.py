@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -155,6 +156,38 @@ def test_a_renamed_heartbeat_attribute_leaves_airflows_method_in_place(monkeypat
     _rename_field(monkeypatch, ActivitySubprocess, "_last_heartbeat_attempt")
     assert first_heartbeat.install() is False
     assert ActivitySubprocess._on_child_started is original
+
+
+def test_the_check_names_an_attribute_the_scheduler_loop_no_longer_reads(monkeypatch):
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    def _run_scheduler_loop(self):  # as if an upgrade paused on a local variable instead
+        pause = 1.0
+        for executor in self.executors:
+            executor.heartbeat()
+        time.sleep(pause)
+
+    monkeypatch.setattr(SchedulerJobRunner, "_run_scheduler_loop", _run_scheduler_loop)
+    problem = private_apis.check(private_apis.SCHEDULER_LOOP)
+    assert problem is not None
+    assert problem.endswith("no longer reads self._scheduler_idle_sleep_time")
+
+
+def test_a_scheduler_loop_that_no_longer_reads_the_pause_leaves_airflows_step_alone(
+        monkeypatch, warnings):
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+
+    from entrypoint.scheduler import pacing
+
+    def _run_scheduler_loop(self):
+        time.sleep(1.0)
+
+    original = SchedulerJobRunner._do_scheduling
+    monkeypatch.setattr(SchedulerJobRunner, "_run_scheduler_loop", _run_scheduler_loop)
+    assert pacing.install({}) is False
+    assert SchedulerJobRunner._do_scheduling is original
+    assert len(warnings) == 1 and "no longer reads self._scheduler_idle_sleep_time" in warnings[0]
+    assert warnings[0].endswith(private_apis.SCHEDULER_LOOP.fallback)
 
 
 def test_kombu_is_imported_as_it_is_when_its_plugin_function_is_gone(monkeypatch):
@@ -327,6 +360,7 @@ def _registered() -> set[str]:
         names.update(part for part in entry.attribute.split(".") if part)
         names.update(entry.attributes)
         names.update(entry.instance_attributes)
+        names.update(entry.reads)
     return names
 
 
