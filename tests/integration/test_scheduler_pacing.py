@@ -94,6 +94,8 @@ def test_the_scheduler_loops_at_airflows_pace_at_rest_and_faster_while_a_task_is
             os.killpg(scheduler.pid, signal.SIGKILL)
             scheduler.wait(10)
     assert "private API changed" not in log.read_text(errors="replace")
-    # At rest: a loop, then Airflow's 1 s pause. With the task out: 0.25 s pauses.
+    # At rest: a loop, then Airflow's 1 s pause (1.0 loops/s measured). With the task out:
+    # 0.25 s pauses (3.25 loops/s measured; Airflow's pause throughout gave 1.0). The bound
+    # leaves room for slower loops on a busy machine.
     assert at_rest < 1.5, f"{at_rest:.2f} loops/s at rest"
-    assert busy > 2.5, f"{busy:.2f} loops/s while a task is out"
+    assert busy > 2.0, f"{busy:.2f} loops/s while a task is out"
