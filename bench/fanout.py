@@ -58,6 +58,8 @@ IDLE_SECONDS = 30  # CPU of the idle stack is measured over this long after the 
 # scheduler's short pause after its last work has ended (entrypoint.scheduler.pacing)
 # and the last run's stragglers (log uploads, heartbeats) have settled.
 SETTLE_SECONDS = SCHEDULER_BUSY_HOLD_SECONDS + 5
+# A scheduler started anew parses the DAG folder and finds its place first.
+RESTART_SETTLE_SECONDS = 60
 VERSION = re.search(r'(?m)^version = "(.*)"', (ROOT / "pyproject.toml").read_text()).group(1)
 SERVICES = ("migrate", "scheduler", "webserver", "worker-1", "worker-2")
 
@@ -130,6 +132,17 @@ class Stack:
 
     def down(self) -> None:
         self.compose("down", "--volumes", "--remove-orphans", timeout=300)
+
+    def recreate(self, service: str, override: Path | None) -> None:
+        """Start service anew, with override's settings added, and wait for it to be healthy."""
+        files = [*self.files, *(["-f", str(override)] if override else [])]
+        result = subprocess.run(["docker", "compose", "-p", PROJECT, *files, "up", "-d",
+                                 "--force-recreate", "--no-deps", "--wait", "--wait-timeout",
+                                 "400", service], cwd=ROOT, env=self.env, capture_output=True,
+                                text=True, timeout=600)
+        if result.returncode != 0:
+            raise RuntimeError(f"{service} did not become healthy again:\n"
+                               f"{result.stderr[-2000:]}")
 
     def environment(self, service: str) -> dict[str, str]:
         config = json.loads(self.compose("config", "--format", "json").stdout)
@@ -311,7 +324,20 @@ def fanout_runs(api: Client) -> tuple[list[dict], float]:
     return records, parsed
 
 
-def measure(name: str, port: int, override: Path | None) -> dict:
+def idle_after_recreating(stack: Stack, override: Path | None) -> dict[str, float]:
+    """The stack's CPU at rest once its scheduler has started anew (with override's
+    settings) and has parsed the DAG folder again."""
+    stack.recreate("scheduler", override)
+    time.sleep(RESTART_SETTLE_SECONDS)
+    before = cpu_seconds()
+    time.sleep(IDLE_SECONDS)
+    return cpu_since(before)
+
+
+def measure(name: str, port: int, override: Path | None,
+            short_pause: Path | None = None) -> dict:
+    """Start the stack, run the fan-outs, read its CPU at rest; with short_pause, also
+    the CPU at rest of a scheduler started anew without, then with, those settings."""
     stack = Stack(port, override)
     stack.down()
     try:
@@ -325,8 +351,10 @@ def measure(name: str, port: int, override: Path | None) -> dict:
         before = cpu_seconds()
         time.sleep(IDLE_SECONDS)
         idle = cpu_since(before)
+        pacing = ({"paced": idle_after_recreating(stack, None),
+                   "short": idle_after_recreating(stack, short_pause)} if short_pause else {})
         return {"name": name, "startup": startup, "parsed": parsed, "runs": records,
-                "busy": busy, "busy_wall": busy_wall, "idle": idle,
+                "busy": busy, "busy_wall": busy_wall, "idle": idle, "pacing": pacing,
                 "peaks": sampler.peaks, "peak_sources": sorted(sampler.sources),
                 "connections": sampler.connections}
     finally:
@@ -334,6 +362,7 @@ def measure(name: str, port: int, override: Path | None) -> dict:
 
 
 LOAD_EXAMPLES = "AIRFLOW__CORE__LOAD_EXAMPLES"
+IDLE_SLEEP = "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME"
 MEDIAN_GOAL = 2.0  # ours at least this many times as fast, median of the runs
 FIRST_GOAL = 1.5  # and the first run after the stack starts (a new worker's first tasks)
 
@@ -350,13 +379,17 @@ def run() -> str:
     missing = [n for n, v in theirs.items() if v is None]
     values = {n: v for n, v in theirs.items() if v is not None}
     ours = {d.name: d.value for d in tuned(load(compose_env))}
+    short = load(compose_env).scheduler_busy_sleep_seconds
     # Nobody runs production with Airflow's 56 example DAGs: the user's real alternative
     # is Airflow's defaults with the examples off.
     no_examples = {**values, LOAD_EXAMPLES: "False"}
 
     with tempfile.TemporaryDirectory(prefix="bench-fanout-") as tmp:
+        # The scheduler's pacing (entrypoint.scheduler.pacing) against its short pause all
+        # the time: Airflow's own setting at the short pause.
+        short_pause = override_file(Path(tmp) / "short", {IDLE_SLEEP: f"{short:g}"})
         results = [
-            measure("ours (as `make up`)", port, None),
+            measure("ours (as `make up`)", port, None, short_pause),
             measure("Airflow's defaults", port, override_file(Path(tmp) / "a", values)),
             measure("Airflow's defaults, examples off", port,
                     override_file(Path(tmp) / "b", no_examples)),
@@ -402,6 +435,7 @@ def run() -> str:
                                        for x in r["runs"]) for r in results)
 
     memory = memory_section(results[0])
+    pacing = pacing_lines(results[0], short)
 
     def verdicts(other: dict) -> list[str]:
         by_median = median(other) / median(results[0])
@@ -455,8 +489,34 @@ def run() -> str:
         f"- No task lost (every one of the {TASKS} task instances of every run in success, "
         f"none retried): **{'met' if no_loss else 'missed'}**.",
         "",
+        *pacing,
         *memory,
     ])
+
+
+def pacing_lines(ours: dict, short: float) -> list[str]:
+    """The scheduler's pacing at rest against its short pause all the time, same run."""
+    if not ours["pacing"]:
+        return []
+
+    def share(cpu: dict[str, float], service: str) -> float:
+        return 100 * cpu.get(service, 0.0) / IDLE_SECONDS
+
+    paced, always = ours["pacing"]["paced"], ours["pacing"]["short"]
+    parts = []
+    for service in ("postgres", "scheduler"):
+        a, b = share(paced, service), share(always, service)
+        parts.append(f"{service} {a:.1f}% against {b:.1f}%"
+                     + (f" ({b / a:.1f}x)" if a > 0 else ""))
+    return [
+        f"The scheduler at rest, {ours['name']}, after the runs: the scheduler service "
+        f"started anew, {RESTART_SETTLE_SECONDS} s of rest, then its CPU and the others' over "
+        f"{IDLE_SECONDS} s, once as it is (the short pause after an idle loop only while "
+        "tasks are queued or running, entrypoint.scheduler.pacing) and once with "
+        f"`{IDLE_SLEEP}` set to that short pause, "
+        f"{short:g} s, so that it applies all the time: " + "; ".join(parts) + ".",
+        "",
+    ]
 
 
 def memory_section(ours: dict) -> list[str]:
