@@ -15,9 +15,9 @@ Where each part of this package runs:
   dag-processor and its tasks (AIRFLOW_ECS_DAGS_VERSIONED).
 - `worker/`: loaded inside Airflow's Celery worker process; with `bundles/`,
   `scheduler/`, `webserver/` and `programs/airflow_migrate`, the only code that
-  changes the behaviour of Airflow, FAB, Celery and kombu. `private_apis` lists every private name of those
-  libraries (and botocore's, s3fs's) we rely on, with its fallback; a test
-  fails when an upgrade changes one.
+  changes the behaviour of Airflow, FAB, Celery and kombu. `private_apis` lists
+  every private name of those libraries (and botocore's, s3fs's) we rely on, with
+  its fallback; a test fails when an upgrade changes one.
 - `scheduler/`: loaded inside Airflow's scheduler, by the Celery configuration its
   executor imports: the pause after an idle loop follows the scheduler's work.
 - `webserver/`: loaded inside the api-server by FAB's auth manager, through the
