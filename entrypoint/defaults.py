@@ -116,7 +116,10 @@ def _common(settings: Settings, refresh: str) -> list[Default]:
                 "is used) keeps one pooled connection instead of opening one for each "
                 "task-state query (about 10 per fan-out run, each a new PostgreSQL server "
                 "process). A worker closes the database connections its start opened before "
-                "its pool forks: it held 2 for its life, shared with every pool process"),
+                "its pool forks: it held 2 for its life, shared with every pool process. "
+                "The scheduler keeps its short pause after an idle loop "
+                "(AIRFLOW_ECS_SCHEDULER_BUSY_SLEEP_SECONDS) for while it has tasks out, "
+                "Airflow's own at rest (entrypoint.scheduler.pacing)"),
         Default("AIRFLOW__CELERY__TASK_TRACK_STARTED", "False",
                 "Airflow's Celery executor treats a STARTED result exactly as PENDING, task "
                 "adoption included, so recording it only costs every task one more "
