@@ -563,6 +563,16 @@ def _raw(env: Mapping[str, str], name: str) -> str | None:
     return None if value is None or value.strip() == "" else value.strip()
 
 
+def setting_or_default(env: Mapping[str, str], attr: str) -> tuple[Any, ConfigError | None]:
+    """One setting, read inside a process the start-up did not validate for (Airflow's
+    worker or scheduler, started some other way): its value, or, when that is bad, its
+    declared default and the problem (the start-up itself refuses a bad value)."""
+    try:
+        return getattr(load(env, only=(attr,)), attr), None
+    except ConfigError as exc:
+        return getattr(Settings(), attr), exc
+
+
 def load(env: Mapping[str, str], only: Collection[str] | None = None) -> Settings:
     """Read and validate every AIRFLOW_ECS_* setting; raise ConfigError listing all problems.
 

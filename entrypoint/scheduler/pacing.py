@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from entrypoint import config, private_apis
-from entrypoint.errors import ConfigError
 from entrypoint.worker import method_patch
 
 # How long the short pause outlasts the last sign of work. Runs triggered one after
@@ -52,13 +51,8 @@ _paces: weakref.WeakKeyDictionary[Any, _Pace] = weakref.WeakKeyDictionary()
 
 
 def busy_sleep(environ: Mapping[str, str]) -> float:
-    try:
-        return float(config.load(environ, only=("scheduler_busy_sleep_seconds",))
-                     .scheduler_busy_sleep_seconds)
-    except ConfigError:
-        # The start-up refuses a bad value; a scheduler started some other way with one
-        # gets the declared default.
-        return float(config.Settings().scheduler_busy_sleep_seconds)
+    # A scheduler started some other way with a bad value gets the declared default.
+    return float(config.setting_or_default(environ, "scheduler_busy_sleep_seconds")[0])
 
 
 def install(environ: Mapping[str, str] | None = None) -> bool:

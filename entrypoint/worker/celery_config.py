@@ -55,7 +55,6 @@ from celery.signals import (
 )
 
 from entrypoint import config, private_apis
-from entrypoint.errors import ConfigError
 from entrypoint.scheduler import pacing
 from entrypoint.worker import (
     first_heartbeat,
@@ -80,12 +79,9 @@ pacing.install()
 
 
 def shutdown_deadline(environ: Mapping[str, str]) -> float:
-    try:
-        stop_timeout = config.load(environ, only=("stop_timeout",)).stop_timeout
-    except ConfigError:
-        # The start-up refuses a bad value; a worker started some other way with one
-        # still gets a deadline: the declared default's.
-        stop_timeout = config.Settings().stop_timeout
+    # A worker started some other way with a bad value still gets a deadline: the
+    # declared default's.
+    stop_timeout = config.setting_or_default(environ, "stop_timeout")[0]
     return max(float(stop_timeout - STOP_MARGIN_SECONDS), 1.0)
 
 

@@ -268,14 +268,11 @@ def start_in_worker(environ: Mapping[str, str], app: Any,
     Returns the event that stops them, or None when they are turned off.
     """
     from entrypoint import config
-    from entrypoint.errors import ConfigError
 
-    try:
-        interval = config.load(environ, only=("worker_ping_seconds",)).worker_ping_seconds
-    except ConfigError as exc:
-        # The start-up refuses a bad value; a worker started some other way still pings.
-        interval = config.Settings().worker_ping_seconds
-        logger.error("worker liveness: %s; pinging every %d s", "; ".join(exc.problems),
+    # A worker started some other way with a bad value still pings.
+    interval, problem = config.setting_or_default(environ, "worker_ping_seconds")
+    if problem is not None:
+        logger.error("worker liveness: %s; pinging every %d s", "; ".join(problem.problems),
                      interval)
     path = record_path(environ)
     with contextlib.suppress(OSError):
