@@ -119,7 +119,10 @@ def _common(settings: Settings, refresh: str) -> list[Default]:
                 "its pool forks: it held 2 for its life, shared with every pool process. "
                 "The scheduler keeps its short pause after an idle loop "
                 "(AIRFLOW_ECS_SCHEDULER_BUSY_SLEEP_SECONDS) for while it has tasks out, "
-                "Airflow's own at rest (entrypoint.scheduler.pacing)"),
+                "Airflow's own at rest (entrypoint.scheduler.pacing); and a result backend "
+                "that does not answer (Redis restarted or failed over) skips that loop's read "
+                "of task states, where Airflow's scheduler exits "
+                "(entrypoint.scheduler.state_reads)"),
         Default("AIRFLOW__CELERY__TASK_TRACK_STARTED", "False",
                 "Airflow's Celery executor treats a STARTED result exactly as PENDING, task "
                 "adoption included, so recording it only costs every task one more "

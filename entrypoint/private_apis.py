@@ -208,6 +208,31 @@ BASE_EXECUTOR = _entry(
     used_in="entrypoint/scheduler/pacing.py: whether an executor holds queued or running tasks",
     fallback=_PACING_FALLBACK)
 
+# --- Airflow's Celery executor, in the scheduler (entrypoint.scheduler.state_reads) -------------
+_STATE_READS_FALLBACK = ("the executor's state read runs unwrapped: the scheduler exits when the "
+                         "result backend does not answer, as in Airflow")
+EXECUTOR = _entry(
+    "apache-airflow-core", "airflow.executors.base_executor", "BaseExecutor", "class",
+    used_in="entrypoint/scheduler/state_reads.py: its heartbeat is wrapped",
+    fallback=_STATE_READS_FALLBACK)
+EXECUTOR_HEARTBEAT = _entry(
+    "apache-airflow-core", "airflow.executors.base_executor", "BaseExecutor.heartbeat", "method",
+    parameters=("self",),
+    used_in="entrypoint/scheduler/state_reads.py: wrapped to wrap the Celery executor's state "
+            "read before its first heartbeat, once that class exists",
+    fallback=_STATE_READS_FALLBACK)
+CELERY_EXECUTOR = _entry(
+    "apache-airflow-providers-celery", "airflow.providers.celery.executors.celery_executor",
+    "CeleryExecutor", "class",
+    used_in="entrypoint/scheduler/state_reads.py: its state read is wrapped",
+    fallback=_STATE_READS_FALLBACK)
+CELERY_EXECUTOR_SYNC = _entry(
+    "apache-airflow-providers-celery", "airflow.providers.celery.executors.celery_executor",
+    "CeleryExecutor.sync", "method", parameters=("self",),
+    used_in="entrypoint/scheduler/state_reads.py: wrapped to skip one loop's read of task "
+            "states when the result backend is unreachable",
+    fallback=_STATE_READS_FALLBACK)
+
 # --- Celery, in the worker (entrypoint.worker.celery_config) ------------------------------------
 CELERY_ACTIVE_REQUESTS = _entry(
     "celery", "celery.worker.state", "active_requests", "sized",

@@ -35,7 +35,9 @@ AIRFLOW_ECS_WORKER_PING_SECONDS and records the outcome for the health probe
 In every process that loads it, the scheduler above all, Celery's database result
 backend keeps one pooled engine instead of connecting anew for each state query
 (entrypoint.worker.result_engine). In the scheduler, the pause after an idle loop is
-short only while the scheduler has tasks queued or running (entrypoint.scheduler.pacing).
+short only while the scheduler has tasks queued or running (entrypoint.scheduler.pacing), and
+a result backend that does not answer skips that loop's read of task states instead of
+ending the scheduler (entrypoint.scheduler.state_reads).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from celery.signals import (
 )
 
 from entrypoint import config, private_apis
-from entrypoint.scheduler import pacing
+from entrypoint.scheduler import pacing, state_reads
 from entrypoint.worker import (
     first_heartbeat,
     liveness,
@@ -76,6 +78,8 @@ CELERY_CONFIG["worker_soft_shutdown_timeout"] = 0.0
 result_engine.install()
 # In the scheduler: a short pause after an idle loop only while it has work.
 pacing.install()
+# In the scheduler: an unreachable result backend skips one loop's state read, no exit.
+state_reads.install()
 
 
 def shutdown_deadline(environ: Mapping[str, str]) -> float:
