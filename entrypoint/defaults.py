@@ -119,10 +119,12 @@ def _common(settings: Settings, refresh: str) -> list[Default]:
                 "its pool forks: it held 2 for its life, shared with every pool process. "
                 "The scheduler keeps its short pause after an idle loop "
                 "(AIRFLOW_ECS_SCHEDULER_BUSY_SLEEP_SECONDS) for while it has tasks out, "
-                "Airflow's own at rest (entrypoint.scheduler.pacing); and a result backend "
-                "that does not answer (Redis restarted or failed over) skips that loop's read "
-                "of task states, where Airflow's scheduler exits "
-                "(entrypoint.scheduler.state_reads)"),
+                "Airflow's own at rest (entrypoint.scheduler.pacing); and while Redis does not "
+                "answer (restarted or failed over) it neither sends tasks nor reads their "
+                "states, where Airflow's scheduler exits and the tasks it sends fail their "
+                "try (entrypoint.scheduler.outage). A worker puts the messages it held when "
+                "Redis went away back on their queue once Redis answers, where kombu leaves "
+                "them for the visibility timeout (entrypoint.worker.restore)"),
         Default("AIRFLOW__CELERY__TASK_TRACK_STARTED", "False",
                 "Airflow's Celery executor treats a STARTED result exactly as PENDING, task "
                 "adoption included, so recording it only costs every task one more "

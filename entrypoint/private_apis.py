@@ -208,30 +208,40 @@ BASE_EXECUTOR = _entry(
     used_in="entrypoint/scheduler/pacing.py: whether an executor holds queued or running tasks",
     fallback=_PACING_FALLBACK)
 
-# --- Airflow's Celery executor, in the scheduler (entrypoint.scheduler.state_reads) -------------
-_STATE_READS_FALLBACK = ("the executor's state read runs unwrapped: the scheduler exits when the "
-                         "result backend does not answer, as in Airflow")
+# --- Airflow's Celery executor, in the scheduler (entrypoint.scheduler.outage) -------------------
+_OUTAGE_FALLBACK = ("the Celery executor's sends and reads run unwrapped: while Redis does not "
+                    "answer, the scheduler exits and sent tasks fail their try, as in Airflow")
 EXECUTOR = _entry(
     "apache-airflow-core", "airflow.executors.base_executor", "BaseExecutor", "class",
-    used_in="entrypoint/scheduler/state_reads.py: its heartbeat is wrapped",
-    fallback=_STATE_READS_FALLBACK)
+    used_in="entrypoint/scheduler/outage.py: its heartbeat is wrapped",
+    fallback=_OUTAGE_FALLBACK)
 EXECUTOR_HEARTBEAT = _entry(
     "apache-airflow-core", "airflow.executors.base_executor", "BaseExecutor.heartbeat", "method",
     parameters=("self",),
-    used_in="entrypoint/scheduler/state_reads.py: wrapped to wrap the Celery executor's state "
-            "read before its first heartbeat, once that class exists",
-    fallback=_STATE_READS_FALLBACK)
+    used_in="entrypoint/scheduler/outage.py: wrapped to wrap the Celery executor's send and "
+            "read before its first heartbeat, once that class exists, and to skip heartbeats "
+            "while Redis does not answer",
+    fallback=_OUTAGE_FALLBACK)
 CELERY_EXECUTOR = _entry(
     "apache-airflow-providers-celery", "airflow.providers.celery.executors.celery_executor",
     "CeleryExecutor", "class",
-    used_in="entrypoint/scheduler/state_reads.py: its state read is wrapped",
-    fallback=_STATE_READS_FALLBACK)
+    used_in="entrypoint/scheduler/outage.py: its send and state read are wrapped; "
+            "`celery_app` probes the broker",
+    fallback=_OUTAGE_FALLBACK)
 CELERY_EXECUTOR_SYNC = _entry(
     "apache-airflow-providers-celery", "airflow.providers.celery.executors.celery_executor",
     "CeleryExecutor.sync", "method", parameters=("self",),
-    used_in="entrypoint/scheduler/state_reads.py: wrapped to skip one loop's read of task "
+    used_in="entrypoint/scheduler/outage.py: wrapped to skip one loop's read of task "
             "states when the result backend is unreachable",
-    fallback=_STATE_READS_FALLBACK)
+    fallback=_OUTAGE_FALLBACK)
+CELERY_EXECUTOR_SEND = _entry(
+    "apache-airflow-providers-celery", "airflow.providers.celery.executors.celery_executor",
+    "CeleryExecutor._send_workloads_to_celery", "method",
+    parameters=("self", "workload_tuples_to_send"),
+    used_in="entrypoint/scheduler/outage.py: wrapped to count a send the broker refused as "
+            "one that timed out; it returns (key, args, result) per workload, a failed "
+            "send's result holding the error as `exception`",
+    fallback=_OUTAGE_FALLBACK)
 
 # --- Celery, in the worker (entrypoint.worker.celery_config) ------------------------------------
 CELERY_ACTIVE_REQUESTS = _entry(
@@ -240,6 +250,23 @@ CELERY_ACTIVE_REQUESTS = _entry(
             "worker has handed to its pool",
     fallback="scale-in protection is not started; ECS may stop a busy worker on scale-in, "
              "as without it")
+
+# --- kombu's Redis transport, in the worker (entrypoint.worker.restore) --------------------------
+_RESTORE_FALLBACK = ("messages a worker held when Redis went away stay unacknowledged until the "
+                     "visibility timeout, as in kombu; Airflow requeues a task that never "
+                     "started after [scheduler] task_queued_timeout")
+KOMBU_REDIS_QOS = _entry(
+    "kombu", "kombu.transport.redis", "QoS", "class",
+    attributes=("restore_by_tag", "unacked_index_key"),
+    used_in="entrypoint/worker/restore.py: its put-back of unacknowledged messages is wrapped; "
+            "restore_by_tag puts one back later",
+    fallback=_RESTORE_FALLBACK)
+KOMBU_RESTORE_UNACKED = _entry(
+    "kombu", "kombu.transport.redis", "QoS.restore_unacked", "method",
+    parameters=("self", "client"), reads=("_delivered",),
+    used_in="entrypoint/worker/restore.py: wrapped to keep the delivery tags it meant to put "
+            "back (self._delivered) when Redis does not answer",
+    fallback=_RESTORE_FALLBACK)
 
 # --- kombu, in the worker probe (entrypoint.optional_imports) -----------------------------------
 KOMBU_ENTRYPOINTS = _entry(

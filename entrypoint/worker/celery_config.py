@@ -22,7 +22,8 @@ exit at once (entrypoint.worker.task_exit), so a finished task frees its slot, a
 skips the heartbeat it sent right after starting a task
 (entrypoint.worker.first_heartbeat), and loads the Airflow code every task needs
 before the pool forks (entrypoint.worker.preload), and closes the database connections its
-start opened (entrypoint.worker.orm_release).
+start opened (entrypoint.worker.orm_release), and puts back on their queue, once Redis
+answers again, the messages it held when Redis went away (entrypoint.worker.restore).
 
 Airflow loads this module (through `[celery] celery_config_options`)
 wherever it builds its Celery app, scheduler and worker alike, so importing
@@ -36,8 +37,8 @@ In every process that loads it, the scheduler above all, Celery's database resul
 backend keeps one pooled engine instead of connecting anew for each state query
 (entrypoint.worker.result_engine). In the scheduler, the pause after an idle loop is
 short only while the scheduler has tasks queued or running (entrypoint.scheduler.pacing), and
-a result backend that does not answer skips that loop's read of task states instead of
-ending the scheduler (entrypoint.scheduler.state_reads).
+while Redis does not answer, the executor neither sends tasks nor reads their states, where
+the scheduler would exit and the tasks sent fail their try (entrypoint.scheduler.outage).
 """
 
 from __future__ import annotations
@@ -57,13 +58,14 @@ from celery.signals import (
 )
 
 from entrypoint import config, private_apis
-from entrypoint.scheduler import pacing, state_reads
+from entrypoint.scheduler import outage, pacing
 from entrypoint.worker import (
     first_heartbeat,
     liveness,
     orm_release,
     preload,
     protection,
+    restore,
     result_engine,
     task_exit,
 )
@@ -78,8 +80,8 @@ CELERY_CONFIG["worker_soft_shutdown_timeout"] = 0.0
 result_engine.install()
 # In the scheduler: a short pause after an idle loop only while it has work.
 pacing.install()
-# In the scheduler: an unreachable result backend skips one loop's state read, no exit.
-state_reads.install()
+# In the scheduler: sends and reads wait while Redis does not answer, instead of failing.
+outage.install()
 
 
 def shutdown_deadline(environ: Mapping[str, str]) -> float:
@@ -111,6 +113,7 @@ def _correct_task_supervisor(**_: object) -> None:
     first_heartbeat.install()
     preload.install()
     orm_release.install()
+    restore.install()
 
 
 @worker_ready.connect  # type: ignore[untyped-decorator]  # Celery is untyped

@@ -53,6 +53,7 @@ GIT_URL = "http://git:8000/dags.git"
 GIT_TOKEN_SECRET = "e2e/git-token"
 REFRESH_SECONDS = 10
 HEARTBEAT_TIMEOUT = 30
+QUEUED_TIMEOUT = 90
 UID = "12345:0"  # an arbitrary UID with GID 0, as OpenShift-style platforms run images
 TMPFS = {"/tmp": "size=256m", "/opt/airflow/logs": "size=256m",
          "/opt/airflow/dags-data": "size=256m"}
@@ -162,6 +163,12 @@ class Stack:
             "AIRFLOW__CORE__PARALLELISM": "64",
             # Bounds the worker-loss scenario; the images' default is 120 s.
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(HEARTBEAT_TIMEOUT),
+            # Bounds the broker scenario, where a message can be lost between Redis and a
+            # worker (kombu's Redis transport pops it before the worker records it): Airflow
+            # requeues a task queued this long; the images' default is 300 s, checked
+            # every 120 s.
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT": str(QUEUED_TIMEOUT),
+            "AIRFLOW__SCHEDULER__TASK_QUEUED_TIMEOUT_CHECK_INTERVAL": "15",
         }
         if source == "git":
             env.update({

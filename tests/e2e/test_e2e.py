@@ -203,9 +203,14 @@ def test_worker_loss_the_task_runs_again_on_the_other_worker(stack):
 
 # 6
 def test_broker_down_for_seconds_with_runs_in_flight(stack):
-    """Redis, broker and result backend, stopped for a few seconds and started again, as
-    a restart or failover does, while a task runs and a fan-out is being sent: the
-    scheduler reads task states at every loop and must not exit (Airflow's does)."""
+    """Redis, broker and result backend, stopped for a few seconds and started again, as a
+    restart or failover does, while a task runs and a fan-out is being sent: both runs
+    succeed and every role keeps running. Without entrypoint.scheduler.outage the
+    scheduler exits (a read of task states fails) or tasks sent meanwhile fail a try and
+    wait their retry_delay, 5 minutes; without entrypoint.worker.restore a message a
+    worker held waits for the visibility timeout. A message kombu popped for a worker as
+    Redis went away is lost in between: Airflow requeues its task after QUEUED_TIMEOUT,
+    within the wait below."""
     sleep_run = stack.trigger("sleep_task", {"seconds": 15})
     stack.wait_running("sleep_task", sleep_run, "sleep", timeout=120)
     fanout_run = stack.trigger("example_fanout")

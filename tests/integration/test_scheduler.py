@@ -1,8 +1,8 @@
 """A real `airflow scheduler` (PostgreSQL and Redis on 127.0.0.1) with our Celery
 configuration: at rest it loops at Airflow's pace, once its executor holds a task it loops
-at AIRFLOW_ECS_SCHEDULER_BUSY_SLEEP_SECONDS (entrypoint.scheduler.pacing); with a task out,
-Redis, its result backend, stopped and started again does not end it
-(entrypoint.scheduler.state_reads)."""
+at AIRFLOW_ECS_SCHEDULER_BUSY_SLEEP_SECONDS (entrypoint.scheduler.pacing). Redis, its
+broker and result backend, stopped and started again, neither ends it with a task out nor
+fails a task it sends meanwhile (entrypoint.scheduler.outage)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.support.servers import airflow_env
 
@@ -142,5 +143,42 @@ def test_the_scheduler_goes_on_while_its_result_backend_is_down(scheduler_env, r
     # Airflow alone exits 1 here: redis's ConnectionError escapes CeleryExecutor.sync.
     assert alive_during and alive_after, text[-4000:]
     assert loops > 1.0, f"{loops:.2f} loops/s after the outage"
-    assert "the Celery result backend did not answer (ConnectionError" in text, text[-4000:]
-    assert "the Celery result backend answers again, after " in text, text[-4000:]
+    assert "Redis did not answer the scheduler's read of task states (ConnectionError" in text, \
+        text[-4000:]
+    assert "Redis answers the scheduler again, after " in text, text[-4000:]
+
+
+def test_a_task_sent_while_redis_is_down_is_sent_once_it_answers(scheduler_env, redis_server,
+                                                                 postgres_server, tmp_path):
+    # The earlier tests' tasks, never run, end: this scheduler holds none to read, so the
+    # outage begins with the send of the task triggered below.
+    postgres_server.psql("UPDATE task_instance SET state = 'success'; "
+                         "UPDATE dag_run SET state = 'success'", database="airflow_scheduler")
+    log = tmp_path / "scheduler.log"
+    scheduler = start_scheduler(scheduler_env, log)
+    broker = redis.Redis.from_url(scheduler_env["AIRFLOW__CELERY__BROKER_URL"])
+    try:
+        redis_server.stop()
+        try:
+            airflow(scheduler_env, "dags", "trigger", "pacing_probe")
+            deadline = time.monotonic() + 60
+            while "Trying to enqueue tasks" not in log.read_text(errors="replace"):
+                assert scheduler.poll() is None, log.read_text()[-4000:]
+                assert time.monotonic() < deadline, "nothing to send within 60 s of the trigger"
+                time.sleep(0.5)
+            time.sleep(4)  # Airflow alone fails the task's try at its first refused send
+        finally:
+            redis_server.start()
+        deadline = time.monotonic() + 30
+        while not broker.llen("default"):
+            assert time.monotonic() < deadline, "the task was not sent within 30 s"
+            time.sleep(0.5)
+        alive = scheduler.poll() is None
+    finally:
+        broker.close()
+        stop(scheduler)
+    text = log.read_text(errors="replace")
+    assert alive, text[-4000:]
+    assert "Error sending Celery workload" not in text, text[-4000:]
+    assert "Redis did not answer the scheduler's sending of a task" in text, text[-4000:]
+    assert "Redis answers the scheduler again, after " in text, text[-4000:]

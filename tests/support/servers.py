@@ -75,15 +75,18 @@ class RedisServer(Server):
                 "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
         if self.password:
             args += ["--requirepass", self.password]
+        if self.extra.get("persistent"):  # saves its data when stopped, loads it when started
+            args += ["--save", "3600 1"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port)
         return self
 
 
-def start_redis(password: str = "", port: int | None = None) -> RedisServer:
+def start_redis(password: str = "", port: int | None = None,
+                persistent: bool = False) -> RedisServer:
     workdir = Path(tempfile.mkdtemp(prefix="redis-"))
     return RedisServer(port=port or free_port(), proc=None, workdir=workdir,
-                       password=password).start()
+                       password=password, extra={"persistent": persistent}).start()
 
 
 def _pg_bin(name: str) -> str:
