@@ -39,7 +39,7 @@ from typing import Any
 
 from entrypoint import private_apis
 from entrypoint.worker import method_patch
-from entrypoint.worker.broker_errors import unreachable
+from entrypoint.worker.broker import bounded_connection, unreachable
 
 log = logging.getLogger("airflow-ecs.outage")
 
@@ -95,11 +95,7 @@ def tolerant_send(original: Callable[..., Any], outage: Outage,
 def broker_answers(app: Any) -> bool:
     """Whether the Celery app's broker takes a connection now (kombu's Redis transport
     pings it), each step within PROBE_TIMEOUT_SECONDS."""
-    options = dict(app.conf.broker_transport_options or {})
-    options.update(socket_timeout=PROBE_TIMEOUT_SECONDS,
-                   socket_connect_timeout=PROBE_TIMEOUT_SECONDS, max_retries=1)
-    connection = app.connection_for_write(connect_timeout=PROBE_TIMEOUT_SECONDS,
-                                          transport_options=options)
+    connection = bounded_connection(app, PROBE_TIMEOUT_SECONDS)
     try:
         connection.connect()
     except (*unreachable(), *connection.connection_errors):

@@ -42,6 +42,7 @@ from typing import Any
 
 from entrypoint.log import mask, mask_url, redact
 from entrypoint.running_env import scratch_dir
+from entrypoint.worker.broker import bounded_connection
 
 logger = logging.getLogger("airflow-ecs.liveness")
 
@@ -241,10 +242,7 @@ class CeleryPing:
 
     def __call__(self) -> None:
         if self.connection is None:
-            self.connection = self.app.connection_for_write(
-                connect_timeout=self.timeout,
-                transport_options={"socket_timeout": self.timeout,
-                                   "socket_connect_timeout": self.timeout, "max_retries": 1})
+            self.connection = bounded_connection(self.app, self.timeout)
         try:
             replies = self.mailbox(self.connection).call([self.node], "ping",
                                                          timeout=self.timeout) or []

@@ -37,7 +37,7 @@ from typing import Any
 
 from entrypoint import private_apis
 from entrypoint.worker import method_patch
-from entrypoint.worker.broker_errors import unreachable
+from entrypoint.worker.broker import unreachable
 
 log = logging.getLogger("airflow-ecs.restore")
 

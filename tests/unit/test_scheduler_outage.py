@@ -13,7 +13,7 @@ from kombu.exceptions import OperationalError
 
 from entrypoint import private_apis
 from entrypoint.scheduler import outage
-from entrypoint.worker.broker_errors import unreachable
+from entrypoint.worker.broker import unreachable
 
 REFUSED = redis.exceptions.ConnectionError("Error 111 connecting to redis:6379. Connection "
                                            "refused.")
