@@ -17,6 +17,13 @@ In each, example_fanout (20 mapped tasks, then one that gathers them) is trigger
 through the REST API, one run after another. Wall time is from the trigger request
 to the last task instance's end (its end_date, same host clock). Every task
 instance must end in success on its first try, none missing.
+
+Each configuration's stack is started STARTS times, the configurations taking turns
+(ours, Airflow's, Airflow's without examples, then again), so that a slow spell of
+the machine falls on all of them. A start gives one first run, and the first runs
+of one configuration differ by seconds from one start to the next: the first run's
+figure is the median over the starts, the median's over every run of every start.
+CPU, memory and database connections are read in the first start only.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ PROJECT = os.environ.get("BENCH_PROJECT", "airflow-ecs-bench-fanout")
 DAG_ID = "example_fanout"
 TASKS = 21  # 20 mapped "work" tasks and "gather"
 RUNS = 5
+STARTS = 3  # stack starts per configuration, from empty volumes each time
 RUN_TIMEOUT = 600
 IDLE_SECONDS = 30  # CPU of the idle stack is measured over this long after the runs
 # ...from this long after the runs, in every configuration: the stack at rest, once our
@@ -62,6 +70,9 @@ SETTLE_SECONDS = SCHEDULER_BUSY_HOLD_SECONDS + 5
 RESTART_SETTLE_SECONDS = 60
 VERSION = re.search(r'(?m)^version = "(.*)"', (ROOT / "pyproject.toml").read_text()).group(1)
 SERVICES = ("migrate", "scheduler", "webserver", "worker-1", "worker-2")
+# Every stack's PostgreSQL logs each session's start and end (pg_activity.LOGGING): the
+# connections each service held at once are counted from that log.
+POSTGRES_LOGGING = Path(tempfile.gettempdir()) / f"{PROJECT}-postgres-logging.yaml"
 
 # Airflow's own default for each variable, from the Airflow in the image (AIRFLOW_HOME
 # there is /opt/airflow). visibility_timeout has none in config.yml: the Celery provider
@@ -91,7 +102,10 @@ def free_port() -> int:
 class Stack:
     def __init__(self, port: int, override: Path | None):
         self.port = port
-        self.files = ["-f", str(ROOT / "compose.yaml")]
+        # JSON is YAML.
+        POSTGRES_LOGGING.write_text(json.dumps(
+            {"services": {"postgres": {"command": ["postgres", *pg_activity.LOGGING]}}}))
+        self.files = ["-f", str(ROOT / "compose.yaml"), "-f", str(POSTGRES_LOGGING)]
         if override:
             self.files += ["-f", str(override)]
         self.env = {**os.environ, "IMAGE_PREFIX": os.environ.get("IMAGE_PREFIX", "airflow-ecs/"),
@@ -143,6 +157,9 @@ class Stack:
         if result.returncode != 0:
             raise RuntimeError(f"{service} did not become healthy again:\n"
                                f"{result.stderr[-2000:]}")
+
+    def database_log(self) -> str:
+        return self.compose("logs", "--no-log-prefix", "postgres").stdout
 
     def environment(self, service: str) -> dict[str, str]:
         config = json.loads(self.compose("config", "--format", "json").stdout)
@@ -221,8 +238,9 @@ class PeakSampler:
     def __init__(self) -> None:
         self.peaks: dict[str, int] = {}
         self.sources: set[str] = set()
-        # The most metadata-database connections each service held at one sample.
-        self.connections: dict[str, int] = {}
+        # Each address a container of the stack had: the containers (id: service) that had
+        # it. Docker hands a stopped container's address (migrate's) to the next it starts.
+        self.addresses: dict[str, dict[str, str]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -257,19 +275,50 @@ class PeakSampler:
                     continue
                 self.peaks[service] = max(self.peaks.get(service, 0), value)
                 self.sources.add(source)
-            for service, count in database_connections(containers).items():
-                self.connections[service] = max(self.connections.get(service, 0), count)
+                for address in pg_activity.addresses(container.attrs):
+                    self.addresses.setdefault(address, {})[container.id] = service
         finally:
             client.close()
 
 
-def database_connections(containers: list) -> dict[str, int]:
-    """Connections to the stack's PostgreSQL by the compose service holding them."""
-    names = {address: container.labels.get("com.docker.compose.service", container.name)
-             for container in containers for address in pg_activity.addresses(container.attrs)}
-    database = next((c for c in containers
-                     if c.labels.get("com.docker.compose.service") == "postgres"), None)
-    return (pg_activity.connections(database, names) or {}) if database is not None else {}
+def database_connections(log: str, addresses: dict[str, dict[str, str]]) -> dict[str, int]:
+    """The most connections to the stack's PostgreSQL each compose service held at once,
+    from the server's log and the containers' addresses (PeakSampler.addresses). A session
+    is the service's whose container had its address when it began: Docker's record of
+    each container's start and end tells the holders of one address apart. One from an
+    address no container had, or from none at that time, is an error (it would go
+    uncounted)."""
+    import docker
+
+    client = docker.from_env()
+    lives: dict[str, list[tuple[float, float, str]]] = {}
+    try:
+        for address, holders in addresses.items():
+            for container_id, service in holders.items():
+                state = client.api.inspect_container(container_id)["State"]
+                ended = (epoch(state["FinishedAt"]) if not state["Running"]
+                         else time.time())
+                lives.setdefault(address, []).append((epoch(state["StartedAt"]), ended,
+                                                      service))
+    finally:
+        client.close()
+
+    def name_of(address: str, when: float) -> str:
+        for started, ended, service in lives.get(address, []):
+            if started <= when <= ended:
+                return service
+        return f"{address} at {datetime.fromtimestamp(when).isoformat()}"
+
+    peaks = pg_activity.peaks_from_log(log, name_of)
+    services = {s for holders in addresses.values() for s in holders.values()}
+    strangers = sorted(set(peaks) - services)
+    if strangers:
+        raise RuntimeError(f"connections to PostgreSQL from {', '.join(strangers)}, which no "
+                           "container of the stack had then")
+    if not peaks:
+        raise RuntimeError("PostgreSQL's log names no connection: is log_connections on?\n"
+                           + log[-2000:])
+    return peaks
 
 
 def role_of(service: str) -> str:
@@ -347,16 +396,31 @@ def measure(name: str, port: int, override: Path | None,
             before, started = cpu_seconds(), time.monotonic()
             records, parsed = fanout_runs(api)
             busy, busy_wall = cpu_since(before), time.monotonic() - started
+        connections = database_connections(stack.database_log(), sampler.addresses)
         time.sleep(SETTLE_SECONDS)
         before = cpu_seconds()
         time.sleep(IDLE_SECONDS)
         idle = cpu_since(before)
         pacing = ({"paced": idle_after_recreating(stack, None),
                    "short": idle_after_recreating(stack, short_pause)} if short_pause else {})
-        return {"name": name, "startup": startup, "parsed": parsed, "runs": records,
+        return {"name": name, "override": override, "startup": startup, "parsed": parsed,
+                "runs": records, "starts": [{"startup": startup, "runs": records}],
                 "busy": busy, "busy_wall": busy_wall, "idle": idle, "pacing": pacing,
                 "peaks": sampler.peaks, "peak_sources": sorted(sampler.sources),
-                "connections": sampler.connections}
+                "connections": connections}
+    finally:
+        stack.down()
+
+
+def start_again(port: int, result: dict) -> None:
+    """One more start of result's configuration from empty volumes, with its fan-out runs
+    only; added to result["starts"]."""
+    stack = Stack(port, result["override"])
+    stack.down()
+    try:
+        startup = stack.up()
+        records, _ = fanout_runs(login(port))
+        result["starts"].append({"startup": startup, "runs": records})
     finally:
         stack.down()
 
@@ -394,31 +458,41 @@ def run() -> str:
             measure("Airflow's defaults, examples off", port,
                     override_file(Path(tmp) / "b", no_examples)),
         ]
+        for _ in range(STARTS - 1):
+            for result in results:
+                start_again(port, result)
+
+    def every_run(result: dict) -> list[dict]:
+        return [r for start in result["starts"] for r in start["runs"]]
 
     def median(result: dict) -> float:
-        return statistics.median(r["wall"] for r in result["runs"])
+        return statistics.median(r["wall"] for r in every_run(result))
 
     def first(result: dict) -> float:
-        return result["runs"][0]["wall"]
+        return statistics.median(start["runs"][0]["wall"] for start in result["starts"])
 
     def lost(result: dict) -> int:
-        return sum(TASKS - r["success"] for r in result["runs"])
+        return sum(TASKS - r["success"] for r in every_run(result))
 
     rows = []
     for result in results:
-        for i, r in enumerate(result["runs"], 1):
-            hosts = ", ".join(f"{h} {n}" for h, n in sorted(r["hosts"].items()))
-            rows.append(f"| {result['name']} | {i} | {r['wall']:.1f} s | {r['state']} | "
-                        f"{r['success']} of {r['count']} (expected {TASKS}) | {r['retried']} | "
-                        f"{hosts} |")
+        for i, start in enumerate(result["starts"], 1):
+            runs = start["runs"]
+            hosts = sum((r["hosts"] for r in runs), collections.Counter())
+            rows.append(
+                f"| {result['name']} | {i} | {start['startup']:.0f} s | "
+                + ", ".join(f"{r['wall']:.1f}" for r in runs) + " s | "
+                f"{sum(r['state'] == 'success' for r in runs)} of {len(runs)} | "
+                f"{sum(r['success'] for r in runs)} of {sum(r['count'] for r in runs)} "
+                f"(expected {TASKS * len(runs)}) | {sum(r['retried'] for r in runs)} | "
+                + ", ".join(f"{h} {n}" for h, n in sorted(hosts.items())) + " |")
     totals = []
     for result in results:
-        hosts = sum((r["hosts"] for r in result["runs"]), collections.Counter())
+        firsts = ", ".join(f"{s['runs'][0]['wall']:.1f}" for s in result["starts"])
         totals.append(f"- {result['name']}: median {median(result):.1f} s over "
-                      f"{len(result['runs'])} runs, first run {first(result):.1f} s; stack "
-                      f"healthy after {result['startup']:.0f} s, DAG parsed "
-                      f"{result['parsed']:.0f} s later; tasks per worker over all runs: "
-                      + ", ".join(f"{h} {n}" for h, n in sorted(hosts.items())))
+                      f"{len(every_run(result))} runs, first run {first(result):.1f} s (median "
+                      f"of {firsts} s); DAG parsed {result['parsed']:.0f} s after the first "
+                      "start's stack was healthy")
     services = sorted(set().union(*(r["busy"] for r in results)))
     cpu_rows = []
     for result in results:
@@ -432,7 +506,7 @@ def run() -> str:
                         f"{100 * sum(result['idle'].values()) / IDLE_SECONDS:.1f}% |")
     setting_rows = [f"| `{n}` | `{ours[n]}` | `{values[n]}` |" for n in values]
     no_loss = all(lost(r) == 0 and all(x["retried"] == 0 and x["count"] == TASKS
-                                       for x in r["runs"]) for r in results)
+                                       for x in every_run(r)) for r in results)
 
     memory = memory_section(results[0])
     pacing = pacing_lines(results[0], short)
@@ -452,11 +526,14 @@ def run() -> str:
     return "\n".join([
         "## Fan-out of 20 tasks on the local stack: our defaults against Airflow's",
         "",
-        "compose.yaml's stack (2 Celery workers, on the same 2 CPUs as everything else), from "
-        "empty volumes for each configuration, all three in the same run; example_fanout "
+        "compose.yaml's stack (2 Celery workers, on the same 2 CPUs as everything else), "
+        f"started {STARTS} times for each configuration from empty volumes, the three "
+        "configurations taking turns, all in the same run; after each start example_fanout is "
         f"triggered through the REST API, {RUNS} runs in a row. Wall time: trigger request to "
         "the last task instance's end. The first run is the first work of freshly started "
-        "workers, what every scale-out meets.",
+        "workers, what every scale-out meets; one start gives one such sample, so its figure "
+        f"is the median of the {STARTS} starts' first runs, and the median is over all "
+        f"{STARTS * RUNS} runs.",
         "",
         "The Airflow-defaults runs set these variables (compose override) to Airflow's own "
         "default, read from the Airflow in the image; the examples-off run also sets "
@@ -470,15 +547,15 @@ def run() -> str:
         f"{', '.join(f'`{n}`' for n in users) or 'none'}."
         + (f" No Airflow default found for: {', '.join(missing)}." if missing else ""),
         "",
-        "| configuration | run | wall | DAG run | task instances success | retried | "
-        "tasks per worker |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| configuration | start | stack healthy after | wall of runs 1 to "
+        f"{RUNS} | DAG runs success | task instances success | retried | tasks per worker |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         "",
         *totals,
         "",
-        "CPU by service (Docker's accounting; the scheduler service runs scheduler, "
-        "dag-processor and triggerer):",
+        "CPU by service in each configuration's first start (Docker's accounting; the "
+        "scheduler service runs scheduler, dag-processor and triggerer):",
         "",
         "| | " + " | ".join(services) + " | all |",
         "| --- |" + " --- |" * (len(services) + 1),
@@ -597,8 +674,10 @@ def memory_section(ours: dict) -> list[str]:
         "",
         f"### Metadata-database connections by role, {ours['name']}",
         "",
-        "The most connections to PostgreSQL each container held at once (pg_stat_activity, "
-        "sampled every second with the memory): "
+        "The most connections to PostgreSQL each container held at once, from start-up to "
+        "the end of the runs, counted from the server's log of every session's start and end "
+        "(`log_connections` and `log_disconnections` on in every configuration), so that a "
+        "session shorter than any sampling interval counts too: "
         + ", ".join(f"{s} {n}" for s, n in record["containers_connections"].items())
         + ". A worker's figure is the larger of the two workers'. Celery's results go to "
         "Redis here (the local stack's secrets, scripts/local-secrets.sh), so a worker "
