@@ -4,9 +4,8 @@ Airflow's scheduler loop pauses `[scheduler] scheduler_idle_sleep_time` (1 s)
 after each loop that queued nothing and heard of no finished task. While tasks
 run, that pause is how late the scheduler notices one has ended and queues the
 next wave: up to 1 s per wave. A shorter pause for every loop, though, costs
-CPU all the time: at 0.25 s an idle scheduler task used about twice the CPU of
-Airflow's default, and its database too (BENCHMARKS.md, the fan-out's idle
-CPU), where nothing is waiting to be noticed.
+the database (and the scheduler) CPU all the time, a query or more per loop,
+where nothing is waiting to be noticed (BENCHMARKS.md, the scheduler at rest).
 
 So the scheduler pauses AIRFLOW_ECS_SCHEDULER_BUSY_SLEEP_SECONDS while its
 executors hold queued or running tasks, and for HOLD_SECONDS after they last
