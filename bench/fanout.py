@@ -29,6 +29,7 @@ CPU, memory and database connections are read in the first start only.
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import os
 import platform
@@ -70,9 +71,6 @@ SETTLE_SECONDS = SCHEDULER_BUSY_HOLD_SECONDS + 5
 RESTART_SETTLE_SECONDS = 60
 VERSION = re.search(r'(?m)^version = "(.*)"', (ROOT / "pyproject.toml").read_text()).group(1)
 SERVICES = ("migrate", "scheduler", "webserver", "worker-1", "worker-2")
-# Every stack's PostgreSQL logs each session's start and end (pg_activity.LOGGING): the
-# connections each service held at once are counted from that log.
-POSTGRES_LOGGING = Path(tempfile.gettempdir()) / f"{PROJECT}-postgres-logging.yaml"
 
 # Airflow's own default for each variable, from the Airflow in the image (AIRFLOW_HOME
 # there is /opt/airflow). visibility_timeout has none in config.yml: the Celery provider
@@ -102,10 +100,7 @@ def free_port() -> int:
 class Stack:
     def __init__(self, port: int, override: Path | None):
         self.port = port
-        # JSON is YAML.
-        POSTGRES_LOGGING.write_text(json.dumps(
-            {"services": {"postgres": {"command": ["postgres", *pg_activity.LOGGING]}}}))
-        self.files = ["-f", str(ROOT / "compose.yaml"), "-f", str(POSTGRES_LOGGING)]
+        self.files = ["-f", str(ROOT / "compose.yaml"), "-f", str(postgres_logging())]
         if override:
             self.files += ["-f", str(override)]
         self.env = {**os.environ, "IMAGE_PREFIX": os.environ.get("IMAGE_PREFIX", "airflow-ecs/"),
@@ -174,13 +169,25 @@ def airflow_defaults(names: list[str]) -> dict[str, str | None]:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def override_file(directory: Path, values: dict[str, str]) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "airflow-defaults.yaml"
-    # JSON is YAML: one environment block per Airflow service, values quoted.
-    path.write_text(json.dumps({"services": {s: {"environment": values} for s in SERVICES}},
-                               indent=2))
+def compose_override(path: Path, services: dict[str, dict]) -> Path:
+    """A compose override file at path setting services' keys; JSON is YAML."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"services": services}, indent=2))
     return path
+
+
+def override_file(directory: Path, values: dict[str, str]) -> Path:
+    """One environment block per Airflow service, values quoted."""
+    return compose_override(directory / "airflow-defaults.yaml",
+                            {s: {"environment": values} for s in SERVICES})
+
+
+@functools.cache
+def postgres_logging() -> Path:
+    """Every stack's PostgreSQL logs each session's start and end (pg_activity.LOGGING): the
+    connections each service held at once are counted from that log."""
+    return compose_override(Path(tempfile.gettempdir()) / f"{PROJECT}-postgres-logging.yaml",
+                            {"postgres": {"command": ["postgres", *pg_activity.LOGGING]}})
 
 
 def cpu_seconds() -> dict[str, float]:
